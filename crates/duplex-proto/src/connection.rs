@@ -1,0 +1,652 @@
+//! The connection state machine: bytes in, messages out; messages in, bytes out.
+
+use std::fmt;
+use std::io::IoSlice;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::close::{CloseCode, CloseFrame, truncate_reason};
+use crate::config::Config;
+use crate::error::{ProtocolError, SendError};
+use crate::frame::{
+    Frame, FrameDecoder, FrameEvent, FrameHeader, MAX_CONTROL_PAYLOAD, OpCode, Role,
+};
+use crate::mask::apply_mask;
+use crate::message::Message;
+use crate::output::Output;
+use crate::rng::MaskSource;
+use crate::utf8::{Utf8Bytes, Utf8Validator};
+
+/// The state of a connection, named as in the browser's `WebSocket.readyState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReadyState {
+    /// The opening handshake is under way. A [`Connection`] never reports it (it
+    /// starts after the handshake); the async layer does.
+    Connecting,
+    /// Messages flow both ways.
+    Open,
+    /// A close frame was sent or received (or the connection failed); the
+    /// transport is not closed yet.
+    Closing,
+    /// The transport is closed.
+    Closed,
+}
+
+/// How a connection ended, as the browser's `CloseEvent` tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseInfo {
+    /// The code from the peer's close frame; 1005 if it had none; 1006 if none
+    /// was received (the connection failed or the transport closed first).
+    pub code: CloseCode,
+    /// The reason from the peer's close frame, or empty.
+    pub reason: Utf8Bytes,
+    /// Whether both close frames were exchanged before the transport closed.
+    pub was_clean: bool,
+}
+
+/// Which kind of frame [`Connection::send_fragment`] sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fragment {
+    /// The first frame of a text message.
+    Text,
+    /// The first frame of a binary message.
+    Binary,
+    /// A later frame of the message being sent.
+    Continuation,
+}
+
+/// One WebSocket connection, after the opening handshake, as a state machine.
+///
+/// It does no I/O and reads no clock. The caller moves bytes between it and the
+/// transport, in this order:
+///
+/// 1. Bytes read from the transport go in with [`receive`](Self::receive) (or are
+///    read straight into [`read_buffer`](Self::read_buffer)); end of input is
+///    reported with [`receive_eof`](Self::receive_eof).
+/// 2. [`next_message`](Self::next_message) is called until it returns `Ok(None)`:
+///    each call decodes as far as the buffered bytes allow and returns the next
+///    message. Decoding is lazy, so a caller that stops asking stops reading.
+/// 3. Messages go out with [`send`](Self::send) and friends; they, and the
+///    connection's own replies (pongs, the close echo), become bytes to write,
+///    taken with [`take_output`](Self::take_output) or
+///    [`output_slices`](Self::output_slices) and
+///    [`advance_output`](Self::advance_output).
+/// 4. When [`should_close_transport`](Self::should_close_transport) says so,
+///    the caller writes what is left and closes the transport, then calls
+///    [`transport_closed`](Self::transport_closed).
+///
+/// A protocol violation by the peer fails the connection: `next_message` returns
+/// the error once, a close frame with the matching code is queued, and further
+/// input is discarded.
+///
+/// ```
+/// use duplex_proto::{Config, Connection, Message, ReadyState};
+///
+/// let mut server = Connection::server(Config::default());
+/// // A masked text frame "Hello" from the client (RFC 6455 section 5.7).
+/// server.receive(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+/// assert_eq!(server.next_message().unwrap(), Some(Message::text("Hello")));
+/// assert_eq!(server.next_message().unwrap(), None);
+///
+/// server.send(Message::text("Hi")).unwrap();
+/// assert_eq!(&server.take_output().unwrap()[..], b"\x81\x02Hi");
+/// assert_eq!(server.ready_state(), ReadyState::Open);
+/// ```
+pub struct Connection {
+    role: Role,
+    config: Config,
+    /// Masking keys; only a client has one.
+    mask_source: Option<Box<dyn MaskSource>>,
+
+    read_buf: BytesMut,
+    decoder: FrameDecoder,
+    /// The message being received, from its first frame's header on.
+    incoming: Option<Incoming>,
+    /// No more input will be read: a close frame was received, the connection
+    /// failed, or the transport closed.
+    input_done: bool,
+    /// The transport reported end of input; buffered bytes may remain.
+    eof: bool,
+
+    output: Output,
+    /// The fragmented message being sent, if any.
+    outgoing: Option<Outgoing>,
+
+    close_sent: Option<Option<CloseFrame>>,
+    close_received: Option<Option<CloseFrame>>,
+    failure: Option<ProtocolError>,
+    transport_closed: bool,
+}
+
+#[derive(Debug)]
+struct Incoming {
+    text: bool,
+    size: u64,
+    utf8: Utf8Validator,
+    /// The payloads of the frames before the last; empty for a one-frame message.
+    fragments: BytesMut,
+}
+
+#[derive(Debug)]
+struct Outgoing {
+    /// For text, the UTF-8 state of the fragments sent so far.
+    utf8: Option<Utf8Validator>,
+}
+
+impl Connection {
+    /// The server end of a connection.
+    pub fn server(config: Config) -> Self {
+        Connection::new(Role::Server, config, None)
+    }
+
+    /// The client end of a connection, masking with [`ThreadRngMask`].
+    ///
+    /// [`ThreadRngMask`]: crate::rng::ThreadRngMask
+    #[cfg(feature = "os-rng")]
+    pub fn client(config: Config) -> Self {
+        Connection::client_with_mask_source(config, Box::new(crate::rng::ThreadRngMask))
+    }
+
+    /// The client end of a connection, masking with keys from `mask_source`.
+    pub fn client_with_mask_source(config: Config, mask_source: Box<dyn MaskSource>) -> Self {
+        Connection::new(Role::Client, config, Some(mask_source))
+    }
+
+    fn new(role: Role, config: Config, mask_source: Option<Box<dyn MaskSource>>) -> Self {
+        Connection {
+            role,
+            decoder: FrameDecoder::new(role, config.max_frame_size),
+            config,
+            mask_source,
+            read_buf: BytesMut::new(),
+            incoming: None,
+            input_done: false,
+            eof: false,
+            output: Output::default(),
+            outgoing: None,
+            close_sent: None,
+            close_received: None,
+            failure: None,
+            transport_closed: false,
+        }
+    }
+
+    /// This end's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The limits this connection enforces.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    // ----- input -----
+
+    /// Appends bytes read from the transport. Ignored once no more input is
+    /// wanted (after a close frame was received, or a failure).
+    pub fn receive(&mut self, data: &[u8]) {
+        if !self.input_done {
+            self.read_buf.extend_from_slice(data);
+        }
+    }
+
+    /// The buffer received bytes are appended to, for reading from the transport
+    /// straight into it without a copy. Reserve space and append; bytes appended
+    /// after input is done are ignored.
+    pub fn read_buffer(&mut self) -> &mut BytesMut {
+        &mut self.read_buf
+    }
+
+    /// Whether the connection wants more input: false once a close frame was
+    /// received, the connection failed or the transport closed.
+    pub fn wants_input(&self) -> bool {
+        !self.input_done && !self.eof
+    }
+
+    /// Reports that the transport has no more input. Buffered bytes are still
+    /// decoded by [`next_message`](Self::next_message); once it returns `Ok(None)`
+    /// the connection is closed (abnormally, unless the close handshake was done).
+    pub fn receive_eof(&mut self) {
+        self.eof = true;
+    }
+
+    /// Decodes the next message from the buffered input.
+    ///
+    /// Returns `Ok(None)` when the buffered bytes hold no further whole message.
+    /// Pings are answered with a pong and a close frame with a close (section
+    /// 5.5), before the ping or close is returned. After a close frame, further
+    /// input is ignored.
+    ///
+    /// # Errors
+    ///
+    /// The first protocol violation in the input, once; a close frame with its
+    /// code is then queued, and later calls return `Ok(None)`.
+    pub fn next_message(&mut self) -> Result<Option<Message>, ProtocolError> {
+        while !self.input_done {
+            let frame = match self.decode_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(err) => return Err(self.fail(err)),
+            };
+            match self.on_frame(frame) {
+                Ok(Some(message)) => return Ok(Some(message)),
+                Ok(None) => {}
+                Err(err) => return Err(self.fail(err)),
+            }
+        }
+        if self.eof && !self.transport_closed {
+            self.transport_closed();
+        }
+        Ok(None)
+    }
+
+    /// Decodes one frame, checking message-level rules on the header and
+    /// validating text as its bytes are unmasked.
+    fn decode_frame(&mut self) -> Result<Option<Frame>, ProtocolError> {
+        let Connection {
+            decoder,
+            read_buf,
+            incoming,
+            config,
+            ..
+        } = self;
+        decoder.decode_with(read_buf, |event| match event {
+            FrameEvent::Header(header) => start_frame(header, incoming, config.max_message_size),
+            FrameEvent::Payload(header, piece) => match incoming {
+                Some(Incoming {
+                    text: true, utf8, ..
+                }) if !header.opcode.is_control() => {
+                    utf8.feed(piece).map_err(|_| ProtocolError::InvalidUtf8)
+                }
+                _ => Ok(()),
+            },
+        })
+    }
+
+    fn on_frame(&mut self, frame: Frame) -> Result<Option<Message>, ProtocolError> {
+        let Frame { header, payload } = frame;
+        match header.opcode {
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                // `start_frame` opened the message when the header arrived.
+                let Some(incoming) = self.incoming.as_mut() else {
+                    return Err(ProtocolError::UnexpectedContinuation);
+                };
+                if !header.fin {
+                    incoming.fragments.extend_from_slice(&payload);
+                    return Ok(None);
+                }
+                let mut incoming = self
+                    .incoming
+                    .take()
+                    .ok_or(ProtocolError::UnexpectedContinuation)?;
+                let data = if incoming.fragments.is_empty() {
+                    payload
+                } else {
+                    incoming.fragments.extend_from_slice(&payload);
+                    incoming.fragments.freeze()
+                };
+                if incoming.text {
+                    // Section 8.1: the message must not end inside a code point.
+                    incoming
+                        .utf8
+                        .finish()
+                        .map_err(|_| ProtocolError::InvalidUtf8)?;
+                    Ok(Some(Message::Text(Utf8Bytes::from_validated(data))))
+                } else {
+                    Ok(Some(Message::Binary(data)))
+                }
+            }
+            OpCode::Ping => {
+                // Section 5.5.2: answer with a pong carrying the same data, unless
+                // our close is sent (nothing may follow it).
+                if self.close_sent.is_none() {
+                    self.write_frame(OpCode::Pong, true, payload.clone());
+                }
+                Ok(Some(Message::Ping(payload)))
+            }
+            OpCode::Pong => Ok(Some(Message::Pong(payload))),
+            OpCode::Close => {
+                let frame = CloseFrame::parse(&payload)?;
+                self.close_received = Some(frame.clone());
+                self.input_done = true;
+                self.read_buf = BytesMut::new();
+                if self.close_sent.is_none() {
+                    // Section 5.5.1: answer with a close, echoing the code.
+                    let echo = frame
+                        .as_ref()
+                        .map(|f| CloseFrame::new(f.code, Utf8Bytes::default()));
+                    self.write_close(echo);
+                }
+                Ok(Some(Message::Close(frame)))
+            }
+        }
+    }
+
+    /// Fails the connection: queues a close frame with the error's code (unless
+    /// one was sent), and stops reading.
+    fn fail(&mut self, err: ProtocolError) -> ProtocolError {
+        if self.close_sent.is_none() {
+            let reason = err.to_string();
+            let frame = CloseFrame::new(err.close_code(), truncate_reason(&reason));
+            self.write_close(Some(frame));
+        }
+        self.failure = Some(err.clone());
+        self.stop_input();
+        err
+    }
+
+    fn stop_input(&mut self) {
+        self.input_done = true;
+        self.read_buf = BytesMut::new();
+        self.incoming = None;
+    }
+
+    // ----- output -----
+
+    /// Queues a message: text, binary, ping, pong or close.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] after our close frame (RFC 6455 section 5.5.1: no
+    /// frame may follow it); [`SendError::MessageInProgress`] for a text or binary
+    /// message while a fragmented one is unfinished; the errors of
+    /// [`close`](Self::close) for a close, and of control frames over 125 bytes.
+    /// On error nothing is queued.
+    pub fn send(&mut self, message: Message) -> Result<(), SendError> {
+        match message {
+            Message::Text(text) => self.send_data(OpCode::Text, text.into_bytes()),
+            Message::Binary(data) => self.send_data(OpCode::Binary, data),
+            Message::Ping(data) => self.send_control(OpCode::Ping, data),
+            Message::Pong(data) => self.send_control(OpCode::Pong, data),
+            Message::Close(frame) => self.send_close(frame),
+        }
+    }
+
+    /// Starts the closing handshake with this code and reason.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::InvalidCloseCode`] for a code that may not be sent (1005,
+    /// 1006, 1015 and unassigned codes); [`SendError::CloseReasonTooLong`] for a
+    /// reason over 123 bytes; [`SendError::Closed`] if a close was already sent.
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        self.send_close(Some(CloseFrame::new(code, reason)))
+    }
+
+    /// Sends one frame of a fragmented message (section 5.4): first a
+    /// [`Fragment::Text`] or [`Fragment::Binary`], then any number of
+    /// [`Fragment::Continuation`]s, the last with `fin` set. A first frame with
+    /// `fin` set is a whole message. Pings, pongs and a close may be sent between
+    /// fragments; other messages may not.
+    ///
+    /// Text fragments may split a code point between them; the text as a whole
+    /// is checked to be UTF-8 as it goes.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::MessageInProgress`], [`SendError::NoMessageInProgress`] for a
+    /// frame out of sequence, [`SendError::InvalidUtf8`] for text that is not
+    /// UTF-8, [`SendError::Closed`] after our close. On error nothing is queued and
+    /// the message in progress stays as it was.
+    pub fn send_fragment(
+        &mut self,
+        kind: Fragment,
+        payload: impl Into<Bytes>,
+        fin: bool,
+    ) -> Result<(), SendError> {
+        self.check_open()?;
+        let payload = payload.into();
+        let (opcode, mut utf8) = match (kind, &self.outgoing) {
+            (Fragment::Text | Fragment::Binary, Some(_)) => {
+                return Err(SendError::MessageInProgress);
+            }
+            (Fragment::Continuation, None) => return Err(SendError::NoMessageInProgress),
+            (Fragment::Text, None) => (OpCode::Text, Some(Utf8Validator::new())),
+            (Fragment::Binary, None) => (OpCode::Binary, None),
+            (Fragment::Continuation, Some(out)) => (OpCode::Continuation, out.utf8.clone()),
+        };
+        if let Some(utf8) = utf8.as_mut() {
+            utf8.feed(&payload).map_err(|_| SendError::InvalidUtf8)?;
+            if fin {
+                utf8.finish().map_err(|_| SendError::InvalidUtf8)?;
+            }
+        }
+        self.outgoing = (!fin).then_some(Outgoing { utf8 });
+        self.write_frame(opcode, fin, payload);
+        Ok(())
+    }
+
+    fn check_open(&self) -> Result<(), SendError> {
+        if self.close_sent.is_some() || self.transport_closed {
+            Err(SendError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn send_data(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), SendError> {
+        self.check_open()?;
+        if self.outgoing.is_some() {
+            return Err(SendError::MessageInProgress);
+        }
+        self.write_frame(opcode, true, payload);
+        Ok(())
+    }
+
+    fn send_control(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), SendError> {
+        self.check_open()?;
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(SendError::ControlPayloadTooLong(payload.len()));
+        }
+        self.write_frame(opcode, true, payload);
+        Ok(())
+    }
+
+    fn send_close(&mut self, frame: Option<CloseFrame>) -> Result<(), SendError> {
+        self.check_open()?;
+        if let Some(frame) = &frame {
+            frame.check_sendable()?;
+        }
+        self.write_close(frame);
+        Ok(())
+    }
+
+    fn write_close(&mut self, frame: Option<CloseFrame>) {
+        let mut payload = BytesMut::new();
+        if let Some(frame) = &frame {
+            frame.write_payload(&mut payload);
+        }
+        self.write_frame(OpCode::Close, true, payload.freeze());
+        self.close_sent = Some(frame);
+    }
+
+    /// Encodes a frame into the output: a client masks a copy of the payload; a
+    /// server queues the payload as it is.
+    fn write_frame(&mut self, opcode: OpCode, fin: bool, payload: Bytes) {
+        let mask = self.mask_source.as_mut().map(|m| m.next_mask());
+        let header = FrameHeader {
+            fin,
+            rsv: 0,
+            opcode,
+            mask,
+            payload_len: payload.len() as u64,
+        };
+        match mask {
+            None => {
+                self.output.write(|out| header.encode(out));
+                self.output.push(payload);
+            }
+            Some(key) => self.output.write(|out| {
+                header.encode(out);
+                let start = out.len();
+                out.extend_from_slice(&payload);
+                apply_mask(&mut out[start..], key);
+            }),
+        }
+    }
+
+    /// The number of bytes queued and not yet taken by the transport, like the
+    /// browser's `bufferedAmount` (which also counts frame headers here).
+    pub fn buffered_amount(&self) -> usize {
+        self.output.len()
+    }
+
+    /// Whether there are bytes to write.
+    pub fn has_output(&self) -> bool {
+        !self.output.is_empty()
+    }
+
+    /// Takes the oldest queued output, one chunk at a time; `None` when there is
+    /// none.
+    pub fn take_output(&mut self) -> Option<Bytes> {
+        self.output.take_chunk()
+    }
+
+    /// Fills `dst` with slices of the queued output, oldest first, for a vectored
+    /// write; returns how many were filled. Follow with
+    /// [`advance_output`](Self::advance_output) by the number of bytes written.
+    pub fn output_slices<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        self.output.io_slices(dst)
+    }
+
+    /// The oldest queued output as one contiguous slice, for a plain write.
+    pub fn output_chunk(&self) -> &[u8] {
+        self.output.first_chunk()
+    }
+
+    /// Marks the first `n` bytes of queued output as written.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is larger than [`buffered_amount`](Self::buffered_amount).
+    pub fn advance_output(&mut self, n: usize) {
+        self.output.advance(n);
+    }
+
+    // ----- closing -----
+
+    /// Whether the caller should, after writing the queued output, close the
+    /// transport: after a failure (RFC 6455 section 7.1.7), and on the server once
+    /// both close frames are exchanged (section 7.1.1: the server closes the TCP
+    /// connection first). A client whose close handshake is done waits for the
+    /// server to close, with a timeout of the caller's choosing.
+    pub fn should_close_transport(&self) -> bool {
+        !self.transport_closed
+            && (self.failure.is_some()
+                || (self.role == Role::Server && self.is_close_handshake_done()))
+    }
+
+    /// Whether close frames have been both sent and received.
+    pub fn is_close_handshake_done(&self) -> bool {
+        self.close_sent.is_some() && self.close_received.is_some()
+    }
+
+    /// Reports that the transport is closed; the connection is then
+    /// [`Closed`](ReadyState::Closed). Unwritten output and unread input are
+    /// dropped.
+    pub fn transport_closed(&mut self) {
+        self.transport_closed = true;
+        self.stop_input();
+        self.output = Output::default();
+    }
+
+    /// The connection's state.
+    pub fn ready_state(&self) -> ReadyState {
+        if self.transport_closed {
+            ReadyState::Closed
+        } else if self.close_sent.is_some() || self.close_received.is_some() {
+            ReadyState::Closing
+        } else {
+            ReadyState::Open
+        }
+    }
+
+    /// The close frame received from the peer: `None` if none yet, `Some(None)` if
+    /// it carried no code.
+    pub fn received_close(&self) -> Option<&Option<CloseFrame>> {
+        self.close_received.as_ref()
+    }
+
+    /// The close frame this end sent, as [`received_close`](Self::received_close).
+    pub fn sent_close(&self) -> Option<&Option<CloseFrame>> {
+        self.close_sent.as_ref()
+    }
+
+    /// The protocol violation that failed the connection, if one did.
+    pub fn failure(&self) -> Option<&ProtocolError> {
+        self.failure.as_ref()
+    }
+
+    /// How the connection ended, once it is [`Closed`](ReadyState::Closed).
+    pub fn close_info(&self) -> Option<CloseInfo> {
+        if !self.transport_closed {
+            return None;
+        }
+        let (code, reason) = match &self.close_received {
+            Some(Some(frame)) => (frame.code, frame.reason.clone()),
+            Some(None) => (CloseCode::NO_STATUS, Utf8Bytes::default()),
+            None => (CloseCode::ABNORMAL, Utf8Bytes::default()),
+        };
+        Some(CloseInfo {
+            code,
+            reason,
+            was_clean: self.is_close_handshake_done() && self.failure.is_none(),
+        })
+    }
+}
+
+/// Message-level checks on a frame header, the moment it is whole (section 5.4):
+/// fragments in sequence and the message within its size limit. Opens the
+/// incoming message on its first frame.
+fn start_frame(
+    header: &FrameHeader,
+    incoming: &mut Option<Incoming>,
+    max_message_size: usize,
+) -> Result<(), ProtocolError> {
+    let text = match header.opcode {
+        OpCode::Text => true,
+        OpCode::Binary => false,
+        OpCode::Continuation => {
+            let Some(message) = incoming.as_mut() else {
+                return Err(ProtocolError::UnexpectedContinuation);
+            };
+            return grow(message, header.payload_len, max_message_size);
+        }
+        // Control frames may arrive between fragments and are whole in themselves.
+        OpCode::Close | OpCode::Ping | OpCode::Pong => return Ok(()),
+    };
+    if incoming.is_some() {
+        return Err(ProtocolError::ExpectedContinuation);
+    }
+    let message = incoming.insert(Incoming {
+        text,
+        size: 0,
+        utf8: Utf8Validator::new(),
+        fragments: BytesMut::new(),
+    });
+    grow(message, header.payload_len, max_message_size)
+}
+
+fn grow(message: &mut Incoming, len: u64, max: usize) -> Result<(), ProtocolError> {
+    let size = message.size.saturating_add(len);
+    if size > max as u64 {
+        return Err(ProtocolError::MessageTooLarge { size, max });
+    }
+    message.size = size;
+    Ok(())
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("role", &self.role)
+            .field("ready_state", &self.ready_state())
+            .field("buffered_input", &self.read_buf.len())
+            .field("buffered_output", &self.output.len())
+            .field("close_sent", &self.close_sent)
+            .field("close_received", &self.close_received)
+            .field("failure", &self.failure)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,202 @@
+//! Properties over random inputs: encoding then decoding is the identity, and
+//! how a byte stream is split into reads never changes what is decoded.
+
+mod util;
+
+use bytes::{Bytes, BytesMut};
+use duplex_proto::frame::{Frame, FrameDecoder, FrameHeader, OpCode, Role};
+use duplex_proto::{Config, Connection, Fragment, Message, ProtocolError};
+use proptest::prelude::*;
+use util::{conn_with, drain, frame_to, peer_of};
+
+fn role() -> impl Strategy<Value = Role> {
+    prop_oneof![Just(Role::Server), Just(Role::Client)]
+}
+
+fn opcode() -> impl Strategy<Value = OpCode> {
+    prop_oneof![
+        Just(OpCode::Continuation),
+        Just(OpCode::Text),
+        Just(OpCode::Binary),
+        Just(OpCode::Close),
+        Just(OpCode::Ping),
+        Just(OpCode::Pong),
+    ]
+}
+
+/// Any frame the header format can carry, control frames kept legal.
+fn frame(role: Role) -> impl Strategy<Value = Frame> {
+    (
+        opcode(),
+        any::<bool>(),
+        0u8..8,
+        any::<[u8; 4]>(),
+        prop_oneof![
+            3 => proptest::collection::vec(any::<u8>(), 0..130),
+            1 => proptest::collection::vec(any::<u8>(), 60_000..70_000),
+        ],
+    )
+        .prop_map(move |(opcode, fin, rsv, key, mut payload)| {
+            if opcode.is_control() {
+                payload.truncate(125);
+            }
+            Frame {
+                header: FrameHeader {
+                    fin: fin || opcode.is_control(),
+                    rsv,
+                    opcode,
+                    mask: (role == Role::Server).then_some(key),
+                    payload_len: payload.len() as u64,
+                },
+                payload: Bytes::from(payload),
+            }
+        })
+}
+
+/// Random split points for a stream of `len` bytes.
+fn splits(len: usize, cuts: &[usize]) -> Vec<usize> {
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (len + 1)).collect();
+    points.sort_unstable();
+    points.dedup();
+    points
+}
+
+/// Feeds `wire` to `conn` in pieces cut at `points`; returns every result and the
+/// output produced.
+fn feed_split(
+    mut conn: Connection,
+    wire: &[u8],
+    points: &[usize],
+) -> (Vec<Result<Message, ProtocolError>>, Vec<u8>) {
+    let mut results = Vec::new();
+    let mut start = 0;
+    for &p in points.iter().chain(std::iter::once(&wire.len())) {
+        conn.receive(&wire[start..p]);
+        results.extend(drain(&mut conn));
+        start = p;
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = conn.take_output() {
+        out.extend_from_slice(&chunk);
+    }
+    (results, out)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn encode_then_decode_is_identity(
+        (role, frames) in role().prop_flat_map(|r| (Just(r), proptest::collection::vec(frame(r), 1..6))),
+        cuts in proptest::collection::vec(any::<usize>(), 0..8),
+    ) {
+        let mut wire = BytesMut::new();
+        for f in &frames {
+            let before = wire.len();
+            f.encode(&mut wire);
+            prop_assert_eq!(wire.len() - before, f.header.encoded_len() + f.payload.len());
+        }
+        let wire = wire.freeze();
+        let mut decoder = FrameDecoder::new(role, usize::MAX);
+        decoder.allow_rsv(0b111);
+        let mut buf = BytesMut::new();
+        let mut decoded = Vec::new();
+        let mut start = 0;
+        for p in splits(wire.len(), &cuts).into_iter().chain(std::iter::once(wire.len())) {
+            buf.extend_from_slice(&wire[start..p]);
+            start = p;
+            while let Some(f) = decoder.decode(&mut buf).unwrap() {
+                decoded.push(f);
+            }
+        }
+        prop_assert_eq!(decoded, frames);
+        prop_assert!(buf.is_empty());
+    }
+
+    /// Any bytes at all, valid frames mixed with garbage: the results and the
+    /// replies are the same however the stream is cut into reads.
+    #[test]
+    fn any_split_yields_the_same_events(
+        role in role(),
+        pieces in proptest::collection::vec(
+            prop_oneof![
+                4 => (opcode(), any::<bool>(), proptest::collection::vec(any::<u8>(), 0..300))
+                    .prop_map(|(op, fin, payload)| (Some((op, fin)), payload)),
+                1 => proptest::collection::vec(any::<u8>(), 0..12).prop_map(|bytes| (None, bytes)),
+            ],
+            0..12,
+        ),
+        cuts in proptest::collection::vec(any::<usize>(), 0..12),
+        small_limits in any::<bool>(),
+    ) {
+        let mut wire = Vec::new();
+        for (frame, bytes) in &pieces {
+            match frame {
+                Some((op, fin)) => {
+                    let payload = if op.is_control() { &bytes[..bytes.len().min(125)] } else { &bytes[..] };
+                    wire.extend(frame_to(role, *fin || op.is_control(), 0, *op, payload));
+                }
+                None => wire.extend_from_slice(bytes),
+            }
+        }
+        let config = if small_limits {
+            Config::default().max_frame_size(200).max_message_size(400)
+        } else {
+            Config::default()
+        };
+        let whole = feed_split(conn_with(role, config.clone()), &wire, &[]);
+        let split = feed_split(conn_with(role, config), &wire, &splits(wire.len(), &cuts));
+        prop_assert_eq!(&whole.0, &split.0);
+        prop_assert_eq!(&whole.1, &split.1);
+        // At most one error, and it is the last result.
+        let errors = whole.0.iter().filter(|r| r.is_err()).count();
+        prop_assert!(errors <= 1);
+        if errors == 1 {
+            prop_assert!(whole.0.last().unwrap().is_err());
+        }
+    }
+
+    /// Messages sent by one end arrive whole and in order at the other, with
+    /// fragmentation and reads cut anywhere.
+    #[test]
+    fn messages_arrive_as_sent(
+        role in role(),
+        messages in proptest::collection::vec(
+            prop_oneof![
+                ".{0,200}".prop_map(Message::text),
+                proptest::collection::vec(any::<u8>(), 0..3000).prop_map(Message::binary),
+                proptest::collection::vec(any::<u8>(), 0..125).prop_map(Message::ping),
+            ],
+            0..10,
+        ),
+        fragment_at in proptest::collection::vec(any::<usize>(), 0..10),
+        cuts in proptest::collection::vec(any::<usize>(), 0..10),
+    ) {
+        let mut sender = conn_with(role, Config::default());
+        for (i, m) in messages.iter().enumerate() {
+            match (m, fragment_at.get(i)) {
+                (Message::Binary(data), Some(&at)) if !data.is_empty() => {
+                    let at = at % data.len();
+                    sender.send_fragment(Fragment::Binary, data.slice(..at), false).unwrap();
+                    sender.send_fragment(Fragment::Continuation, data.slice(at..), true).unwrap();
+                }
+                (Message::Text(text), Some(&at)) if !text.is_empty() => {
+                    // Cut at any byte, even inside a code point.
+                    let bytes = text.clone().into_bytes();
+                    let at = at % bytes.len();
+                    sender.send_fragment(Fragment::Text, bytes.slice(..at), false).unwrap();
+                    sender.send_fragment(Fragment::Continuation, bytes.slice(at..), true).unwrap();
+                }
+                _ => sender.send(m.clone()).unwrap(),
+            }
+        }
+        let mut wire = Vec::new();
+        while let Some(chunk) = sender.take_output() {
+            wire.extend_from_slice(&chunk);
+        }
+        let receiver = conn_with(peer_of(role), Config::default());
+        let (results, _) = feed_split(receiver, &wire, &splits(wire.len(), &cuts));
+        let expected: Vec<_> = messages.into_iter().map(Ok).collect();
+        prop_assert_eq!(results, expected);
+    }
+}
