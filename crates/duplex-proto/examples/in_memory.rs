@@ -17,14 +17,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build(&mut ThreadRngMask)?;
     let mut wire = BytesMut::new();
     handshake::write_request(&request, &mut wire);
-    println!("client -> server ({} bytes):\n{}", wire.len(), String::from_utf8_lossy(&wire));
+    println!(
+        "client -> server ({} bytes):\n{}",
+        wire.len(),
+        String::from_utf8_lossy(&wire)
+    );
 
     let (request, _) = handshake::parse_request(&wire, &config)?.ok_or("incomplete request")?;
     let upgrade = handshake::validate_request(&request)?;
     let response = upgrade.response(upgrade.protocols().first().map(String::as_str), &[])?;
     let mut wire = BytesMut::new();
     handshake::write_response(&response, &mut wire);
-    println!("server -> client ({} bytes):\n{}", wire.len(), String::from_utf8_lossy(&wire));
+    println!(
+        "server -> client ({} bytes):\n{}",
+        wire.len(),
+        String::from_utf8_lossy(&wire)
+    );
 
     let (response, _) = handshake::parse_response(&wire, &config)?.ok_or("incomplete response")?;
     let negotiated = client_hs.validate(&response)?;
@@ -59,8 +67,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     server.transport_closed();
     client.receive_eof();
     client.next_message()?;
-    println!("\nclient: {:?}, {:?}", client.ready_state(), client.close_info());
-    println!("server: {:?}, {:?}", server.ready_state(), server.close_info());
+    println!(
+        "\nclient: {:?}, {:?}",
+        client.ready_state(),
+        client.close_info()
+    );
+    println!(
+        "server: {:?}, {:?}",
+        server.ready_state(),
+        server.close_info()
+    );
     Ok(())
 }
 

@@ -94,5 +94,7 @@ pub use crate::connection::{CloseInfo, Connection, Fragment, ReadyState};
 pub use crate::error::{ProtocolError, SendError};
 pub use crate::frame::Role;
 pub use crate::handshake::HandshakeError;
+#[cfg(feature = "json")]
+pub use crate::message::JsonMessage;
 pub use crate::message::Message;
 pub use crate::utf8::Utf8Bytes;

@@ -131,3 +131,49 @@ impl From<Vec<u8>> for Message {
         Message::Binary(b.into())
     }
 }
+
+#[cfg(feature = "json")]
+impl Message {
+    /// A text message holding `value` as JSON.
+    ///
+    /// # Errors
+    ///
+    /// Whatever `serde_json` reports for a value it cannot serialize (a map with
+    /// non-string keys, a failing `Serialize` impl).
+    ///
+    /// ```
+    /// use duplex_proto::{JsonMessage, Message};
+    /// let msg = Message::json(&serde_json::json!({"op": "ping", "id": 1})).unwrap();
+    /// assert_eq!(msg.as_text(), Some(r#"{"id":1,"op":"ping"}"#));
+    /// let back: serde_json::Value = msg.json().unwrap();
+    /// assert_eq!(back["op"], "ping");
+    /// ```
+    pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Message, serde_json::Error> {
+        Ok(Message::Text(serde_json::to_string(value)?.into()))
+    }
+}
+
+/// Reading a message as JSON: `message.json::<T>()`.
+#[cfg(feature = "json")]
+pub trait JsonMessage {
+    /// Parses a text or binary message's payload as JSON into `T`.
+    ///
+    /// # Errors
+    ///
+    /// A `serde_json` error for a payload that is not JSON of `T`'s shape, or for
+    /// a ping, pong or close (which carry no JSON).
+    fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error>;
+}
+
+#[cfg(feature = "json")]
+impl JsonMessage for Message {
+    fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        match self {
+            Message::Text(text) => serde_json::from_str(text),
+            Message::Binary(data) => serde_json::from_slice(data),
+            _ => Err(serde::de::Error::custom(
+                "only text and binary messages carry JSON",
+            )),
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! `duplex connect`: a WebSocket client for the terminal, in the manner of wscat.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use duplex::{ClientBuilder, CloseCode, Message};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// ws:// or wss:// URL to connect to.
+    url: String,
+    /// Offer this subprotocol (repeatable, most preferred first).
+    #[arg(short = 's', long = "subprotocol")]
+    subprotocols: Vec<String>,
+    /// Add a request header, "Name: value" (repeatable).
+    #[arg(short = 'H', long = "header")]
+    headers: Vec<String>,
+    /// Accept any TLS certificate (self-signed test servers only).
+    #[arg(long)]
+    insecure: bool,
+    /// Trust this PEM root certificate besides the system's.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Send every received text and binary message back unchanged until the
+    /// server closes, instead of reading stdin.
+    #[arg(long)]
+    echo: bool,
+    /// Seconds to wait for the TCP connection and for the handshake.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+}
+
+pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(session(args));
+    // A read of stdin may still be parked on its blocking thread: do not wait
+    // for it.
+    runtime.shutdown_background();
+    result
+}
+
+async fn session(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let timeout = std::time::Duration::from_secs_f64(args.timeout);
+    let mut builder = ClientBuilder::new(&args.url)
+        .protocols(args.subprotocols.iter().cloned())
+        .connect_timeout(timeout)
+        .handshake_timeout(timeout)
+        .danger_accept_invalid_certs(args.insecure);
+    for header in &args.headers {
+        let (name, value) = header
+            .split_once(':')
+            .ok_or_else(|| format!("header {header:?} is not \"Name: value\""))?;
+        builder = builder.header(name.trim(), value.trim());
+    }
+    if let Some(ca) = &args.ca {
+        for root in duplex::tls::load_certs(ca)? {
+            builder = builder.tls_root(root);
+        }
+    }
+    let mut ws = builder.connect().await?;
+    match ws.protocol() {
+        Some(protocol) => eprintln!("connected to {} (subprotocol {protocol})", args.url),
+        None => eprintln!("connected to {}", args.url),
+    }
+
+    if args.echo {
+        while let Some(message) = ws.next().await {
+            match message {
+                Ok(message @ (Message::Text(_) | Message::Binary(_))) => ws.feed(message).await?,
+                Ok(_) => {}
+                Err(err) => eprintln!("error: {err}"),
+            }
+        }
+        return Ok(report(ws.close_info()));
+    }
+
+    let (mut reader, mut writer) = ws.split();
+    let printer = tokio::spawn(async move {
+        let mut stdout = std::io::stdout();
+        while let Some(message) = reader.next().await {
+            match message {
+                Ok(Message::Text(text)) => {
+                    let _ = writeln!(stdout, "{text}");
+                }
+                Ok(Message::Binary(data)) => {
+                    let _ = writeln!(stdout, "{}", describe_binary(&data));
+                }
+                Ok(Message::Ping(_) | Message::Pong(_)) => {}
+                Ok(Message::Close(_)) => {}
+                Err(err) => eprintln!("error: {err}"),
+            }
+            let _ = stdout.flush();
+        }
+        reader.close_info()
+    });
+
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let sender = async {
+        while let Some(line) = lines.next_line().await? {
+            writer.send(Message::text(line)).await?;
+        }
+        // End of input: close normally; the printer sees the rest.
+        writer.close(CloseCode::NORMAL, "").await?;
+        Ok::<_, duplex::Error>(())
+    };
+    tokio::pin!(sender);
+    tokio::pin!(printer);
+    let info = tokio::select! {
+        done = &mut printer => done?,
+        sent = &mut sender => {
+            if let Err(err) = sent {
+                if !err.is_closed() {
+                    eprintln!("error: {err}");
+                }
+            }
+            printer.await?
+        }
+    };
+    Ok(report(info))
+}
+
+/// Prints how the connection closed; the exit status says whether cleanly.
+fn report(info: Option<duplex::CloseInfo>) -> ExitCode {
+    match info {
+        Some(info) => {
+            if info.reason.is_empty() {
+                eprintln!("closed: {}", info.code);
+            } else {
+                eprintln!("closed: {} {:?}", info.code, info.reason.as_str());
+            }
+            if info.was_clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        None => {
+            eprintln!("closed");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn describe_binary(data: &[u8]) -> String {
+    let shown: Vec<String> = data.iter().take(64).map(|b| format!("{b:02x}")).collect();
+    let more = if data.len() > 64 { " ..." } else { "" };
+    format!("[binary, {} bytes] {}{more}", data.len(), shown.join(" "))
+}

@@ -1,0 +1,349 @@
+//! Connecting to a WebSocket server: `ws://` and `wss://`.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use duplex_proto::handshake::{self, ClientRequest};
+use duplex_proto::rng::ThreadRngMask;
+use duplex_proto::{HandshakeError, Role};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Response, Uri};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout_at};
+
+use crate::config::WebSocketConfig;
+use crate::error::{Error, Result, Timeout};
+use crate::head::{read_error_body, read_head};
+use crate::stream::MaybeTlsStream;
+use crate::websocket::WebSocket;
+
+/// Connects to `url` (`ws://` or `wss://`) with the default settings.
+///
+/// # Errors
+///
+/// As [`ClientBuilder::connect`].
+///
+/// ```no_run
+/// use duplex::{CloseCode, Message};
+/// use futures_util::StreamExt;
+/// # async fn run() -> duplex::Result<()> {
+/// let mut ws = duplex::connect("wss://echo.example.com/socket").await?;
+/// ws.send(Message::text("Hello Server!")).await?;
+/// while let Some(message) = ws.next().await {
+///     println!("{:?}", message?);
+/// }
+/// ws.close(CloseCode::NORMAL, "done").await?;
+/// # Ok(()) }
+/// ```
+pub async fn connect(url: impl AsRef<str>) -> Result<WebSocket<MaybeTlsStream<TcpStream>>> {
+    ClientBuilder::new(url).connect().await
+}
+
+/// Settings for one connection: the URL, subprotocols, headers, timeouts,
+/// limits and TLS.
+///
+/// ```no_run
+/// # async fn run() -> duplex::Result<()> {
+/// use std::time::Duration;
+/// let ws = duplex::ClientBuilder::new("wss://example.com/chat?room=lobby")
+///     .protocol("chat.v2")
+///     .header("Origin", "https://example.com")
+///     .header("Authorization", "Bearer abc123")
+///     .connect_timeout(Duration::from_secs(5))
+///     .connect()
+///     .await?;
+/// println!("agreed on {:?}", ws.protocol());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    url: String,
+    protocols: Vec<String>,
+    headers: HeaderMap,
+    invalid_header: Option<String>,
+    config: WebSocketConfig,
+    connect_timeout: Duration,
+    handshake_timeout: Duration,
+    #[cfg(feature = "tls")]
+    tls: crate::tls::TlsOptions,
+}
+
+impl ClientBuilder {
+    /// Settings for connecting to `url`, a `ws://` or `wss://` URL whose path
+    /// and query are sent in the request.
+    pub fn new(url: impl AsRef<str>) -> Self {
+        ClientBuilder {
+            url: url.as_ref().to_owned(),
+            protocols: Vec::new(),
+            headers: HeaderMap::new(),
+            invalid_header: None,
+            config: WebSocketConfig::default(),
+            connect_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            #[cfg(feature = "tls")]
+            tls: crate::tls::TlsOptions::default(),
+        }
+    }
+
+    /// Offers a subprotocol; offers go in the order given, most preferred first.
+    pub fn protocol(mut self, protocol: impl Into<String>) -> Self {
+        self.protocols.push(protocol.into());
+        self
+    }
+
+    /// Offers several subprotocols, most preferred first.
+    pub fn protocols<I, P>(mut self, protocols: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        self.protocols.extend(protocols.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds a request header: Origin, Authorization, Cookie, User-Agent...
+    /// An invalid name or value makes [`connect`](Self::connect) fail with
+    /// [`Error::Config`].
+    pub fn header<K, V>(mut self, name: K, value: V) -> Self
+    where
+        K: TryInto<HeaderName>,
+        V: TryInto<HeaderValue>,
+    {
+        match (name.try_into(), value.try_into()) {
+            (Ok(name), Ok(value)) => {
+                self.headers.append(name, value);
+            }
+            _ => {
+                self.invalid_header
+                    .get_or_insert_with(|| "a header name or value is not valid HTTP".to_owned());
+            }
+        }
+        self
+    }
+
+    /// How long the TCP connection (and TLS handshake) may take. Default: 10 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long the opening handshake may take once connected. Default: 10 s.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Replaces all connection settings.
+    pub fn config(mut self, config: WebSocketConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the largest message accepted; default 64 MiB.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.config.limits.max_message_size = bytes;
+        self
+    }
+
+    /// Sets the largest frame accepted; default 16 MiB.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.config.limits.max_frame_size = bytes;
+        self
+    }
+
+    /// Sets the write buffer bound; see [`WebSocketConfig::max_write_buffer`].
+    pub fn max_write_buffer(mut self, bytes: usize) -> Self {
+        self.config.max_write_buffer = bytes;
+        self
+    }
+
+    /// Sets the close timeout; see [`WebSocketConfig::close_timeout`].
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.config.close_timeout = timeout;
+        self
+    }
+
+    /// Turns keepalive on; see [`WebSocketConfig::keepalive`].
+    pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.config.keepalive = Some((interval, timeout));
+        self
+    }
+
+    /// Trusts this root certificate for `wss://`, besides the system's and the
+    /// webpki roots (a private CA, a self-signed test server).
+    #[cfg(feature = "tls")]
+    pub fn tls_root(mut self, root: rustls::pki_types::CertificateDer<'static>) -> Self {
+        self.tls.extra_roots.push(root);
+        self
+    }
+
+    /// Presents this client certificate chain and key to servers that ask.
+    #[cfg(feature = "tls")]
+    pub fn tls_client_auth(
+        mut self,
+        chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+        key: rustls::pki_types::PrivateKeyDer<'static>,
+    ) -> Self {
+        self.tls.client_auth = Some((chain, key));
+        self
+    }
+
+    /// Uses this rustls configuration as it is, instead of building one.
+    #[cfg(feature = "tls")]
+    pub fn tls_config(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.tls.config = Some(config);
+        self
+    }
+
+    /// Accepts any server certificate. For testing against self-signed servers
+    /// only: it gives up the protection TLS exists for.
+    #[cfg(feature = "tls")]
+    pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
+        self.tls.insecure = accept;
+        self
+    }
+
+    /// Connects: TCP (and TLS for `wss://`) within the connect timeout, then the
+    /// opening handshake within the handshake timeout.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Url`] for a URL that is not `ws://` or `wss://` with a host;
+    /// [`Error::Io`] if the connection fails; [`Error::Tls`] if the server's
+    /// certificate does not verify; [`Error::Rejected`] if the server answers
+    /// with an HTTP status other than 101 (with its headers and body);
+    /// [`Error::Handshake`] if the 101 response is not a valid one;
+    /// [`Error::Timeout`].
+    pub async fn connect(self) -> Result<WebSocket<MaybeTlsStream<TcpStream>>> {
+        let uri = self.uri()?;
+        let tls = match uri.scheme_str() {
+            Some(s) if s.eq_ignore_ascii_case("ws") => false,
+            Some(s) if s.eq_ignore_ascii_case("wss") => true,
+            _ => return Err(Error::Url("the scheme must be ws:// or wss://".to_owned())),
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| Error::Url("the URL has no host".to_owned()))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+
+        let deadline = Instant::now() + self.connect_timeout;
+        let tcp = match timeout_at(deadline, TcpStream::connect((host.as_str(), port))).await {
+            Err(_) => return Err(Error::Timeout(Timeout::Connect)),
+            Ok(tcp) => tcp?,
+        };
+        tcp.set_nodelay(true)?;
+        let stream = if tls {
+            self.tls_connect(tcp, host, deadline).await?
+        } else {
+            MaybeTlsStream::Plain(tcp)
+        };
+        self.handshake(uri, stream).await
+    }
+
+    #[cfg(feature = "tls")]
+    async fn tls_connect(
+        &self,
+        tcp: TcpStream,
+        host: String,
+        deadline: Instant,
+    ) -> Result<MaybeTlsStream<TcpStream>> {
+        let config = self.tls.client_config()?;
+        let name = rustls::pki_types::ServerName::try_from(host)
+            .map_err(|e| Error::Url(format!("not a valid TLS server name: {e}")))?;
+        let connector = tokio_rustls::TlsConnector::from(config);
+        match timeout_at(deadline, connector.connect(name, tcp)).await {
+            Err(_) => Err(Error::Timeout(Timeout::Connect)),
+            Ok(stream) => Ok(MaybeTlsStream::Tls(Box::new(stream?))),
+        }
+    }
+
+    #[cfg(not(feature = "tls"))]
+    async fn tls_connect(
+        &self,
+        _tcp: TcpStream,
+        _host: String,
+        _deadline: Instant,
+    ) -> Result<MaybeTlsStream<TcpStream>> {
+        Err(Error::Url("wss:// needs duplex's `tls` feature".to_owned()))
+    }
+
+    /// Runs the opening handshake over a stream that is already connected (a
+    /// TLS stream set up by hand, a proxy tunnel, an in-memory pipe). The URL
+    /// gives the path, query and Host; its scheme must still be `ws` or `wss`.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect), without the connection errors.
+    pub async fn connect_on<S>(self, stream: S) -> Result<WebSocket<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let uri = self.uri()?;
+        self.handshake(uri, stream).await
+    }
+
+    fn uri(&self) -> Result<Uri> {
+        if let Some(why) = &self.invalid_header {
+            return Err(Error::Config(why.clone()));
+        }
+        if self.url.contains('#') {
+            return Err(Error::Url("a WebSocket URL has no fragment".to_owned()));
+        }
+        self.url
+            .parse()
+            .map_err(|e| Error::Url(format!("{:?}: {e}", self.url)))
+    }
+
+    async fn handshake<S>(self, uri: Uri, mut stream: S) -> Result<WebSocket<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut request = ClientRequest::new(uri);
+        for protocol in self.protocols {
+            request = request.protocol(protocol);
+        }
+        *request.headers_mut() = self.headers;
+        let (request, expected) = request.build(&mut ThreadRngMask).map_err(|err| match err {
+            HandshakeError::InvalidUri(why) => Error::Url(why.to_owned()),
+            other => Error::Handshake(other),
+        })?;
+        let mut wire = BytesMut::new();
+        handshake::write_request(&request, &mut wire);
+
+        let limits = self.config.limits.clone();
+        let deadline = Instant::now() + self.handshake_timeout;
+        let exchange = async {
+            stream.write_all(&wire).await?;
+            let (response, rest) =
+                read_head(&mut stream, &limits, handshake::parse_response).await?;
+            match expected.validate(&response) {
+                Ok(negotiated) => Ok((negotiated, rest)),
+                Err(HandshakeError::Status(_)) => {
+                    let body = read_error_body(&mut stream, response.headers(), rest).await;
+                    let (parts, ()) = response.into_parts();
+                    Err(Error::Rejected(Box::new(Response::from_parts(
+                        parts,
+                        body.freeze(),
+                    ))))
+                }
+                Err(err) => Err(Error::Handshake(err)),
+            }
+        };
+        let (negotiated, rest) = match timeout_at(deadline, exchange).await {
+            Err(_) => return Err(Error::Timeout(Timeout::Handshake)),
+            Ok(result) => result?,
+        };
+        Ok(WebSocket::from_partially_read(
+            stream,
+            Role::Client,
+            rest.freeze(),
+            negotiated.protocol,
+            self.config,
+        ))
+    }
+}

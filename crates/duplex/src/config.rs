@@ -1,0 +1,85 @@
+//! Settings of an open connection: the protocol limits, the write buffer bound,
+//! timeouts and keepalive.
+
+use std::time::Duration;
+
+use duplex_proto::Config;
+
+/// How an open WebSocket behaves. The builders set it; it can also be built and
+/// passed whole.
+///
+/// ```
+/// use std::time::Duration;
+/// use duplex::WebSocketConfig;
+/// let config = WebSocketConfig::default()
+///     .max_message_size(1 << 20)
+///     .keepalive(Duration::from_secs(20), Duration::from_secs(10));
+/// assert_eq!(config.limits.max_message_size, 1 << 20);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WebSocketConfig {
+    /// Frame, message and handshake header limits.
+    pub limits: Config,
+    /// Bytes queued for the socket past which `send` and `poll_ready` wait for
+    /// the socket to take some.
+    ///
+    /// Default: 256 KiB, enough to keep a fast link busy, small enough that a
+    /// peer that stops reading cannot make the process hold much.
+    pub max_write_buffer: usize,
+    /// How long to wait for the peer's close frame after ours, and for the
+    /// server to close the TCP connection after the handshake.
+    ///
+    /// Default: 10 seconds.
+    pub close_timeout: Duration,
+    /// Ping the peer after this long without a pong, and give up on it if the
+    /// pong does not come within the second duration.
+    ///
+    /// Default: off. Turn it on for long-lived connections through NATs and
+    /// proxies, which drop idle TCP connections silently.
+    pub keepalive: Option<(Duration, Duration)>,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        WebSocketConfig {
+            limits: Config::default(),
+            max_write_buffer: 256 << 10,
+            close_timeout: Duration::from_secs(10),
+            keepalive: None,
+        }
+    }
+}
+
+impl WebSocketConfig {
+    /// Sets the largest frame accepted; see [`Config::max_frame_size`].
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.limits.max_frame_size = bytes;
+        self
+    }
+
+    /// Sets the largest message accepted; see [`Config::max_message_size`].
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.limits.max_message_size = bytes;
+        self
+    }
+
+    /// Sets [`max_write_buffer`](Self::max_write_buffer).
+    pub fn max_write_buffer(mut self, bytes: usize) -> Self {
+        self.max_write_buffer = bytes;
+        self
+    }
+
+    /// Sets [`close_timeout`](Self::close_timeout).
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// Turns keepalive on: a ping after `interval` of silence, and the
+    /// connection dropped if no pong comes within `timeout`.
+    pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.keepalive = Some((interval, timeout));
+        self
+    }
+}

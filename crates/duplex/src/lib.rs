@@ -1,0 +1,78 @@
+//! duplex: WebSocket client and server for tokio.
+//!
+//! Strict RFC 6455 (every rule enforced by [`duplex_proto`], the sans-IO core),
+//! `ws://` and `wss://` (rustls), and an API in the shape of the browser's:
+//! connect to a URL with optional subprotocols; receive messages; send text,
+//! JSON and binary; close with a code and a reason; read the ready state and, at
+//! the end, the close code, reason and whether the close was clean.
+//!
+//! - [`connect`] and [`ClientBuilder`]: the client.
+//! - [`accept`] and [`ServerBuilder`]: the server, on any byte stream.
+//! - [`WebSocket`]: a `Stream` of [`Message`]s and a `Sink` of them, with
+//!   `send`, `recv`, `close`, `split`, keepalive and bounded write buffering.
+//!
+//! # Example
+//!
+//! An echo server and a client talking to it:
+//!
+//! ```
+//! use duplex::{CloseCode, Message};
+//! use futures_util::StreamExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> duplex::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! let server = tokio::spawn(async move {
+//!     let (tcp, _) = listener.accept().await?;
+//!     let mut ws = duplex::accept(tcp).await?;
+//!     while let Some(message) = ws.next().await {
+//!         let message = message?;
+//!         if message.is_text() || message.is_binary() {
+//!             ws.send(message).await?;
+//!         }
+//!     }
+//!     Ok::<_, duplex::Error>(())
+//! });
+//!
+//! let mut ws = duplex::connect(format!("ws://{addr}/")).await?;
+//! ws.send(Message::text("Hello Server!")).await?;
+//! assert_eq!(ws.next().await.unwrap()?, Message::text("Hello Server!"));
+//! ws.close(CloseCode::NORMAL, "done").await?;
+//! let info = ws.close_info().unwrap();
+//! assert!(info.was_clean);
+//! server.await.unwrap()?;
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+mod client;
+mod config;
+mod error;
+mod head;
+mod server;
+mod split;
+mod stream;
+#[cfg(feature = "tls")]
+pub mod tls;
+mod websocket;
+
+#[cfg(feature = "json")]
+pub use duplex_proto::JsonMessage;
+pub use duplex_proto::{
+    CloseCode, CloseFrame, CloseInfo, Config as Limits, Fragment, HandshakeError, Message,
+    ProtocolError, ReadyState, Role, SendError, Utf8Bytes,
+};
+
+pub use crate::client::{ClientBuilder, connect};
+pub use crate::config::WebSocketConfig;
+pub use crate::error::{Error, Result, Timeout};
+pub use crate::server::{Accept, PendingUpgrade, Reject, ServerBuilder, accept};
+pub use crate::split::{ReadHalf, WriteHalf};
+pub use crate::stream::MaybeTlsStream;
+pub use crate::websocket::WebSocket;
+
+/// The protocol core, for those who need its lower layers.
+pub use duplex_proto as proto;

@@ -1,0 +1,430 @@
+//! Accepting WebSocket connections on any byte stream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use duplex_proto::handshake::{self, UpgradeRequest};
+use duplex_proto::{HandshakeError, Role};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, timeout_at};
+
+use crate::config::WebSocketConfig;
+use crate::error::{Error, Result, Timeout};
+use crate::head::read_head;
+use crate::websocket::WebSocket;
+
+/// Accepts a WebSocket connection on `stream` with the default settings: reads
+/// the upgrade request, answers 101, and returns the open connection.
+///
+/// # Errors
+///
+/// As [`ServerBuilder::accept`].
+///
+/// ```no_run
+/// use futures_util::{SinkExt, StreamExt};
+/// # async fn run() -> duplex::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:9001").await?;
+/// let (tcp, _) = listener.accept().await?;
+/// let mut ws = duplex::accept(tcp).await?;
+/// while let Some(message) = ws.next().await {
+///     let message = message?;
+///     if message.is_text() || message.is_binary() {
+///         ws.send(message).await?;
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+pub async fn accept<S>(stream: S) -> Result<WebSocket<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    ServerBuilder::new().accept(stream).await
+}
+
+type RequestCheck = dyn Fn(&Request<()>) -> Result<Accept, Reject> + Send + Sync;
+
+/// Settings for accepting connections; cheap to clone, meant to be built once
+/// and shared by every connection.
+///
+/// ```
+/// use duplex::{Accept, Reject, ServerBuilder};
+/// let server = ServerBuilder::new()
+///     .protocols(["chat.v2", "chat.v1"])
+///     .max_message_size(1 << 20)
+///     .on_request(|request| {
+///         if request.uri().path() != "/chat" {
+///             return Err(Reject::new(http::StatusCode::NOT_FOUND).body("no such endpoint"));
+///         }
+///         Ok(Accept::new().header("x-server", "duplex"))
+///     });
+/// # let _ = server;
+/// ```
+#[derive(Clone)]
+pub struct ServerBuilder {
+    config: WebSocketConfig,
+    protocols: Vec<String>,
+    handshake_timeout: Duration,
+    check: Option<Arc<RequestCheck>>,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        ServerBuilder {
+            config: WebSocketConfig::default(),
+            protocols: Vec::new(),
+            handshake_timeout: Duration::from_secs(10),
+            check: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("config", &self.config)
+            .field("protocols", &self.protocols)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("on_request", &self.check.is_some())
+            .finish()
+    }
+}
+
+impl ServerBuilder {
+    /// Default settings: no subprotocols, no request check, a 10-second
+    /// handshake timeout, [`WebSocketConfig::default`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The subprotocols this server speaks. The first one the client offers
+    /// (in the client's order of preference) is chosen, unless the request check
+    /// chooses. Default: none, so no subprotocol is agreed.
+    pub fn protocols<I, P>(mut self, protocols: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        self.protocols = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How long a client gets to send its request, and the server to answer.
+    /// Default: 10 seconds, so a client that opens a socket and says nothing
+    /// costs a socket for no longer than that.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Replaces all connection settings.
+    pub fn config(mut self, config: WebSocketConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the largest message accepted; default 64 MiB.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.config.limits.max_message_size = bytes;
+        self
+    }
+
+    /// Sets the largest frame accepted; default 16 MiB.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.config.limits.max_frame_size = bytes;
+        self
+    }
+
+    /// Sets the write buffer bound; see [`WebSocketConfig::max_write_buffer`].
+    pub fn max_write_buffer(mut self, bytes: usize) -> Self {
+        self.config.max_write_buffer = bytes;
+        self
+    }
+
+    /// Sets the close timeout; see [`WebSocketConfig::close_timeout`].
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.config.close_timeout = timeout;
+        self
+    }
+
+    /// Turns keepalive on; see [`WebSocketConfig::keepalive`].
+    pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.config.keepalive = Some((interval, timeout));
+        self
+    }
+
+    /// A check run on every valid upgrade request before it is answered. It sees
+    /// the path, query and headers (Origin, cookies, Authorization) and accepts,
+    /// possibly choosing the subprotocol and adding response headers, or rejects
+    /// with an HTTP status and body. For a check that must await something (a
+    /// database, a token service), use [`read_request`](Self::read_request).
+    pub fn on_request<F>(mut self, check: F) -> Self
+    where
+        F: Fn(&Request<()>) -> Result<Accept, Reject> + Send + Sync + 'static,
+    {
+        self.check = Some(Arc::new(check));
+        self
+    }
+
+    /// The connection settings.
+    pub fn websocket_config(&self) -> &WebSocketConfig {
+        &self.config
+    }
+
+    /// Reads the upgrade request from `stream`, runs the request check, and
+    /// answers: 101 and the open connection, or the check's rejection, or the
+    /// HTTP error the request calls for (400, 405, 426 with
+    /// `Sec-WebSocket-Version: 13`, 431...).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Handshake`] for a request that is not a valid upgrade (after the
+    /// error response is sent); [`Error::Rejected`] when the check rejected it
+    /// (after the rejection is sent); [`Error::Timeout`] if the handshake took
+    /// longer than the handshake timeout; [`Error::Io`].
+    pub async fn accept<S>(&self, stream: S) -> Result<WebSocket<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let pending = self.read_request(stream).await?;
+        let decision = match &self.check {
+            Some(check) => check(pending.request()),
+            None => Ok(Accept::new()),
+        };
+        match decision {
+            Ok(accept) => pending.accept(accept).await,
+            Err(reject) => {
+                let response = reject.clone().into_response();
+                pending.reject(reject).await?;
+                Err(Error::Rejected(Box::new(response)))
+            }
+        }
+    }
+
+    /// Reads and validates the upgrade request, leaving the decision to the
+    /// caller: [`PendingUpgrade::accept`] or [`PendingUpgrade::reject`]. The
+    /// request check of [`on_request`](Self::on_request) is not run.
+    ///
+    /// # Errors
+    ///
+    /// As [`accept`](Self::accept), but never [`Error::Rejected`].
+    pub async fn read_request<S>(&self, mut stream: S) -> Result<PendingUpgrade<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let deadline = Instant::now() + self.handshake_timeout;
+        let limits = &self.config.limits;
+        let read = read_head(&mut stream, limits, handshake::parse_request);
+        let (request, leftover) = match timeout_at(deadline, read).await {
+            Err(_) => return Err(Error::Timeout(Timeout::Handshake)),
+            Ok(Err(Error::Handshake(err))) => {
+                let _ = timeout_at(deadline, write_error(&mut stream, &err)).await;
+                return Err(Error::Handshake(err));
+            }
+            Ok(other) => other?,
+        };
+        let upgrade = match handshake::validate_request(&request) {
+            Ok(upgrade) => upgrade,
+            Err(err) => {
+                let _ = timeout_at(deadline, write_error(&mut stream, &err)).await;
+                return Err(Error::Handshake(err));
+            }
+        };
+        Ok(PendingUpgrade {
+            stream,
+            request,
+            upgrade,
+            leftover,
+            builder: self.clone(),
+            deadline,
+        })
+    }
+}
+
+async fn write_error<S: AsyncWrite + Unpin>(stream: &mut S, err: &HandshakeError) -> Result<()> {
+    let mut wire = BytesMut::new();
+    handshake::write_response(&err.response(), &mut wire);
+    stream.write_all(&wire).await?;
+    stream.shutdown().await?;
+    Ok(())
+}
+
+/// A valid upgrade request, read and waiting for the caller's decision.
+pub struct PendingUpgrade<S> {
+    stream: S,
+    request: Request<()>,
+    upgrade: UpgradeRequest,
+    leftover: BytesMut,
+    builder: ServerBuilder,
+    deadline: Instant,
+}
+
+impl<S> std::fmt::Debug for PendingUpgrade<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingUpgrade")
+            .field("request", &self.request)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> PendingUpgrade<S> {
+    /// The request: method, path and query, headers.
+    pub fn request(&self) -> &Request<()> {
+        &self.request
+    }
+
+    /// The subprotocols the client offered, in its order of preference.
+    pub fn offered_protocols(&self) -> &[String] {
+        self.upgrade.protocols()
+    }
+
+    /// Answers 101 and returns the open connection.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Handshake`] if `accept` names a subprotocol the client did not
+    /// offer (the client gets 500); [`Error::Timeout`], [`Error::Io`].
+    pub async fn accept(mut self, accept: Accept) -> Result<WebSocket<S>> {
+        let protocol = accept.protocol.clone().or_else(|| {
+            self.upgrade
+                .protocols()
+                .iter()
+                .find(|offered| self.builder.protocols.contains(offered))
+                .cloned()
+        });
+        let mut response = match self.upgrade.response(protocol.as_deref(), &[]) {
+            Ok(response) => response,
+            Err(err) => {
+                let _ = timeout_at(self.deadline, write_error(&mut self.stream, &err)).await;
+                return Err(Error::Handshake(err));
+            }
+        };
+        response.headers_mut().extend(accept.headers);
+        let mut wire = BytesMut::new();
+        handshake::write_response(&response, &mut wire);
+        match timeout_at(self.deadline, self.stream.write_all(&wire)).await {
+            Err(_) => return Err(Error::Timeout(Timeout::Handshake)),
+            Ok(result) => result?,
+        }
+        Ok(WebSocket::from_partially_read(
+            self.stream,
+            Role::Server,
+            self.leftover.freeze(),
+            protocol,
+            self.builder.config,
+        ))
+    }
+
+    /// Answers with the rejection's status, headers and body, and closes the
+    /// stream.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`], [`Error::Io`] while writing.
+    pub async fn reject(mut self, reject: Reject) -> Result<()> {
+        let mut wire = BytesMut::new();
+        handshake::write_response(&reject.into_response(), &mut wire);
+        let write = async {
+            self.stream.write_all(&wire).await?;
+            self.stream.shutdown().await
+        };
+        match timeout_at(self.deadline, write).await {
+            Err(_) => Err(Error::Timeout(Timeout::Handshake)),
+            Ok(result) => Ok(result?),
+        }
+    }
+}
+
+/// A request check's "yes": optionally the subprotocol, and headers to add to
+/// the 101 response (a cookie, a server name).
+#[derive(Debug, Clone, Default)]
+pub struct Accept {
+    protocol: Option<String>,
+    headers: HeaderMap,
+}
+
+impl Accept {
+    /// Accept, with the subprotocol chosen from the server's list.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Chooses this subprotocol; it must be one the client offered.
+    pub fn protocol(mut self, protocol: impl Into<String>) -> Self {
+        self.protocol = Some(protocol.into());
+        self
+    }
+
+    /// Adds a header to the 101 response. A name or value that is not valid
+    /// HTTP is ignored.
+    pub fn header<K, V>(mut self, name: K, value: V) -> Self
+    where
+        K: TryInto<HeaderName>,
+        V: TryInto<HeaderValue>,
+    {
+        if let (Ok(name), Ok(value)) = (name.try_into(), value.try_into()) {
+            self.headers.append(name, value);
+        }
+        self
+    }
+}
+
+/// A request check's "no": the HTTP status, headers and body to answer with.
+#[derive(Debug, Clone)]
+pub struct Reject {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Reject {
+    /// A rejection with this status and no body.
+    pub fn new(status: StatusCode) -> Self {
+        Reject {
+            status,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    /// Sets the body (sent as `text/plain` unless a Content-Type header is set).
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Adds a header. A name or value that is not valid HTTP is ignored.
+    pub fn header<K, V>(mut self, name: K, value: V) -> Self
+    where
+        K: TryInto<HeaderName>,
+        V: TryInto<HeaderValue>,
+    {
+        if let (Ok(name), Ok(value)) = (name.try_into(), value.try_into()) {
+            self.headers.append(name, value);
+        }
+        self
+    }
+
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    fn into_response(self) -> Response<Bytes> {
+        let mut response = Response::new(self.body);
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers;
+        let has_body = !response.body().is_empty();
+        let headers = response.headers_mut();
+        if has_body && !headers.contains_key(http::header::CONTENT_TYPE) {
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+        }
+        headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        response
+    }
+}

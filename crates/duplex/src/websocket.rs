@@ -1,0 +1,514 @@
+//! `WebSocket<S>`: a duplex-proto connection driven over an async byte stream.
+
+use std::future::{Future, poll_fn};
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use duplex_proto::{
+    CloseCode, CloseFrame, CloseInfo, Config, Connection, Message, ReadyState, Role,
+};
+use futures_core::Stream;
+use futures_sink::Sink;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep, sleep};
+
+use crate::config::WebSocketConfig;
+use crate::error::{Error, Result, Timeout};
+use crate::split::{ReadHalf, WriteHalf, split};
+
+/// Bytes read at a time while no frame is partly buffered; read onto the stack,
+/// so an idle connection holds no read buffer at all.
+const SCRATCH_LEN: usize = 8 << 10;
+/// Spare room reserved in the read buffer while a frame is partly buffered.
+const READ_RESERVE: usize = 16 << 10;
+/// Slices handed to one vectored write.
+const MAX_IO_SLICES: usize = 64;
+
+/// A WebSocket connection over the byte stream `S` (a `TcpStream`, a TLS
+/// stream, an upgraded HTTP connection, anything `AsyncRead + AsyncWrite`).
+///
+/// It is a [`Stream`] of received messages and a [`Sink`] of messages to send,
+/// with `send`, `recv` and `close` helpers in the shape of the browser's API.
+/// Pings are answered, close frames echoed, and keepalive and close timeouts
+/// kept, as the connection is polled: keep reading (`recv`, or `next` from
+/// `StreamExt`) for as long as the connection should live.
+///
+/// Writing is batched: [`feed`] queues without waiting for the socket, and
+/// whatever is queued is written in one vectored write when the connection next
+/// flushes, which reading does before it waits for input. [`send`](Self::send)
+/// queues and flushes.
+///
+/// [`feed`]: futures_util::SinkExt::feed
+pub struct WebSocket<S> {
+    core: Core<S>,
+}
+
+impl<S> WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Wraps a stream on which the opening handshake is already done.
+    ///
+    /// `read_buf` holds bytes read past the handshake (frames that came in the
+    /// same read); `protocol` is the subprotocol agreed. This is how HTTP
+    /// server integrations hand over an upgraded connection.
+    pub fn from_partially_read(
+        io: S,
+        role: Role,
+        read_buf: Bytes,
+        protocol: Option<String>,
+        config: WebSocketConfig,
+    ) -> Self {
+        WebSocket {
+            core: Core::new(io, role, read_buf, protocol, config),
+        }
+    }
+
+    /// Wraps a stream on which the opening handshake is already done, with no
+    /// bytes read past it.
+    pub fn from_raw_socket(io: S, role: Role, config: WebSocketConfig) -> Self {
+        Self::from_partially_read(io, role, Bytes::new(), None, config)
+    }
+
+    /// Sends a message: queues it and waits until the socket has taken
+    /// everything queued.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] once a close frame was sent or the connection ended;
+    /// [`Error::Send`] for a message the protocol does not allow (a control
+    /// frame over 125 bytes, a close code that may not be sent); [`Error::Io`]
+    /// if the socket fails.
+    pub async fn send(&mut self, message: impl Into<Message>) -> Result<()> {
+        let message = message.into();
+        poll_fn(|cx| self.core.poll_ready(cx)).await?;
+        self.core.start_send(message)?;
+        poll_fn(|cx| self.core.poll_flush(cx)).await
+    }
+
+    /// Receives the next message; `None` once the connection is closed.
+    ///
+    /// A close frame from the peer arrives as `Message::Close` and is answered;
+    /// the stream ends when the transport closes. A transport that ends without
+    /// the closing handshake yields one `Err` first.
+    pub async fn recv(&mut self) -> Option<Result<Message>> {
+        poll_fn(|cx| self.core.poll_next(cx)).await
+    }
+
+    /// Runs the closing handshake: sends a close frame with `code` and `reason`
+    /// (unless one was sent), then reads, discarding messages, until the peer's
+    /// close frame arrives and the transport is closed, or the close timeout
+    /// passes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Send`] for a code that may not be sent (1005, 1006, 1015,
+    /// unassigned codes) or a reason over 123 bytes; [`Error::Timeout`] if the
+    /// peer did not answer in time; a protocol or I/O error that ended the
+    /// connection meanwhile.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
+        self.core.begin_close(Some(CloseFrame::new(code, reason)))?;
+        let mut outcome = Ok(());
+        while let Some(item) = self.recv().await {
+            if let Err(err) = item {
+                outcome = Err(err);
+            }
+        }
+        outcome
+    }
+
+    /// Splits the connection into a reading half and a writing half, each usable
+    /// from its own task.
+    pub fn split(self) -> (ReadHalf<S>, WriteHalf<S>) {
+        split(self.core)
+    }
+}
+
+impl<S> WebSocket<S> {
+    /// The connection's state: `Open`, `Closing` (a close frame sent or
+    /// received), `Closed`.
+    pub fn ready_state(&self) -> ReadyState {
+        self.core.conn.ready_state()
+    }
+
+    /// Bytes queued and not yet taken by the socket (the browser's
+    /// `bufferedAmount`, frame headers included).
+    pub fn buffered_amount(&self) -> usize {
+        self.core.conn.buffered_amount()
+    }
+
+    /// The subprotocol agreed in the opening handshake.
+    pub fn protocol(&self) -> Option<&str> {
+        self.core.protocol.as_deref()
+    }
+
+    /// The close frame received from the peer: `None` if none yet, `Some(None)`
+    /// if it carried no code.
+    pub fn received_close(&self) -> Option<&Option<CloseFrame>> {
+        self.core.conn.received_close()
+    }
+
+    /// How the connection ended (code, reason, whether it was clean), once it
+    /// is closed; as the browser's `CloseEvent`.
+    pub fn close_info(&self) -> Option<CloseInfo> {
+        self.core.conn.close_info()
+    }
+
+    /// This end's role.
+    pub fn role(&self) -> Role {
+        self.core.conn.role()
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &WebSocketConfig {
+        &self.core.config
+    }
+
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &S {
+        &self.core.io
+    }
+
+    /// The underlying stream, mutably. Reading or writing it directly corrupts
+    /// the connection.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.core.io
+    }
+}
+
+impl<S> std::fmt::Debug for WebSocket<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("connection", &self.core.conn)
+            .field("protocol", &self.core.protocol)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
+    type Item = Result<Message>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().core.poll_next(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().core.poll_ready(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<()> {
+        self.get_mut().core.start_send(item)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().core.poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().core.poll_close(cx)
+    }
+}
+
+struct Keepalive {
+    interval: std::time::Duration,
+    timeout: std::time::Duration,
+    timer: Pin<Box<Sleep>>,
+    awaiting_pong: bool,
+}
+
+/// The driver: the protocol state machine, the stream, and the timers. Every
+/// method makes as much progress as the stream allows without blocking.
+pub(crate) struct Core<S> {
+    io: S,
+    pub(crate) conn: Connection,
+    config: WebSocketConfig,
+    protocol: Option<String>,
+    keepalive: Option<Keepalive>,
+    close_timer: Option<Pin<Box<Sleep>>>,
+    /// An error to report from the read side before the stream ends.
+    pending_error: Option<Error>,
+    /// The transport ended before the closing handshake and this was reported.
+    reported_abnormal: bool,
+}
+
+impl<S> Core<S> {
+    fn new(
+        io: S,
+        role: Role,
+        read_buf: Bytes,
+        protocol: Option<String>,
+        config: WebSocketConfig,
+    ) -> Self {
+        let limits: Config = config.limits.clone();
+        let mut conn = match role {
+            Role::Server => Connection::server(limits),
+            Role::Client => Connection::client(limits),
+        };
+        if !read_buf.is_empty() {
+            conn.receive(&read_buf);
+        }
+        let keepalive = config.keepalive.map(|(interval, timeout)| Keepalive {
+            interval,
+            timeout,
+            timer: Box::pin(sleep(interval)),
+            awaiting_pong: false,
+        });
+        Core {
+            io,
+            conn,
+            config,
+            protocol,
+            keepalive,
+            close_timer: None,
+            pending_error: None,
+            reported_abnormal: false,
+        }
+    }
+
+    /// Starts the closing handshake unless it is under way.
+    pub(crate) fn begin_close(&mut self, frame: Option<CloseFrame>) -> Result<()> {
+        if self.conn.sent_close().is_some() || self.conn.ready_state() == ReadyState::Closed {
+            return Ok(());
+        }
+        if let Some(frame) = &frame {
+            frame.check_sendable()?;
+        }
+        self.conn.send(Message::Close(frame))?;
+        Ok(())
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
+        loop {
+            if let Some(err) = self.pending_error.take() {
+                return Poll::Ready(Some(Err(err)));
+            }
+            match self.conn.next_message() {
+                Ok(Some(message)) => {
+                    if let (Message::Pong(_), Some(ka)) = (&message, self.keepalive.as_mut()) {
+                        ka.awaiting_pong = false;
+                        let deadline = Instant::now() + ka.interval;
+                        ka.timer.as_mut().reset(deadline);
+                    }
+                    self.flush_soon(cx);
+                    return Poll::Ready(Some(Ok(message)));
+                }
+                Err(err) => {
+                    self.flush_soon(cx);
+                    return Poll::Ready(Some(Err(err.into())));
+                }
+                Ok(None) => {}
+            }
+            if self.conn.ready_state() == ReadyState::Closed {
+                return Poll::Ready(self.abnormal_end().map(Err));
+            }
+
+            // Write what is queued: our messages, pongs, the close frame.
+            if let Poll::Ready(Err(err)) = self.poll_write_out(cx) {
+                self.abort();
+                return Poll::Ready(Some(Err(err)));
+            }
+            if self.conn.should_close_transport() && !self.conn.has_output() {
+                // Section 7.1.1: the server (or an endpoint failing the
+                // connection) closes the transport. Errors here change nothing.
+                let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
+                self.conn.transport_closed();
+                continue;
+            }
+
+            if self.close_timer.is_none() && self.conn.ready_state() == ReadyState::Closing {
+                self.close_timer = Some(Box::pin(sleep(self.config.close_timeout)));
+            }
+            if let Some(timer) = self.close_timer.as_mut() {
+                if timer.as_mut().poll(cx).is_ready() {
+                    if !self.conn.is_close_handshake_done() {
+                        self.pending_error = Some(Error::Timeout(Timeout::Close));
+                    }
+                    self.abort();
+                    continue;
+                }
+            }
+            if self.poll_keepalive(cx) {
+                continue;
+            }
+
+            match self.poll_read_some(cx) {
+                Poll::Ready(Ok(0)) => self.conn.receive_eof(),
+                Poll::Ready(Ok(_)) => {
+                    if let Some(ka) = self.keepalive.as_mut() {
+                        // Any bytes from the peer show it is alive.
+                        let wait = if ka.awaiting_pong {
+                            ka.timeout
+                        } else {
+                            ka.interval
+                        };
+                        ka.timer.as_mut().reset(Instant::now() + wait);
+                    }
+                }
+                Poll::Ready(Err(err)) => {
+                    self.abort();
+                    return Poll::Ready(Some(Err(err.into())));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Once, when the transport ended without the closing handshake: the error
+    /// that says so.
+    fn abnormal_end(&mut self) -> Option<Error> {
+        if self.reported_abnormal
+            || self.conn.received_close().is_some()
+            || self.conn.failure().is_some()
+        {
+            return None;
+        }
+        self.reported_abnormal = true;
+        Some(Error::Io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the connection closed without a close frame (1006)",
+        )))
+    }
+
+    /// Handles the keepalive timer; true if it did something that calls for
+    /// another turn of the loop.
+    fn poll_keepalive(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(ka) = self.keepalive.as_mut() else {
+            return false;
+        };
+        if ka.timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        if ka.awaiting_pong {
+            // The peer is gone: say why (1011) if the socket takes it, and drop
+            // the connection without waiting for a close handshake.
+            self.keepalive = None;
+            let reason = CloseFrame::new(CloseCode::INTERNAL_ERROR, "keepalive timeout");
+            let _ = self.begin_close(Some(reason));
+            let _ = self.poll_write_out(cx);
+            self.pending_error = Some(Error::Timeout(Timeout::Keepalive));
+            self.abort();
+            return true;
+        }
+        if self.conn.ready_state() != ReadyState::Open {
+            // Closing: the close timeout is in charge now.
+            self.keepalive = None;
+            return true;
+        }
+        let _ = self.conn.send(Message::Ping(Bytes::new()));
+        ka.awaiting_pong = true;
+        let deadline = Instant::now() + ka.timeout;
+        ka.timer.as_mut().reset(deadline);
+        self.flush_soon(cx);
+        true
+    }
+
+    /// Gives up on the transport: closes it without further ado.
+    fn abort(&mut self) {
+        self.reported_abnormal = true;
+        self.conn.transport_closed();
+        self.close_timer = None;
+        self.keepalive = None;
+    }
+
+    /// Writes queued output if the socket takes it now; an error is kept for the
+    /// read side to report.
+    fn flush_soon(&mut self, cx: &mut Context<'_>) {
+        if self.conn.has_output() {
+            if let Poll::Ready(Err(err)) = self.poll_write_out(cx) {
+                self.abort();
+                self.pending_error = Some(err);
+            }
+        }
+    }
+
+    fn poll_read_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let wants_input = self.conn.wants_input();
+        let buf = self.conn.read_buffer();
+        if !wants_input || buf.is_empty() {
+            // Nothing partly received: read onto the stack and copy what
+            // arrives, so that waiting costs no heap. After the close frame,
+            // bytes are read only to see the end of the stream, and dropped.
+            let mut scratch = [MaybeUninit::<u8>::uninit(); SCRATCH_LEN];
+            let mut read = ReadBuf::uninit(&mut scratch);
+            ready!(Pin::new(&mut self.io).poll_read(cx, &mut read))?;
+            let filled = read.filled();
+            if wants_input && !filled.is_empty() {
+                *buf = BytesMut::from(filled);
+            }
+            return Poll::Ready(Ok(filled.len()));
+        }
+        if buf.capacity() - buf.len() < READ_RESERVE / 2 {
+            buf.reserve(READ_RESERVE);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, buf)
+    }
+
+    /// Writes everything queued, then flushes the stream.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        while self.conn.has_output() {
+            ready!(self.poll_write_some(cx))?;
+        }
+        Pin::new(&mut self.io).poll_flush(cx).map_err(Error::from)
+    }
+
+    fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let written = if self.io.is_write_vectored() {
+            let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
+            let count = self.conn.output_slices(&mut slices);
+            ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]))?
+        } else {
+            ready!(Pin::new(&mut self.io).poll_write(cx, self.conn.output_chunk()))?
+        };
+        if written == 0 {
+            return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
+        }
+        self.conn.advance_output(written);
+        Poll::Ready(Ok(()))
+    }
+
+    pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if self.conn.ready_state() == ReadyState::Closed {
+            return Poll::Ready(Err(Error::Closed));
+        }
+        // Backpressure: past the bound, wait until the socket takes enough.
+        while self.conn.buffered_amount() >= self.config.max_write_buffer {
+            ready!(self.poll_write_some(cx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    pub(crate) fn start_send(&mut self, message: Message) -> Result<()> {
+        if let Message::Close(frame) = message {
+            if self.conn.sent_close().is_some() {
+                return Err(Error::Closed);
+            }
+            return self.begin_close(frame);
+        }
+        Ok(self.conn.send(message)?)
+    }
+
+    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if self.conn.ready_state() == ReadyState::Closed && !self.conn.has_output() {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_write_out(cx)
+    }
+
+    /// The sink's close: sends a normal close frame unless one was sent, and
+    /// flushes. The rest of the closing handshake happens on the read side.
+    pub(crate) fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if self.conn.ready_state() != ReadyState::Closed {
+            self.begin_close(Some(CloseFrame::new(CloseCode::NORMAL, "")))?;
+        }
+        self.poll_flush(cx)
+    }
+}
