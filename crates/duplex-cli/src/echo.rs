@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use duplex::{Message, ServerBuilder};
+use duplex::ServerBuilder;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -121,9 +121,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     while let Some(message) = ws.next().await {
-        match message? {
-            message @ (Message::Text(_) | Message::Binary(_)) => ws.feed(message).await?,
-            _ => {}
+        let message = message?;
+        if message.is_text() || message.is_binary() {
+            ws.feed(message).await?;
         }
     }
     Ok(())
