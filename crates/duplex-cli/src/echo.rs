@@ -102,14 +102,19 @@ async fn connection(
     server: &ServerBuilder,
 ) -> duplex::Result<()> {
     tcp.set_nodelay(true)?;
+    // The handshake futures are boxed: they are large and short-lived, and the
+    // task would otherwise keep their size for the whole life of the connection.
     match tls {
         Some(acceptor) => {
-            let stream = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
-                .await
-                .map_err(|_| duplex::Error::Timeout(duplex::Timeout::Handshake))??;
-            echo(server.accept(stream).await?).await
+            let handshake = Box::pin(async {
+                let stream = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                    .await
+                    .map_err(|_| duplex::Error::Timeout(duplex::Timeout::Handshake))??;
+                server.accept(stream).await
+            });
+            echo(handshake.await?).await
         }
-        None => echo(server.accept(tcp).await?).await,
+        None => echo(Box::pin(server.accept(tcp)).await?).await,
     }
 }
 

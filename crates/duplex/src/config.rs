@@ -32,8 +32,12 @@ pub struct WebSocketConfig {
     ///
     /// Default: 10 seconds.
     pub close_timeout: Duration,
-    /// Ping the peer after this long without a pong, and give up on it if the
-    /// pong does not come within the second duration.
+    /// Ping the peer after this long without hearing from it, and give up on it
+    /// (closing with 1011, reporting [`Timeout::Keepalive`]) if nothing comes
+    /// back within the second duration. The pongs that answer these pings are
+    /// not reported as messages.
+    ///
+    /// [`Timeout::Keepalive`]: crate::Timeout::Keepalive
     ///
     /// Default: off. Turn it on for long-lived connections through NATs and
     /// proxies, which drop idle TCP connections silently.

@@ -221,6 +221,8 @@ struct Keepalive {
     timeout: std::time::Duration,
     timer: Pin<Box<Sleep>>,
     awaiting_pong: bool,
+    /// Keepalive pings sent; the payload of the last one, which its pong echoes.
+    sent: u64,
 }
 
 /// The driver: the protocol state machine, the stream, and the timers. Every
@@ -259,6 +261,7 @@ impl<S> Core<S> {
             timeout,
             timer: Box::pin(sleep(interval)),
             awaiting_pong: false,
+            sent: 0,
         });
         Core {
             io,
@@ -293,10 +296,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
             }
             match self.conn.next_message() {
                 Ok(Some(message)) => {
-                    if let (Message::Pong(_), Some(ka)) = (&message, self.keepalive.as_mut()) {
+                    if let (Message::Pong(payload), Some(ka)) = (&message, self.keepalive.as_mut())
+                    {
                         ka.awaiting_pong = false;
                         let deadline = Instant::now() + ka.interval;
                         ka.timer.as_mut().reset(deadline);
+                        if payload[..] == ka.sent.to_be_bytes() {
+                            // The answer to our own keepalive ping: not news.
+                            continue;
+                        }
                     }
                     self.flush_soon(cx);
                     return Poll::Ready(Some(Ok(message)));
@@ -403,7 +411,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
             self.keepalive = None;
             return true;
         }
-        let _ = self.conn.send(Message::Ping(Bytes::new()));
+        ka.sent += 1;
+        let payload = Bytes::copy_from_slice(&ka.sent.to_be_bytes());
+        let _ = self.conn.send(Message::Ping(payload));
         ka.awaiting_pong = true;
         let deadline = Instant::now() + ka.timeout;
         ka.timer.as_mut().reset(deadline);
