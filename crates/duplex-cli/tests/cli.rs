@@ -1,0 +1,114 @@
+//! `duplex connect` against `duplex echo` and against a scripted server, as a
+//! user runs them.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::Echo;
+use duplex::{CloseCode, Message};
+use futures_util::StreamExt;
+
+fn duplex_connect(args: &[&str], stdin: &str) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_duplex"))
+        .arg("connect")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn connect_sends_stdin_lines_and_prints_the_echoes() {
+    let echo = Echo::start(&[]);
+    let url = format!("ws://{}/", echo.addr);
+    let out = duplex_connect(&[&url, "-H", "Origin: http://localhost"], "hello\nwörld\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\nwörld\n");
+    assert!(stderr.contains("closed: 1000 (normal closure)"), "{stderr}");
+}
+
+#[test]
+fn connect_reports_a_refused_connection() {
+    let echo = Echo::start(&[]);
+    let url = format!("http://{}/", echo.addr);
+    let out = duplex_connect(&[&url], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ws:// or wss://"));
+}
+
+/// A server that sends a few messages, waits for each echo, then closes with
+/// 4001; returns what it got back.
+async fn scripted_server(listener: tokio::net::TcpListener) -> Vec<Message> {
+    let (tcp, _) = listener.accept().await.unwrap();
+    let mut ws = duplex::ServerBuilder::new()
+        .protocols(["conformance"])
+        .accept(tcp)
+        .await
+        .unwrap();
+    let sent = [
+        Message::text("one"),
+        Message::binary(vec![1u8, 2, 3]),
+        Message::text("x".repeat(100_000)),
+    ];
+    let mut echoed = Vec::new();
+    for message in sent {
+        ws.send(message).await.unwrap();
+        echoed.push(ws.next().await.unwrap().unwrap());
+    }
+    ws.close(CloseCode(4001), "script done").await.unwrap();
+    echoed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_echo_mode_returns_every_message_and_exits_cleanly() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let server = tokio::spawn(scripted_server(listener));
+    let out = tokio::task::spawn_blocking(move || {
+        duplex_connect(&[&url, "--echo", "-s", "conformance"], "")
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("subprotocol conformance"), "{stderr}");
+    assert!(stderr.contains("closed: 4001"), "{stderr}");
+    assert!(stderr.contains("script done"), "{stderr}");
+    let echoed = server.await.unwrap();
+    assert_eq!(
+        echoed,
+        [
+            Message::text("one"),
+            Message::binary(vec![1u8, 2, 3]),
+            Message::text("x".repeat(100_000)),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_exits_non_zero_when_the_close_is_not_clean() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let ws = duplex::accept(tcp).await.unwrap();
+        drop(ws); // gone without a close frame
+    });
+    let out = tokio::task::spawn_blocking(move || duplex_connect(&[&url, "--echo"], ""))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1006"));
+}
