@@ -13,6 +13,9 @@ use bytes::{Buf, Bytes, BytesMut};
 /// queued by reference.
 const COPY_THRESHOLD: usize = 4096;
 
+/// The most buffer capacity kept once everything is written.
+const MAX_IDLE_CAPACITY: usize = 64 << 10;
+
 /// Output waiting for the transport: a queue of chunks, oldest first.
 #[derive(Debug, Default)]
 pub(crate) struct Output {
@@ -109,8 +112,13 @@ impl Output {
             }
         }
         if self.len == 0 {
-            // Reuse the allocation from the start rather than growing it.
-            self.tail.clear();
+            if self.tail.capacity() > MAX_IDLE_CAPACITY {
+                // A burst is over: do not hold its buffer while idle.
+                self.tail = BytesMut::new();
+            } else {
+                // Reuse the allocation from the start rather than growing it.
+                self.tail.clear();
+            }
         }
     }
 
