@@ -374,24 +374,23 @@ impl Accept {
 /// A request check's "no": the HTTP status, headers and body to answer with.
 #[derive(Debug, Clone)]
 pub struct Reject {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
+    // Boxed: a check returns `Result<Accept, Reject>`, which stays small.
+    response: Box<Response<Bytes>>,
 }
 
 impl Reject {
     /// A rejection with this status and no body.
     pub fn new(status: StatusCode) -> Self {
+        let mut response = Response::new(Bytes::new());
+        *response.status_mut() = status;
         Reject {
-            status,
-            headers: HeaderMap::new(),
-            body: Bytes::new(),
+            response: Box::new(response),
         }
     }
 
     /// Sets the body (sent as `text/plain` unless a Content-Type header is set).
     pub fn body(mut self, body: impl Into<Bytes>) -> Self {
-        self.body = body.into();
+        *self.response.body_mut() = body.into();
         self
     }
 
@@ -402,20 +401,18 @@ impl Reject {
         V: TryInto<HeaderValue>,
     {
         if let (Ok(name), Ok(value)) = (name.try_into(), value.try_into()) {
-            self.headers.append(name, value);
+            self.response.headers_mut().append(name, value);
         }
         self
     }
 
     /// The status.
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.response.status()
     }
 
     fn into_response(self) -> Response<Bytes> {
-        let mut response = Response::new(self.body);
-        *response.status_mut() = self.status;
-        *response.headers_mut() = self.headers;
+        let mut response = *self.response;
         let has_body = !response.body().is_empty();
         let headers = response.headers_mut();
         if has_body && !headers.contains_key(http::header::CONTENT_TYPE) {

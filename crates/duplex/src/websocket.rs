@@ -349,7 +349,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
             }
 
             match self.poll_read_some(cx) {
-                Poll::Ready(Ok(0)) => self.conn.receive_eof(),
+                Poll::Ready(Ok(0)) => {
+                    self.conn.receive_eof();
+                    // The peer closed its side (section 7.1.1: the server
+                    // closes first): close ours too, or the peer waits for our
+                    // FIN for as long as this WebSocket is kept. Best effort,
+                    // never waited for: a plain TCP shutdown is immediate, and
+                    // a TLS close_notify the socket cannot take now is dropped
+                    // with the stream. Errors change nothing.
+                    let _ = Pin::new(&mut self.io).poll_shutdown(cx);
+                }
                 Poll::Ready(Ok(_)) => {
                     if let Some(ka) = self.keepalive.as_mut() {
                         // Any bytes from the peer show it is alive.

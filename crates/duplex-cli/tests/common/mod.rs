@@ -8,7 +8,9 @@ use std::time::Duration;
 
 /// A `duplex echo` process, killed on drop.
 pub struct Echo {
+    /// The process.
     pub child: Child,
+    /// The address it listens on.
     pub addr: SocketAddr,
 }
 
@@ -69,6 +71,7 @@ pub fn tcp(addr: SocketAddr) -> TcpStream {
     stream
 }
 
+/// A valid opening handshake request (the key of RFC 6455 section 1.3).
 pub const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The one test command: every check a change must pass. CI runs it on a clean
+# clone (.ci/run); run it locally before pushing.
+#
+#   scripts/test.sh
+#
+# It needs the Rust toolchain (cargo, rustfmt, clippy), and python3 and node
+# with network access to PyPI and npm for the interop suite's peers, which
+# scripts/setup-peers.sh installs (quickly skipped when already installed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "format"
+cargo fmt --all -- --check
+
+step "clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "docs (broken links and missing docs are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
+step "interop peers (Python websockets, Node ws)"
+scripts/setup-peers.sh
+
+step "tests (unit, integration, property, doc, interop)"
+cargo test --workspace
+
+step "fuzz targets still build"
+cargo check --manifest-path fuzz/Cargo.toml --bins --quiet
+
+printf '\nall checks passed\n'

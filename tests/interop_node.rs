@@ -1,0 +1,71 @@
+//! Interop with Node `ws` (tests/peers/node/peer.js), both ways:
+//! their client against our server, our client against their server, over
+//! ws:// and wss://. The peer is installed by scripts/setup-peers.sh; without
+//! it these tests fail and say so.
+
+use duplex::{CloseCode, Message};
+use duplex_interop::scenario::{self, start_their_server};
+use duplex_interop::{Peer, assert_message, within};
+
+const PEER: Peer = Peer::Node;
+
+#[tokio::test]
+async fn their_client_against_our_server() {
+    scenario::their_client_our_server(PEER, false).await;
+}
+
+#[tokio::test]
+async fn their_client_against_our_server_over_tls() {
+    scenario::their_client_our_server(PEER, true).await;
+}
+
+#[tokio::test]
+async fn our_client_messages_echo_unchanged() {
+    scenario::our_client_messages(PEER).await;
+}
+
+#[tokio::test]
+async fn their_fragmented_messages_arrive_whole() {
+    scenario::their_fragmented_messages_arrive_whole(PEER).await;
+}
+
+#[tokio::test]
+async fn ping_and_pong_both_ways() {
+    scenario::ping_pong_both_ways(PEER).await;
+}
+
+#[tokio::test]
+async fn our_close_code_and_reason_reach_them() {
+    scenario::our_close_reaches_them(PEER).await;
+}
+
+#[tokio::test]
+async fn their_close_code_and_reason_reach_us() {
+    scenario::their_close_reaches_us(PEER).await;
+}
+
+#[tokio::test]
+async fn our_client_over_tls() {
+    scenario::our_client_over_tls(PEER).await;
+}
+
+/// ws accepts a client that offers none of its subprotocols, agreeing on
+/// none; we see no subprotocol, and so do they.
+#[tokio::test]
+async fn no_common_subprotocol_agrees_on_none() {
+    let server = start_their_server(PEER, None).await;
+    let url = format!("ws://127.0.0.1:{}/no-protocol", server.port());
+    let builder = duplex::ClientBuilder::new(&url).protocol("x-unknown");
+    let mut ws = scenario::connect(builder, "connecting").await;
+    assert_eq!(ws.protocol(), None);
+    let reply = scenario::ask(&mut ws, "cmd:protocol").await;
+    assert_message(
+        &reply,
+        &Message::text("protocol:"),
+        "their view of the subprotocol",
+    );
+    within("closing", ws.close(CloseCode::NORMAL, ""))
+        .await
+        .expect("close");
+    assert!(ws.close_info().expect("closed").was_clean);
+}
