@@ -9,7 +9,7 @@ use std::time::Duration;
 use duplex::ServerBuilder;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::parse_size;
@@ -86,36 +86,44 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 continue;
             }
         };
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, %err, "cannot set TCP_NODELAY");
+        }
         let server = server.clone();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            if let Err(err) = connection(tcp, tls, &server).await {
-                tracing::debug!(%peer, %err, "connection ended with an error");
-            }
-        });
+        // One task type per transport: a task is as large as its largest state,
+        // and a TLS stream is kilobytes that a plain connection need not carry.
+        match tls.clone() {
+            Some(acceptor) => tokio::spawn(async move {
+                let result = async {
+                    let tls = tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(tcp))
+                        .await
+                        .map_err(|_| duplex::Error::Timeout(duplex::Timeout::Handshake))??;
+                    connection(tls, &server).await
+                };
+                if let Err(err) = result.await {
+                    tracing::debug!(%peer, %err, "connection ended with an error");
+                }
+            }),
+            None => tokio::spawn(async move {
+                if let Err(err) = connection(tcp, &server).await {
+                    tracing::debug!(%peer, %err, "connection ended with an error");
+                }
+            }),
+        };
     }
 }
 
-async fn connection(
-    tcp: TcpStream,
-    tls: Option<TlsAcceptor>,
-    server: &ServerBuilder,
-) -> duplex::Result<()> {
-    tcp.set_nodelay(true)?;
-    // The handshake futures are boxed: they are large and short-lived, and the
-    // task would otherwise keep their size for the whole life of the connection.
-    match tls {
-        Some(acceptor) => {
-            let handshake = Box::pin(async {
-                let stream = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
-                    .await
-                    .map_err(|_| duplex::Error::Timeout(duplex::Timeout::Handshake))??;
-                server.accept(stream).await
-            });
-            echo(handshake.await?).await
-        }
-        None => echo(Box::pin(server.accept(tcp)).await?).await,
-    }
+/// How long a client gets for the TLS handshake.
+const TLS_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn connection<S>(stream: S, server: &ServerBuilder) -> duplex::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    // The handshake future is boxed: it is large and short-lived, and the task
+    // would otherwise keep its size for the whole life of the connection.
+    let ws = Box::pin(server.accept(stream)).await?;
+    echo(ws).await
 }
 
 /// Echoes text and binary messages. Replies are queued with `feed` and written

@@ -112,3 +112,39 @@ async fn connect_exits_non_zero_when_the_close_is_not_clean() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("1006"));
 }
+
+#[test]
+fn echo_over_tls_with_connect_trusting_the_certificate() {
+    let dir = std::env::temp_dir().join(format!("duplex-cli-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+
+    let echo = Echo::start(&[
+        "--tls-cert",
+        cert_path.to_str().unwrap(),
+        "--tls-key",
+        key_path.to_str().unwrap(),
+    ]);
+    let url = format!("wss://localhost:{}/", echo.addr.port());
+
+    let untrusted = duplex_connect(&[&url], "hello\n");
+    assert_eq!(untrusted.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&untrusted.stderr).contains("TLS"));
+
+    let trusted = duplex_connect(&[&url, "--ca", cert_path.to_str().unwrap()], "over tls\n");
+    assert!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&trusted.stdout), "over tls\n");
+
+    let insecure = duplex_connect(&[&url, "--insecure"], "insecure\n");
+    assert!(insecure.status.success());
+    assert_eq!(String::from_utf8_lossy(&insecure.stdout), "insecure\n");
+    let _ = std::fs::remove_dir_all(&dir);
+}
