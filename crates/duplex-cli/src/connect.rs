@@ -31,6 +31,9 @@ pub struct Args {
     /// Seconds to wait for the TCP connection and for the handshake.
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
+    /// Do not offer permessage-deflate.
+    #[arg(long)]
+    no_deflate: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -57,15 +60,25 @@ async fn session(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             .ok_or_else(|| format!("header {header:?} is not \"Name: value\""))?;
         builder = builder.header(name.trim(), value.trim());
     }
+    if args.no_deflate {
+        builder = builder.no_deflate();
+    }
     if let Some(ca) = &args.ca {
         for root in duplex::tls::load_certs(ca)? {
             builder = builder.tls_root(root);
         }
     }
     let mut ws = builder.connect().await?;
-    match ws.protocol() {
-        Some(protocol) => eprintln!("connected to {} (subprotocol {protocol})", args.url),
-        None => eprintln!("connected to {}", args.url),
+    let mut agreed = Vec::new();
+    if let Some(protocol) = ws.protocol() {
+        agreed.push(format!("subprotocol {protocol}"));
+    }
+    if ws.deflate().is_some() {
+        agreed.push("permessage-deflate".to_owned());
+    }
+    match agreed.is_empty() {
+        true => eprintln!("connected to {}", args.url),
+        false => eprintln!("connected to {} ({})", args.url, agreed.join(", ")),
     }
 
     if args.echo {

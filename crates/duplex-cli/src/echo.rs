@@ -37,6 +37,9 @@ pub struct Args {
     /// Seconds a client gets to complete the opening handshake.
     #[arg(long, default_value_t = 10.0)]
     handshake_timeout: f64,
+    /// Decline permessage-deflate, even when clients offer it.
+    #[arg(long)]
+    no_deflate: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -65,6 +68,9 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(max) = args.max_frame_size {
         server = server.max_frame_size(max);
+    }
+    if args.no_deflate {
+        server = server.no_deflate();
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsAcceptor::from(duplex::tls::server_config_from_pem(

@@ -9,7 +9,7 @@ use crate::close::{CloseCode, CloseFrame, truncate_reason};
 use crate::config::Config;
 use crate::error::{ProtocolError, SendError};
 use crate::frame::{
-    Frame, FrameDecoder, FrameEvent, FrameHeader, MAX_CONTROL_PAYLOAD, OpCode, Role,
+    Frame, FrameDecoder, FrameEvent, FrameHeader, MAX_CONTROL_PAYLOAD, OpCode, RSV1, Role,
 };
 use crate::mask::apply_mask;
 use crate::message::Message;
@@ -111,6 +111,9 @@ pub struct Connection {
     output: Output,
     /// The fragmented message being sent, if any.
     outgoing: Option<Outgoing>,
+    /// permessage-deflate, once agreed.
+    #[cfg(feature = "deflate")]
+    deflate: Option<Box<Deflate>>,
 
     close_sent: Option<Option<CloseFrame>>,
     close_received: Option<Option<CloseFrame>>,
@@ -118,9 +121,19 @@ pub struct Connection {
     transport_closed: bool,
 }
 
+#[cfg(feature = "deflate")]
+struct Deflate {
+    params: crate::deflate::DeflateParams,
+    deflater: crate::deflate::Deflater,
+    inflater: crate::deflate::Inflater,
+}
+
 #[derive(Debug)]
 struct Incoming {
     text: bool,
+    /// RSV1 on the first frame: the payload is DEFLATE (RFC 7692), and
+    /// `fragments` holds what it inflates to.
+    compressed: bool,
     size: u64,
     utf8: Utf8Validator,
     /// The payloads of the frames before the last; empty for a one-frame message.
@@ -164,6 +177,8 @@ impl Connection {
             eof: false,
             output: Output::default(),
             outgoing: None,
+            #[cfg(feature = "deflate")]
+            deflate: None,
             close_sent: None,
             close_received: None,
             failure: None,
@@ -179,6 +194,32 @@ impl Connection {
     /// The limits this connection enforces.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Turns on permessage-deflate with the parameters the opening handshake
+    /// agreed (see [`deflate`](crate::deflate)). Call it before any frame is
+    /// exchanged.
+    #[cfg(feature = "deflate")]
+    pub fn set_deflate(&mut self, params: crate::deflate::DeflateParams) {
+        self.decoder.allow_rsv(RSV1);
+        self.deflate = Some(Box::new(Deflate {
+            deflater: crate::deflate::Deflater::new(&params),
+            inflater: crate::deflate::Inflater::new(&params),
+            params,
+        }));
+    }
+
+    /// The permessage-deflate parameters in force, if compression was agreed.
+    #[cfg(feature = "deflate")]
+    pub fn deflate_params(&self) -> Option<&crate::deflate::DeflateParams> {
+        self.deflate.as_ref().map(|d| &d.params)
+    }
+
+    fn compression_agreed(&self) -> bool {
+        #[cfg(feature = "deflate")]
+        return self.deflate.is_some();
+        #[cfg(not(feature = "deflate"))]
+        return false;
     }
 
     // ----- input -----
@@ -244,6 +285,7 @@ impl Connection {
     /// Decodes one frame, checking message-level rules on the header and
     /// validating text as its bytes are unmasked.
     fn decode_frame(&mut self) -> Result<Option<Frame>, ProtocolError> {
+        let compression = self.compression_agreed();
         let Connection {
             decoder,
             read_buf,
@@ -252,10 +294,16 @@ impl Connection {
             ..
         } = self;
         decoder.decode_with(read_buf, |event| match event {
-            FrameEvent::Header(header) => start_frame(header, incoming, config.max_message_size),
+            FrameEvent::Header(header) => {
+                start_frame(header, incoming, config.max_message_size, compression)
+            }
             FrameEvent::Payload(header, piece) => match incoming {
+                // Compressed text is validated as it inflates.
                 Some(Incoming {
-                    text: true, utf8, ..
+                    text: true,
+                    compressed: false,
+                    utf8,
+                    ..
                 }) if !header.opcode.is_control() => {
                     utf8.feed(piece).map_err(|_| ProtocolError::InvalidUtf8)
                 }
@@ -272,6 +320,10 @@ impl Connection {
                 let Some(incoming) = self.incoming.as_mut() else {
                     return Err(ProtocolError::UnexpectedContinuation);
                 };
+                #[cfg(feature = "deflate")]
+                if incoming.compressed {
+                    return self.on_compressed_frame(header.fin, &payload);
+                }
                 if !header.fin {
                     incoming.fragments.extend_from_slice(&payload);
                     return Ok(None);
@@ -284,24 +336,15 @@ impl Connection {
                     payload
                 } else {
                     incoming.fragments.extend_from_slice(&payload);
-                    incoming.fragments.freeze()
+                    std::mem::take(&mut incoming.fragments).freeze()
                 };
-                if incoming.text {
-                    // Section 8.1: the message must not end inside a code point.
-                    incoming
-                        .utf8
-                        .finish()
-                        .map_err(|_| ProtocolError::InvalidUtf8)?;
-                    Ok(Some(Message::Text(Utf8Bytes::from_validated(data))))
-                } else {
-                    Ok(Some(Message::Binary(data)))
-                }
+                finish_message(incoming, data)
             }
             OpCode::Ping => {
                 // Section 5.5.2: answer with a pong carrying the same data, unless
                 // our close is sent (nothing may follow it).
                 if self.close_sent.is_none() {
-                    self.write_frame(OpCode::Pong, true, payload.clone());
+                    self.write_frame(OpCode::Pong, true, 0, payload.clone());
                 }
                 Ok(Some(Message::Ping(payload)))
             }
@@ -321,6 +364,48 @@ impl Connection {
                 Ok(Some(Message::Close(frame)))
             }
         }
+    }
+
+    /// Inflates a frame of a compressed message; after the last, returns the
+    /// message.
+    #[cfg(feature = "deflate")]
+    fn on_compressed_frame(
+        &mut self,
+        fin: bool,
+        payload: &[u8],
+    ) -> Result<Option<Message>, ProtocolError> {
+        let max = self.config.max_message_size;
+        let (Some(incoming), Some(deflate)) = (self.incoming.as_mut(), self.deflate.as_mut())
+        else {
+            // `start_frame` marks a message compressed only once deflate is on.
+            return Err(ProtocolError::ReservedBits(RSV1));
+        };
+        let Incoming {
+            text,
+            utf8,
+            fragments,
+            ..
+        } = incoming;
+        let mut check = |piece: &[u8]| {
+            if *text {
+                utf8.feed(piece).map_err(|_| ProtocolError::InvalidUtf8)
+            } else {
+                Ok(())
+            }
+        };
+        deflate
+            .inflater
+            .inflate(payload, fragments, max, &mut check)?;
+        if !fin {
+            return Ok(None);
+        }
+        deflate.inflater.finish(fragments, max, &mut check)?;
+        let mut incoming = self
+            .incoming
+            .take()
+            .ok_or(ProtocolError::UnexpectedContinuation)?;
+        let data = std::mem::take(&mut incoming.fragments).freeze();
+        finish_message(incoming, data)
     }
 
     /// Fails the connection: queues a close frame with the error's code (unless
@@ -413,7 +498,7 @@ impl Connection {
             }
         }
         self.outgoing = (!fin).then_some(Outgoing { utf8 });
-        self.write_frame(opcode, fin, payload);
+        self.write_frame(opcode, fin, 0, payload);
         Ok(())
     }
 
@@ -430,7 +515,16 @@ impl Connection {
         if self.outgoing.is_some() {
             return Err(SendError::MessageInProgress);
         }
-        self.write_frame(opcode, true, payload);
+        #[cfg(feature = "deflate")]
+        if let Some(deflate) = self.deflate.as_mut() {
+            if payload.len() >= deflate.params.threshold {
+                if let Some(compressed) = deflate.deflater.compress(&payload) {
+                    self.write_frame(opcode, true, RSV1, compressed);
+                    return Ok(());
+                }
+            }
+        }
+        self.write_frame(opcode, true, 0, payload);
         Ok(())
     }
 
@@ -439,7 +533,7 @@ impl Connection {
         if payload.len() > MAX_CONTROL_PAYLOAD {
             return Err(SendError::ControlPayloadTooLong(payload.len()));
         }
-        self.write_frame(opcode, true, payload);
+        self.write_frame(opcode, true, 0, payload);
         Ok(())
     }
 
@@ -457,17 +551,17 @@ impl Connection {
         if let Some(frame) = &frame {
             frame.write_payload(&mut payload);
         }
-        self.write_frame(OpCode::Close, true, payload.freeze());
+        self.write_frame(OpCode::Close, true, 0, payload.freeze());
         self.close_sent = Some(frame);
     }
 
     /// Encodes a frame into the output: a client masks a copy of the payload; a
     /// server queues the payload as it is.
-    fn write_frame(&mut self, opcode: OpCode, fin: bool, payload: Bytes) {
+    fn write_frame(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: Bytes) {
         let mask = self.mask_source.as_mut().map(|m| m.next_mask());
         let header = FrameHeader {
             fin,
-            rsv: 0,
+            rsv,
             opcode,
             mask,
             payload_len: payload.len() as u64,
@@ -596,14 +690,37 @@ impl Connection {
     }
 }
 
+/// The message a finished `incoming` holds, `data` being all its payload:
+/// text is checked to end on a code point boundary (section 8.1).
+fn finish_message(mut incoming: Incoming, data: Bytes) -> Result<Option<Message>, ProtocolError> {
+    if incoming.text {
+        incoming
+            .utf8
+            .finish()
+            .map_err(|_| ProtocolError::InvalidUtf8)?;
+        Ok(Some(Message::Text(Utf8Bytes::from_validated(data))))
+    } else {
+        Ok(Some(Message::Binary(data)))
+    }
+}
+
 /// Message-level checks on a frame header, the moment it is whole (section 5.4):
 /// fragments in sequence and the message within its size limit. Opens the
-/// incoming message on its first frame.
+/// incoming message on its first frame. With compression agreed, RSV1 marks a
+/// compressed message and is allowed on a message's first frame only (RFC 7692
+/// section 6.1).
 fn start_frame(
     header: &FrameHeader,
     incoming: &mut Option<Incoming>,
     max_message_size: usize,
+    compression: bool,
 ) -> Result<(), ProtocolError> {
+    let compressed = header.rsv & RSV1 != 0;
+    if compressed
+        && (!compression || header.opcode.is_control() || header.opcode == OpCode::Continuation)
+    {
+        return Err(ProtocolError::ReservedBits(header.rsv));
+    }
     let text = match header.opcode {
         OpCode::Text => true,
         OpCode::Binary => false,
@@ -621,6 +738,7 @@ fn start_frame(
     }
     let message = incoming.insert(Incoming {
         text,
+        compressed,
         size: 0,
         utf8: Utf8Validator::new(),
         fragments: BytesMut::new(),

@@ -44,6 +44,8 @@ pub enum ProtocolError {
     InvalidUtf8,
     /// A close reason that is not valid UTF-8 (section 5.5.1).
     InvalidCloseReason,
+    /// A compressed message (permessage-deflate, RFC 7692) that does not inflate.
+    InvalidCompressedData,
     /// A frame larger than the configured maximum.
     FrameTooLarge {
         /// The frame's payload length.
@@ -67,7 +69,7 @@ impl ProtocolError {
     pub fn close_code(&self) -> CloseCode {
         use ProtocolError::*;
         match self {
-            InvalidUtf8 | InvalidCloseReason => CloseCode::INVALID_PAYLOAD,
+            InvalidUtf8 | InvalidCloseReason | InvalidCompressedData => CloseCode::INVALID_PAYLOAD,
             FrameTooLarge { .. } | MessageTooLarge { .. } => CloseCode::MESSAGE_TOO_BIG,
             ReservedBits(_)
             | UnknownOpcode(_)
@@ -106,6 +108,7 @@ impl fmt::Display for ProtocolError {
             InvalidCloseCode(code) => write!(f, "invalid close code {code}"),
             InvalidUtf8 => f.write_str("text message is not valid UTF-8"),
             InvalidCloseReason => f.write_str("close reason is not valid UTF-8"),
+            InvalidCompressedData => f.write_str("compressed message does not inflate"),
             FrameTooLarge { size, max } => {
                 write!(f, "frame of {size} bytes exceeds the limit of {max}")
             }

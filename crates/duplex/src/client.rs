@@ -170,6 +170,23 @@ impl ClientBuilder {
         self
     }
 
+    /// Sets the permessage-deflate offer; by default [`DeflateConfig::default`]
+    /// is offered.
+    ///
+    /// [`DeflateConfig::default`]: crate::DeflateConfig::default
+    #[cfg(feature = "deflate")]
+    pub fn deflate(mut self, config: crate::DeflateConfig) -> Self {
+        self.config.deflate = Some(config);
+        self
+    }
+
+    /// Offers no compression.
+    #[cfg(feature = "deflate")]
+    pub fn no_deflate(mut self) -> Self {
+        self.config.deflate = None;
+        self
+    }
+
     /// Trusts this root certificate for `wss://`, besides the system's and the
     /// webpki roots (a private CA, a self-signed test server).
     #[cfg(feature = "tls")]
@@ -308,6 +325,10 @@ impl ClientBuilder {
             request = request.protocol(protocol);
         }
         *request.headers_mut() = self.headers;
+        #[cfg(feature = "deflate")]
+        if let Some(deflate) = &self.config.deflate {
+            request = request.extension(deflate.offer());
+        }
         let (request, expected) = request.build(&mut ThreadRngMask).map_err(|err| match err {
             HandshakeError::InvalidUri(why) => Error::Url(why.to_owned()),
             other => Error::Handshake(other),
@@ -338,12 +359,23 @@ impl ClientBuilder {
             Err(_) => return Err(Error::Timeout(Timeout::Handshake)),
             Ok(result) => result?,
         };
-        Ok(WebSocket::from_partially_read(
+        #[cfg(feature = "deflate")]
+        let deflate = match &self.config.deflate {
+            Some(config) => config.accept_response(&negotiated.extensions)?,
+            None => None,
+        };
+        let ws = WebSocket::from_partially_read(
             stream,
             Role::Client,
             rest.freeze(),
             negotiated.protocol,
             self.config,
-        ))
+        );
+        #[cfg(feature = "deflate")]
+        let ws = match deflate {
+            Some(params) => ws.with_deflate(params),
+            None => ws,
+        };
+        Ok(ws)
     }
 }

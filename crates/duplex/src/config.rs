@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use duplex_proto::Config;
+#[cfg(feature = "deflate")]
+use duplex_proto::deflate::DeflateConfig;
 
 /// How an open WebSocket behaves. The builders set it; it can also be built and
 /// passed whole.
@@ -42,6 +44,13 @@ pub struct WebSocketConfig {
     /// Default: off. Turn it on for long-lived connections through NATs and
     /// proxies, which drop idle TCP connections silently.
     pub keepalive: Option<(Duration, Duration)>,
+    /// permessage-deflate: what a client offers and a server accepts; `None`
+    /// turns compression off.
+    ///
+    /// Default: on, with [`DeflateConfig::default`]: browsers, Node `ws` and
+    /// Python `websockets` all offer it, and JSON traffic shrinks several times.
+    #[cfg(feature = "deflate")]
+    pub deflate: Option<DeflateConfig>,
 }
 
 impl Default for WebSocketConfig {
@@ -51,6 +60,8 @@ impl Default for WebSocketConfig {
             max_write_buffer: 256 << 10,
             close_timeout: Duration::from_secs(10),
             keepalive: None,
+            #[cfg(feature = "deflate")]
+            deflate: Some(DeflateConfig::default()),
         }
     }
 }
@@ -84,6 +95,13 @@ impl WebSocketConfig {
     /// connection dropped if no pong comes within `timeout`.
     pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
         self.keepalive = Some((interval, timeout));
+        self
+    }
+
+    /// Sets the permessage-deflate settings; `None` turns compression off.
+    #[cfg(feature = "deflate")]
+    pub fn deflate(mut self, deflate: Option<DeflateConfig>) -> Self {
+        self.deflate = deflate;
         self
     }
 }

@@ -61,6 +61,8 @@ mod websocket;
 
 #[cfg(feature = "json")]
 pub use duplex_proto::JsonMessage;
+#[cfg(feature = "deflate")]
+pub use duplex_proto::deflate::{DeflateConfig, DeflateParams};
 pub use duplex_proto::{
     CloseCode, CloseFrame, CloseInfo, Config as Limits, Fragment, HandshakeError, Message,
     ProtocolError, ReadyState, Role, SendError, Utf8Bytes,

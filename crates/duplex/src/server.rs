@@ -155,6 +155,23 @@ impl ServerBuilder {
         self
     }
 
+    /// Sets what permessage-deflate offers are accepted on; the default accepts
+    /// any offer it can meet with [`DeflateConfig::default`] settings.
+    ///
+    /// [`DeflateConfig::default`]: crate::DeflateConfig::default
+    #[cfg(feature = "deflate")]
+    pub fn deflate(mut self, config: crate::DeflateConfig) -> Self {
+        self.config.deflate = Some(config);
+        self
+    }
+
+    /// Declines compression, whatever clients offer.
+    #[cfg(feature = "deflate")]
+    pub fn no_deflate(mut self) -> Self {
+        self.config.deflate = None;
+        self
+    }
+
     /// A check run on every valid upgrade request before it is answered. It sees
     /// the path, query and headers (Origin, cookies, Authorization) and accepts,
     /// possibly choosing the subprotocol and adding response headers, or rejects
@@ -294,7 +311,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PendingUpgrade<S> {
                 .find(|offered| self.builder.protocols.contains(offered))
                 .cloned()
         });
-        let mut response = match self.upgrade.response(protocol.as_deref(), &[]) {
+        #[cfg(feature = "deflate")]
+        let deflate = self
+            .builder
+            .config
+            .deflate
+            .as_ref()
+            .and_then(|config| config.negotiate(self.upgrade.extensions()));
+        #[cfg(feature = "deflate")]
+        let answers: Vec<_> = deflate.iter().map(|(answer, _)| answer.clone()).collect();
+        #[cfg(not(feature = "deflate"))]
+        let answers = Vec::new();
+        let mut response = match self.upgrade.response(protocol.as_deref(), &answers) {
             Ok(response) => response,
             Err(err) => {
                 let _ = timeout_at(self.deadline, write_error(&mut self.stream, &err)).await;
@@ -308,13 +336,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PendingUpgrade<S> {
             Err(_) => return Err(Error::Timeout(Timeout::Handshake)),
             Ok(result) => result?,
         }
-        Ok(WebSocket::from_partially_read(
+        let ws = WebSocket::from_partially_read(
             self.stream,
             Role::Server,
             self.leftover.freeze(),
             protocol,
             self.builder.config,
-        ))
+        );
+        #[cfg(feature = "deflate")]
+        let ws = match deflate {
+            Some((_, params)) => ws.with_deflate(params),
+            None => ws,
+        };
+        Ok(ws)
     }
 
     /// Answers with the rejection's status, headers and body, and closes the

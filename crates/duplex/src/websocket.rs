@@ -67,6 +67,15 @@ where
         }
     }
 
+    /// Turns on permessage-deflate with the parameters the opening handshake
+    /// agreed. For HTTP server integrations and hand-made handshakes; `connect`
+    /// and `accept` do it themselves. Call it before any message is exchanged.
+    #[cfg(feature = "deflate")]
+    pub fn with_deflate(mut self, params: duplex_proto::deflate::DeflateParams) -> Self {
+        self.core.conn.set_deflate(params);
+        self
+    }
+
     /// Wraps a stream on which the opening handshake is already done, with no
     /// bytes read past it.
     pub fn from_raw_socket(io: S, role: Role, config: WebSocketConfig) -> Self {
@@ -143,6 +152,12 @@ impl<S> WebSocket<S> {
     /// The subprotocol agreed in the opening handshake.
     pub fn protocol(&self) -> Option<&str> {
         self.core.protocol.as_deref()
+    }
+
+    /// The permessage-deflate parameters agreed, if compression is on.
+    #[cfg(feature = "deflate")]
+    pub fn deflate(&self) -> Option<&duplex_proto::deflate::DeflateParams> {
+        self.core.conn.deflate_params()
     }
 
     /// The close frame received from the peer: `None` if none yet, `Some(None)`

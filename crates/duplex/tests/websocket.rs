@@ -555,7 +555,10 @@ async fn handshake_timeout_against_a_silent_client() {
 
 #[tokio::test]
 async fn send_waits_when_the_write_buffer_is_full() {
-    let config = WebSocketConfig::default().max_write_buffer(64 << 10);
+    // Without compression, so that every byte sent counts.
+    let config = WebSocketConfig::default()
+        .max_write_buffer(64 << 10)
+        .deflate(None);
     let (mut client, mut server) = pipe_pair(8 << 10, config).await;
     let chunk = Bytes::from(vec![7u8; 4 << 10]);
     // The server reads nothing: the pipe fills, then our buffer, then we wait.

@@ -108,6 +108,8 @@ pub enum HandshakeError {
     UnrequestedProtocol(String),
     /// The server answered with an extension the client did not offer.
     UnrequestedExtension(String),
+    /// The server's answer to an extension offer breaks the extension's rules.
+    Extension(&'static str),
     /// The URI cannot be connected to.
     InvalidUri(&'static str),
     /// A subprotocol name that is not an HTTP token.
@@ -143,6 +145,7 @@ impl HandshakeError {
             | InvalidAccept
             | UnrequestedProtocol(_)
             | UnrequestedExtension(_)
+            | Extension(_)
             | InvalidUri(_)
             | InvalidProtocolName(_)
             | ReservedHeader(_)
@@ -235,6 +238,7 @@ impl fmt::Display for HandshakeError {
                 f,
                 "the server enabled extension {e:?}, which the client did not offer"
             ),
+            Extension(why) => write!(f, "extension negotiation failed: {why}"),
             InvalidUri(why) => write!(f, "invalid WebSocket URI: {why}"),
             InvalidProtocolName(p) => {
                 write!(f, "subprotocol name {p:?} is not an HTTP token")
