@@ -200,3 +200,60 @@ proptest! {
         prop_assert_eq!(results, expected);
     }
 }
+
+#[cfg(feature = "deflate")]
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// With permessage-deflate on, any parameters: messages arrive as sent,
+    /// compressed or not (short ones stay below the threshold), whatever the
+    /// reads.
+    #[test]
+    fn compressed_messages_arrive_as_sent(
+        role in role(),
+        no_context_takeover in any::<(bool, bool)>(),
+        bits in (9u8..=15, 9u8..=15),
+        threshold in 0usize..64,
+        messages in proptest::collection::vec(
+            prop_oneof![
+                "[a-z \\{\\}\":,0-9]{0,400}".prop_map(Message::text),
+                proptest::collection::vec(0u8..4, 0..5000).prop_map(Message::binary),
+                proptest::collection::vec(any::<u8>(), 0..2000).prop_map(Message::binary),
+            ],
+            1..20,
+        ),
+        cuts in proptest::collection::vec(any::<usize>(), 0..10),
+    ) {
+        use duplex_proto::deflate::DeflateParams;
+        let sender_params = DeflateParams {
+            local_no_context_takeover: no_context_takeover.0,
+            remote_no_context_takeover: no_context_takeover.1,
+            local_max_window_bits: bits.0,
+            remote_max_window_bits: bits.1,
+            level: 6,
+            threshold,
+        };
+        let receiver_params = DeflateParams {
+            local_no_context_takeover: no_context_takeover.1,
+            remote_no_context_takeover: no_context_takeover.0,
+            local_max_window_bits: bits.1,
+            remote_max_window_bits: bits.0,
+            level: 6,
+            threshold,
+        };
+        let mut sender = conn_with(role, Config::default());
+        sender.set_deflate(sender_params);
+        for m in &messages {
+            sender.send(m.clone()).unwrap();
+        }
+        let mut wire = Vec::new();
+        while let Some(chunk) = sender.take_output() {
+            wire.extend_from_slice(&chunk);
+        }
+        let mut receiver = conn_with(peer_of(role), Config::default());
+        receiver.set_deflate(receiver_params);
+        let (results, _) = feed_split(receiver, &wire, &splits(wire.len(), &cuts));
+        let expected: Vec<_> = messages.into_iter().map(Ok).collect();
+        prop_assert_eq!(results, expected);
+    }
+}
