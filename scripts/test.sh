@@ -6,7 +6,10 @@
 #
 # It needs the Rust toolchain (cargo, rustfmt, clippy), and python3 and node
 # with network access to PyPI and npm for the interop suite's peers, which
-# scripts/setup-peers.sh installs (quickly skipped when already installed).
+# scripts/setup-peers.sh installs, and apt-get (root or sudo) with access to
+# Debian's archive for the browser test's chromium, which
+# scripts/setup-browser.sh installs with playwright-core from npm (both quickly
+# skipped when already installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +27,10 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 step "interop peers (Python websockets, Node ws)"
 scripts/setup-peers.sh
 
-step "tests (unit, integration, property, doc, interop)"
+step "browser (Debian chromium, playwright-core)"
+scripts/setup-browser.sh
+
+step "tests (unit, integration, property, doc, interop, browser)"
 cargo test --workspace
 
 step "fuzz targets still build"

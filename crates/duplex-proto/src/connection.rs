@@ -355,10 +355,12 @@ impl Connection {
                 self.input_done = true;
                 self.read_buf = BytesMut::new();
                 if self.close_sent.is_none() {
-                    // Section 5.5.1: answer with a close, echoing the code.
+                    // Section 5.5.1: answer with a close, echoing the code (and
+                    // the reason, so the side that closed sees its own words in
+                    // the close event, as with Python websockets and Node ws).
                     let echo = frame
                         .as_ref()
-                        .map(|f| CloseFrame::new(f.code, Utf8Bytes::default()));
+                        .cloned();
                     self.write_close(echo);
                 }
                 Ok(Some(Message::Close(frame)))

@@ -29,7 +29,7 @@ fn received_close_is_echoed_with_its_code_and_nothing_follows() {
         let frames = sent_frames(&mut c);
         assert_eq!(frames.len(), 1);
         assert_eq!(frames[0].header.opcode, OpCode::Close);
-        assert_eq!(&frames[0].payload[..], &4001u16.to_be_bytes());
+        assert_eq!(&frames[0].payload[..], &close_payload(4001, "bye now")[..]);
         assert_eq!(c.ready_state(), ReadyState::Closing);
         assert!(c.is_close_handshake_done());
         assert_eq!(c.send(Message::text("late")), Err(SendError::Closed));
@@ -72,7 +72,7 @@ fn client_initiated_close_handshake_is_clean() {
     pump(&mut server, &mut client);
     assert_eq!(
         drain(&mut client),
-        [Ok(Message::close(CloseCode::NORMAL, ""))]
+        [Ok(Message::close(CloseCode::NORMAL, "done"))]
     );
     assert!(client.is_close_handshake_done());
     assert!(
@@ -108,7 +108,7 @@ fn server_initiated_close_handshake_is_clean() {
     pump(&mut client, &mut server);
     assert_eq!(
         drain(&mut server),
-        [Ok(Message::close(CloseCode::GOING_AWAY, ""))]
+        [Ok(Message::close(CloseCode::GOING_AWAY, "restarting"))]
     );
     assert!(server.should_close_transport());
     server.transport_closed();
