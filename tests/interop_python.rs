@@ -1,10 +1,12 @@
 //! Interop with Python `websockets` (tests/peers/python/peer.py), both ways:
 //! their client against our server, our client against their server, over
-//! ws:// and wss://. The peer is installed by scripts/setup-peers.sh; without
-//! it these tests fail and say so.
+//! ws:// and wss://, with permessage-deflate off (the tests without `deflate`
+//! in their name: the peer runs with compression off) and on (the `deflate_`
+//! tests). The peer is installed by scripts/setup-peers.sh; without it these
+//! tests fail and say so.
 
 use duplex::Error;
-use duplex_interop::scenario::{self, start_their_server};
+use duplex_interop::scenario::{self, deflate, start_their_server};
 use duplex_interop::{Peer, within};
 
 const PEER: Peer = Peer::Python;
@@ -47,6 +49,43 @@ async fn their_close_code_and_reason_reach_us() {
 #[tokio::test]
 async fn our_client_over_tls() {
     scenario::our_client_over_tls(PEER).await;
+}
+
+// ----- permessage-deflate on at both ends -----
+
+#[tokio::test]
+async fn deflate_our_client_messages_echo_unchanged() {
+    deflate::our_client_messages(PEER).await;
+}
+
+#[tokio::test]
+async fn deflate_our_client_reduced_offer() {
+    deflate::our_client_reduced_offer(PEER).await;
+}
+
+#[tokio::test]
+async fn deflate_our_client_follows_their_limits() {
+    deflate::our_client_their_limits(PEER).await;
+}
+
+#[tokio::test]
+async fn deflate_saves_bytes_on_the_wire() {
+    deflate::our_client_saves_bytes(PEER).await;
+}
+
+#[tokio::test]
+async fn deflate_their_client_against_our_server() {
+    deflate::their_client_messages(PEER).await;
+}
+
+#[tokio::test]
+async fn deflate_their_client_reduced_offer() {
+    deflate::their_client_reduced_offer(PEER).await;
+}
+
+#[tokio::test]
+async fn deflate_their_client_follows_our_limits() {
+    deflate::their_client_our_limits(PEER).await;
 }
 
 /// websockets refuses a client that offers none of its subprotocols (or none

@@ -10,11 +10,21 @@
 //!   connection received and how it closed.
 //! - [`TestCert`] is a self-signed certificate for `localhost` and `127.0.0.1`,
 //!   written to a temporary directory for the peers to read.
+//! - [`Tap`] wraps a stream to count the bytes that cross it and keep the
+//!   handshake's heads (what `Sec-WebSocket-Extensions` really said).
 //! - [`scenario`] holds the exchanges, shared by the Python and Node test files.
 //!
 //! The scripted commands, understood by both sides' servers (text messages):
 //! `cmd:close CODE REASON`, `cmd:fragments`, `cmd:fragments-binary`,
-//! `cmd:ping`, `cmd:protocol`, `cmd:header NAME`; see `tests/peers/python/peer.py`.
+//! `cmd:ping`, `cmd:protocol`, `cmd:header NAME`, `cmd:extensions` (and, on
+//! the peers' servers only, `cmd:fragments-ping`); see
+//! `tests/peers/python/peer.py`.
+//!
+//! Compression: the peers run with permessage-deflate off unless given
+//! `--deflate SPEC` (`on` for the library's defaults, or RFC 7692 parameters
+//! such as `server_no_context_takeover,client_max_window_bits=10`); our server
+//! accepts offers as `ServerBuilder` does by default, or as told by
+//! [`EchoServer::start_with`].
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,7 +37,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use duplex::tls::rustls::ServerConfig;
 use duplex::tls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use duplex::{Accept, CloseCode, CloseFrame, CloseInfo, Message, ServerBuilder, WebSocket};
+use duplex::{
+    Accept, CloseCode, CloseFrame, CloseInfo, DeflateConfig, DeflateParams, Message, ServerBuilder,
+    WebSocket,
+};
 use http::HeaderMap;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, BufReader};
 use tokio::net::TcpListener;
@@ -47,6 +60,13 @@ pub const BIG: usize = 16 << 20;
 
 /// The largest message our server accepts: above [`BIG`], with room to spare.
 pub const SERVER_MAX_MESSAGE: usize = 32 << 20;
+
+/// How many similar JSON messages the compression tests exchange one by one.
+pub const JSON_MESSAGES: usize = 500;
+
+/// The size bound of the JSON-like text that ends the peers' `json` step:
+/// 256 KiB, larger than any deflate window.
+pub const JSON_TAIL: usize = 256 << 10;
 
 /// The subprotocols both sides' servers speak, in their order of preference.
 pub const SERVER_PROTOCOLS: [&str; 2] = ["chat.v1", "chat.v2"];
@@ -89,6 +109,58 @@ pub fn big_binary() -> Bytes {
 pub fn big_text() -> String {
     let unit = "duplex ☃ héllo 𝄞 ";
     unit.repeat(BIG / unit.len())
+}
+
+/// Message `i` of the compression tests' JSON exchanges, as the peers make it
+/// (`json_message` in peer.py): similar to its neighbours, which is what
+/// context takeover feeds on.
+pub fn json_message(i: usize) -> String {
+    format!(
+        concat!(
+            r#"{{"seq":{},"type":"update","user":"user-{}","#,
+            r#""items":[{{"id":{},"qty":{}}},{{"id":{},"qty":{}}}],"#,
+            r#""note":"duplex interop over permessage-deflate ☃"}}"#
+        ),
+        i,
+        i % 7,
+        i,
+        i % 5,
+        i + 1,
+        (i + 1) % 5
+    )
+}
+
+/// JSON-like lines of a fixed length, with a counter and a scrambled value, as
+/// many whole lines as fit in `size` bytes, as the peers make it: it
+/// compresses, but only partly (about 7 to 1 with zlib's defaults).
+pub fn json_text(size: usize) -> String {
+    let line = |n: usize| {
+        format!(
+            "{{\"seq\":{n:08},\"user\":\"user-{:03}\",\"event\":\"tick ☃\",\"value\":{:07}}}\n",
+            n % 1000,
+            n * 7919 % 1_000_003
+        )
+    };
+    let count = size / line(0).len();
+    let mut text = String::with_capacity(count * line(0).len());
+    for n in 0..count {
+        text.push_str(&line(n));
+    }
+    text
+}
+
+/// `size` bytes (a multiple of 16) of 16-byte records, as the peers make
+/// them: a big-endian counter, a multiplicative hash of it (high entropy),
+/// then 8 repeated bytes; it compresses about 2 to 1.
+pub fn partly_random_binary(size: usize) -> Bytes {
+    assert_eq!(size % 16, 0, "a whole number of records");
+    let mut data = Vec::with_capacity(size);
+    for n in 0..(size / 16) as u32 {
+        data.extend_from_slice(&n.to_be_bytes());
+        data.extend_from_slice(&n.wrapping_mul(2_654_435_761).to_be_bytes());
+        data.extend_from_slice(&[(n % 251) as u8; 8]);
+    }
+    data.into()
 }
 
 /// A short description of a message, for failure messages: kind, length and
@@ -367,6 +439,19 @@ pub struct ClientRun {
 }
 
 impl ClientRun {
+    /// The `extensions <step> <value>` lines the client printed with
+    /// `--deflate`: per step, the `Sec-WebSocket-Extensions` answer it got.
+    pub fn extension_lines(&self) -> Vec<(String, String)> {
+        self.stdout
+            .lines()
+            .filter_map(|line| line.strip_prefix("extensions "))
+            .map(|rest| {
+                let (step, value) = rest.split_once(' ').unwrap_or((rest, ""));
+                (step.to_owned(), value.to_owned())
+            })
+            .collect()
+    }
+
     /// Fails the test, showing the peer's output, unless it exited 0.
     #[track_caller]
     pub fn assert_success(&self) {
@@ -487,6 +572,16 @@ pub struct ConnRecord {
     pub close_info: Option<CloseInfo>,
     /// Errors met on the way (the connection failing, a send failing).
     pub errors: Vec<String>,
+    /// The permessage-deflate parameters agreed, as `WebSocket::deflate` tells
+    /// them; `None` without compression.
+    pub deflate: Option<DeflateParams>,
+    /// The `Sec-WebSocket-Extensions` header of the 101 response we sent, as
+    /// it went out.
+    pub extensions_answered: Option<String>,
+    /// Bytes read from the connection (after TLS), handshake included.
+    pub bytes_read: u64,
+    /// Bytes written to the connection (before TLS), handshake included.
+    pub bytes_written: u64,
 }
 
 impl ConnRecord {
@@ -509,6 +604,17 @@ impl ConnRecord {
             .filter_map(|m| m.as_text().filter(|t| t.starts_with("cmd:")))
             .collect()
     }
+
+    /// The client's `Sec-WebSocket-Extensions` offer, as received.
+    pub fn extensions_offered(&self) -> Option<String> {
+        let values: Vec<&str> = self
+            .headers
+            .get_all("sec-websocket-extensions")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.join(", "))
+    }
 }
 
 impl std::fmt::Debug for ConnRecord {
@@ -521,6 +627,11 @@ impl std::fmt::Debug for ConnRecord {
             .field("received_close", &self.received_close)
             .field("close_info", &self.close_info)
             .field("errors", &self.errors)
+            .field("extensions_offered", &self.extensions_offered())
+            .field("extensions_answered", &self.extensions_answered)
+            .field("deflate", &self.deflate)
+            .field("bytes_read", &self.bytes_read)
+            .field("bytes_written", &self.bytes_written)
             .finish()
     }
 }
@@ -528,7 +639,7 @@ impl std::fmt::Debug for ConnRecord {
 /// Our server: duplex in process on 127.0.0.1 (ws:// or wss://), speaking
 /// `chat.v1` and `chat.v2`, echoing text and binary messages and obeying the
 /// scripted commands; it records each connection once it ends. Stops when
-/// dropped.
+/// dropped. Every connection is read and written through a [`Tap`].
 pub struct EchoServer {
     addr: SocketAddr,
     records: watch::Receiver<Vec<ConnRecord>>,
@@ -536,13 +647,28 @@ pub struct EchoServer {
 }
 
 impl EchoServer {
-    /// Starts the server; with a TLS configuration, it serves wss://.
+    /// Starts the server with `ServerBuilder`'s defaults for compression
+    /// (permessage-deflate offers accepted); with a TLS configuration, it
+    /// serves wss://.
     pub async fn start(tls: Option<Arc<ServerConfig>>) -> EchoServer {
+        EchoServer::start_with(tls, Some(DeflateConfig::default())).await
+    }
+
+    /// Starts the server accepting permessage-deflate offers within `deflate`,
+    /// or declining them all with `None`.
+    pub async fn start_with(
+        tls: Option<Arc<ServerConfig>>,
+        deflate: Option<DeflateConfig>,
+    ) -> EchoServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local address");
         let builder = ServerBuilder::new()
             .protocols(SERVER_PROTOCOLS)
             .max_message_size(SERVER_MAX_MESSAGE);
+        let builder = match deflate {
+            Some(config) => builder.deflate(config),
+            None => builder.no_deflate(),
+        };
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         let (tx, records) = watch::channel(Vec::new());
         let accept_loop = tokio::spawn(async move {
@@ -552,9 +678,9 @@ impl EchoServer {
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let record = match acceptor {
-                        None => serve(&builder, tcp).await,
+                        None => serve(&builder, Tap::new(tcp)).await,
                         Some(acceptor) => match acceptor.accept(tcp).await {
-                            Ok(tls) => serve(&builder, tls).await,
+                            Ok(tls) => serve(&builder, Tap::new(tls)).await,
                             Err(err) => ConnRecord {
                                 path: format!("<TLS handshake failed: {err}>"),
                                 ..ConnRecord::default()
@@ -615,10 +741,11 @@ impl std::fmt::Debug for EchoServer {
 }
 
 /// Serves one connection to its end and says what happened.
-async fn serve<S>(builder: &ServerBuilder, stream: S) -> ConnRecord
+async fn serve<S>(builder: &ServerBuilder, stream: Tap<S>) -> ConnRecord
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let counts = stream.counts();
     let mut record = ConnRecord::default();
     let pending = match builder.read_request(stream).await {
         Ok(pending) => pending,
@@ -637,6 +764,8 @@ where
         }
     };
     record.protocol = ws.protocol().map(str::to_owned);
+    record.deflate = ws.deflate().copied();
+    record.extensions_answered = counts.written_header("sec-websocket-extensions");
 
     while let Some(item) = ws.recv().await {
         let message = match item {
@@ -660,6 +789,8 @@ where
     }
     record.received_close = ws.received_close().cloned();
     record.close_info = ws.close_info();
+    record.bytes_read = counts.read();
+    record.bytes_written = counts.written();
     record
 }
 
@@ -709,6 +840,11 @@ where
                 .unwrap_or("");
             ws.send(Message::text(format!("header:{value}"))).await
         }
+        "extensions" => {
+            let answered = record.extensions_answered.as_deref().unwrap_or("");
+            ws.send(Message::text(format!("extensions:{answered}")))
+                .await
+        }
         other => {
             let reply = format!("error:unknown command {other}");
             ws.send(Message::text(reply)).await
@@ -717,3 +853,6 @@ where
 }
 
 pub mod scenario;
+mod tap;
+
+pub use crate::tap::{Tap, TapCounts};

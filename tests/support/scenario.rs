@@ -5,10 +5,14 @@
 //! [`their_fragmented_messages_arrive_whole`], [`ping_pong_both_ways`],
 //! [`our_close_reaches_them`], [`their_close_reaches_us`],
 //! [`our_client_over_tls`]. Their client against our server:
-//! [`their_client_our_server`].
+//! [`their_client_our_server`]. These run with compression off: the peers
+//! decline or do not offer permessage-deflate, as [`our_client_messages`] and
+//! [`their_client_our_server`] check. The same directions with compression
+//! on are in [`deflate`].
 
 use duplex::{ClientBuilder, CloseCode, CloseFrame, Error, MaybeTlsStream, Message, WebSocket};
 use futures_util::SinkExt;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::{
@@ -16,13 +20,29 @@ use crate::{
     assert_message, big_binary, big_text, describe, next_message, run_client, within,
 };
 
+pub mod deflate;
+
 /// Our client's connection type.
 pub type Client = WebSocket<MaybeTlsStream<TcpStream>>;
 
 /// Starts the peer's echo server speaking [`SERVER_PROTOCOLS`], over TLS with
-/// `cert` if given.
+/// `cert` if given, compression off.
 pub async fn start_their_server(peer: Peer, cert: Option<&TestCert>) -> PeerServer {
+    start_their_server_with(peer, cert, None).await
+}
+
+/// As [`start_their_server`], with permessage-deflate on as `deflate` says
+/// (`--deflate SPEC`: `on`, or parameters such as
+/// `server_no_context_takeover,client_max_window_bits=10`).
+pub async fn start_their_server_with(
+    peer: Peer,
+    cert: Option<&TestCert>,
+    deflate: Option<&str>,
+) -> PeerServer {
     let mut args = Vec::new();
+    if let Some(spec) = deflate {
+        args.extend(["--deflate".to_owned(), spec.to_owned()]);
+    }
     for protocol in SERVER_PROTOCOLS {
         args.extend(["--protocol".to_owned(), protocol.to_owned()]);
     }
@@ -50,21 +70,30 @@ pub async fn connect(builder: ClientBuilder, what: &str) -> Client {
 }
 
 /// Sends `message`, failing the test on an error or a timeout.
-pub async fn send(ws: &mut Client, message: Message, what: &str) {
+pub async fn send<S>(ws: &mut WebSocket<S>, message: Message, what: &str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     within(what, ws.send(message))
         .await
         .unwrap_or_else(|err| panic!("{what}: sending failed: {err}"));
 }
 
 /// Sends `message` and checks that the next message is the same.
-pub async fn echo(ws: &mut Client, message: Message, what: &str) {
+pub async fn echo<S>(ws: &mut WebSocket<S>, message: Message, what: &str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     send(ws, message.clone(), what).await;
     let back = next_message(ws, what).await;
     assert_message(&back, &message, &format!("{what}: the echo"));
 }
 
 /// Sends a scripted command and returns the next message.
-pub async fn ask(ws: &mut Client, command: &str) -> Message {
+pub async fn ask<S>(ws: &mut WebSocket<S>, command: &str) -> Message
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     send(ws, Message::text(command), command).await;
     next_message(ws, command).await
 }
@@ -78,6 +107,20 @@ pub async fn our_client_messages(peer: Peer) {
     let server = start_their_server(peer, None).await;
     let url = format!("ws://127.0.0.1:{}/messages", server.port());
     let mut ws = connect(client(&url), "connecting").await;
+
+    // We offer permessage-deflate (duplex's default); their server, with
+    // compression off, declines: these messages cross uncompressed.
+    assert_eq!(
+        ws.deflate(),
+        None,
+        "compression agreed with compression off"
+    );
+    let reply = ask(&mut ws, "cmd:extensions").await;
+    assert_message(
+        &reply,
+        &Message::text("extensions:"),
+        "their answer's extensions",
+    );
 
     assert_eq!(ws.protocol(), Some("chat.v2"), "the agreed subprotocol");
     let reply = ask(&mut ws, "cmd:protocol").await;
@@ -220,7 +263,7 @@ pub async fn our_close_reaches_them(peer: Peer) {
 
 /// They close with 4001 "server says bye": we receive their close frame, the
 /// stream ends without an error, and `received_close` and `close_info` tell
-/// their code and reason; they see our echo of 4001.
+/// their code and reason; they see our echo of 4001 and their reason.
 pub async fn their_close_reaches_us(peer: Peer) {
     let mut server = start_their_server(peer, None).await;
     let url = format!("ws://127.0.0.1:{}/their-close", server.port());
@@ -240,8 +283,8 @@ pub async fn their_close_reaches_us(peer: Peer) {
     assert_eq!(info.reason, "server says bye", "{info:?}");
     assert!(info.was_clean, "{info:?}");
     assert_eq!(
-        server.expect_line("closed ").await.trim_end(),
-        "closed 4001"
+        server.expect_line("closed ").await,
+        "closed 4001 server says bye"
     );
 }
 
@@ -300,6 +343,8 @@ pub async fn our_client_over_tls(peer: Peer) {
 /// Their client runs its scenario against our server (ws://, or wss:// with a
 /// self-signed certificate it trusts through its CA file) and must pass every
 /// step; then what our side received is checked, connection by connection.
+/// Their client offers no compression (our server would accept it): every
+/// connection runs uncompressed.
 pub async fn their_client_our_server(peer: Peer, tls: bool) {
     let cert = tls.then(TestCert::generate);
     let server = EchoServer::start(cert.as_ref().map(TestCert::server_config)).await;
@@ -324,12 +369,18 @@ pub async fn their_client_our_server(peer: Peer, tls: bool) {
     }
     run.assert_success();
 
-    check_main(peer, &server.record("/main").await);
+    check_main(peer, &server.record("/main").await, false);
     if tls {
         return;
     }
+    check_other_steps(&server, false).await;
+}
 
+/// What our server must have received on the `/server-closes` and
+/// `/no-protocol` connections of their `full` scenario, compressed or not.
+pub(crate) async fn check_other_steps(server: &EchoServer, deflate: bool) {
     let closes = server.record("/server-closes").await;
+    check_compression(&closes, deflate);
     assert!(closes.errors.is_empty(), "{closes:?}");
     assert_eq!(
         closes.commands(),
@@ -344,6 +395,7 @@ pub async fn their_client_our_server(peer: Peer, tls: bool) {
     assert!(info.was_clean && info.code == CloseCode(4001), "{closes:?}");
 
     let plain = server.record("/no-protocol").await;
+    check_compression(&plain, deflate);
     assert!(plain.errors.is_empty(), "{plain:?}");
     assert_eq!(plain.protocol, None, "no common subprotocol: {plain:?}");
     assert_eq!(plain.commands(), ["cmd:header X-Peer"], "{plain:?}");
@@ -354,8 +406,39 @@ pub async fn their_client_our_server(peer: Peer, tls: bool) {
     );
 }
 
-/// What our server must have received on their `/main` connection.
-fn check_main(peer: Peer, main: &ConnRecord) {
+/// Fails the test unless compression is on (`deflate`) or off on this
+/// connection, as our side saw it: the agreed parameters, our answer.
+#[track_caller]
+pub(crate) fn check_compression(record: &ConnRecord, deflate: bool) {
+    if deflate {
+        assert!(
+            record.deflate.is_some(),
+            "compression not agreed on {}: {record:?}",
+            record.path
+        );
+        assert!(
+            record
+                .extensions_answered
+                .as_deref()
+                .is_some_and(|answer| answer.starts_with("permessage-deflate")),
+            "our answer on {}: {record:?}",
+            record.path
+        );
+    } else {
+        assert_eq!(record.deflate, None, "compression agreed: {record:?}");
+        assert_eq!(
+            record.extensions_offered(),
+            None,
+            "their client offered extensions: {record:?}"
+        );
+        assert_eq!(record.extensions_answered, None, "{record:?}");
+    }
+}
+
+/// What our server must have received on their `/main` connection; with
+/// `deflate`, compressed, after their `cmd:extensions`.
+pub(crate) fn check_main(peer: Peer, main: &ConnRecord, deflate: bool) {
+    check_compression(main, deflate);
     assert!(main.errors.is_empty(), "errors on our side: {main:?}");
     assert_eq!(main.protocol.as_deref(), Some("chat.v2"), "{main:?}");
     assert_eq!(
@@ -388,7 +471,12 @@ fn check_main(peer: Peer, main: &ConnRecord) {
     for (i, (got, want)) in got.iter().zip(&want).enumerate() {
         assert_message(got, want, &format!("their data message {i}"));
     }
-    assert_eq!(main.commands(), ["cmd:protocol", "cmd:ping"], "{main:?}");
+    let commands: &[&str] = if deflate {
+        &["cmd:extensions", "cmd:protocol", "cmd:ping"]
+    } else {
+        &["cmd:protocol", "cmd:ping"]
+    };
+    assert_eq!(main.commands(), commands, "{main:?}");
     let their_ping = Message::ping(format!("{}-client-ping", peer.tag()));
     assert!(main.received.contains(&their_ping), "their ping: {main:?}");
     assert!(

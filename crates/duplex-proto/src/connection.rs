@@ -358,9 +358,7 @@ impl Connection {
                     // Section 5.5.1: answer with a close, echoing the code (and
                     // the reason, so the side that closed sees its own words in
                     // the close event, as with Python websockets and Node ws).
-                    let echo = frame
-                        .as_ref()
-                        .cloned();
+                    let echo = frame.as_ref().cloned();
                     self.write_close(echo);
                 }
                 Ok(Some(Message::Close(frame)))

@@ -2,7 +2,7 @@
 
 Two modes:
 
-    peer.py server [--protocol P]... [--cert PEM --key PEM]
+    peer.py server [--protocol P]... [--cert PEM --key PEM] [--deflate SPEC]
         An echo server on 127.0.0.1 (a free port). Prints `listening on PORT`
         once it accepts connections, then one line per event:
         `pong <payload>` when a pong answers its ping, and
@@ -13,33 +13,104 @@ Two modes:
           cmd:close CODE REASON   close with this code and reason
           cmd:fragments           send "fragmented ☃ message" as 3 text frames
           cmd:fragments-binary    send bytes 0..9 as 3 binary frames
+          cmd:fragments-ping      as cmd:fragments, with a ping "mid-message"
+                                  between the first two frames
           cmd:ping                ping with payload "py-ping"; once the pong
                                   with that payload arrives, send
                                   "pong:py-ping"
           cmd:protocol            send "protocol:<the agreed subprotocol>"
           cmd:header NAME         send "header:<value of request header NAME>"
+          cmd:extensions          send "extensions:<the Sec-WebSocket-Extensions
+                                  response header it sent>" (empty if none)
 
-    peer.py client URL [--ca PEM] [--scenario full|tls]
+    peer.py client URL [--ca PEM] [--scenario full|tls|json] [--deflate SPEC]
         Runs a scenario against a server that speaks the same commands (the
         tests' duplex server), one connection per step at URL + /<step>.
         Exits 0 if every check passed, 1 with a message on stderr at the first
-        that did not.
+        that did not. With --deflate, every step must negotiate
+        permessage-deflate and prints `extensions <step> <the response's
+        Sec-WebSocket-Extensions>`; `full` then adds the steps `json` (500
+        similar JSON messages, then a 256 KiB one) and `big` (a 16 MiB JSON-like
+        text and a 16 MiB binary that compress partly). `json` runs that step
+        alone.
 
-Compression (permessage-deflate) is off on both sides for now.
+Compression (permessage-deflate) is off unless --deflate is given. SPEC is `on`
+(websockets' defaults, `compression="deflate"`: a server then answers with
+server_max_window_bits=12 and client_max_window_bits=12) or a comma-separated
+list of ServerPerMessageDeflateFactory / ClientPerMessageDeflateFactory
+parameters, e.g. `server_no_context_takeover,client_max_window_bits=10` (a
+parameter without a value is True).
 """
 
 import argparse
 import asyncio
 import ssl
+import struct
 import sys
+import time
 
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
+from websockets.extensions.permessage_deflate import (
+    ClientPerMessageDeflateFactory,
+    ServerPerMessageDeflateFactory,
+)
 
 MAX_SIZE = 64 * 1024 * 1024
 BIG = 16 * 1024 * 1024
 STEP_TIMEOUT = 20
+JSON_MESSAGES = 500
+JSON_TAIL = 256 * 1024
+
+
+# ----- compression -----
+
+
+def compression_options(spec, factory):
+    """The `compression` and `extensions` arguments of serve() or connect()."""
+    if spec is None:
+        return {"compression": None}
+    if spec == "on":
+        return {"compression": "deflate"}
+    params = {}
+    for item in spec.split(","):
+        name, _, value = item.strip().partition("=")
+        params[name] = int(value) if value else True
+    return {"compression": None, "extensions": [factory(**params)]}
+
+
+def json_message(i):
+    """Message i of the `json` step; the same in every peer and in the tests."""
+    return (
+        f'{{"seq":{i},"type":"update","user":"user-{i % 7}",'
+        f'"items":[{{"id":{i},"qty":{i % 5}}},{{"id":{i + 1},"qty":{(i + 1) % 5}}}],'
+        f'"note":"duplex interop over permessage-deflate ☃"}}'
+    )
+
+
+def json_text(size):
+    """Fixed-length JSON-like lines with a counter and a scrambled value, as many
+    whole lines as fit in `size` bytes: it compresses, but only partly."""
+
+    def line(n):
+        return (
+            f'{{"seq":{n:08d},"user":"user-{n % 1000:03d}","event":"tick ☃",'
+            f'"value":{n * 7919 % 1000003:07d}}}\n'
+        )
+
+    count = size // len(line(0).encode())
+    return "".join(line(n) for n in range(count))
+
+
+def partly_random_binary(size):
+    """16-byte records: a big-endian counter, a multiplicative hash of it (high
+    entropy), 8 repeated bytes; `size` must be a multiple of 16."""
+    record = struct.Struct(">II8s")
+    pads = [bytes([k]) * 8 for k in range(251)]
+    return b"".join(
+        record.pack(n, (n * 2654435761) & 0xFFFFFFFF, pads[n % 251]) for n in range(size // 16)
+    )
 
 
 # ----- server -----
@@ -52,6 +123,15 @@ async def command(ws, text):
         await ws.close(int(code), reason)
     elif name == "fragments":
         await ws.send(["frag", "mented ", "☃ message"])
+    elif name == "fragments-ping":
+        # A ping between the frames of a (compressed, if agreed) message.
+        async def parts():
+            yield "frag"
+            await ws.ping(b"mid-message")
+            yield "mented "
+            yield "☃ message"
+
+        await ws.send(parts())
     elif name == "fragments-binary":
         await ws.send([bytes(range(0, 3)), bytes(range(3, 7)), bytes(range(7, 10))])
     elif name == "ping":
@@ -63,6 +143,8 @@ async def command(ws, text):
         await ws.send(f"protocol:{ws.subprotocol}")
     elif name == "header":
         await ws.send(f"header:{ws.request.headers.get(arg, '')}")
+    elif name == "extensions":
+        await ws.send(f"extensions:{ws.response.headers.get('Sec-WebSocket-Extensions', '')}")
     else:
         await ws.send(f"error:unknown command {name}")
 
@@ -95,10 +177,10 @@ async def run_server(args):
         "127.0.0.1",
         0,
         subprotocols=args.protocol or None,
-        compression=None,
         max_size=MAX_SIZE,
         ping_interval=None,
         ssl=tls,
+        **compression_options(args.deflate, ServerPerMessageDeflateFactory),
     ) as server:
         port = server.sockets[0].getsockname()[1]
         print(f"listening on {port}", flush=True)
@@ -123,22 +205,42 @@ def show(value):
 
 
 class Client:
-    def __init__(self, base, ca):
+    def __init__(self, base, ca, deflate):
         self.base = base.rstrip("/")
         self.tls = ssl.create_default_context(cafile=ca) if ca else None
+        self.deflate = deflate
 
     def connect(self, step, protocols=("x-unknown", "chat.v2")):
         return connect(
             f"{self.base}/{step}",
             subprotocols=list(protocols),
-            compression=None,
             max_size=MAX_SIZE,
             ping_interval=None,
             ssl=self.tls,
             open_timeout=STEP_TIMEOUT,
             close_timeout=STEP_TIMEOUT,
             additional_headers={"X-Peer": "python-websockets"},
+            **compression_options(self.deflate, ClientPerMessageDeflateFactory),
         )
+
+    def negotiated(self, ws, step):
+        """With --deflate: checks permessage-deflate was agreed on this
+        connection and prints the server's answer. Returns it."""
+        answer = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+        if self.deflate is not None:
+            agreed = [type(e).__name__ for e in ws.protocol.extensions]
+            check(
+                answer.startswith("permessage-deflate") and agreed == ["PerMessageDeflate"],
+                f"compression not agreed: the server answered {answer!r}, extensions {agreed}",
+            )
+            print(f"extensions {step} {answer}", flush=True)
+        return answer
+
+    async def check_server_view(self, ws, answer):
+        """The server's own report of the extensions it answered must be what
+        arrived here."""
+        back = await self.ask(ws, "cmd:extensions")
+        check(back == f"extensions:{answer}", f"the server says {show(back)}, we got {answer!r}")
 
     async def echo(self, ws, message, what):
         await ws.send(message)
@@ -153,6 +255,9 @@ class Client:
     async def step_main(self):
         async with self.connect("main") as ws:
             check(ws.subprotocol == "chat.v2", f"agreed subprotocol {ws.subprotocol!r}, wanted 'chat.v2'")
+            answer = self.negotiated(ws, "main")
+            if self.deflate is not None:
+                await self.check_server_view(ws, answer)
             back = await self.ask(ws, "cmd:protocol")
             check(back == "protocol:chat.v2", f"server says {show(back)}")
             await self.echo(ws, "hello from python ☃", "text")
@@ -179,6 +284,7 @@ class Client:
 
     async def step_server_closes(self):
         async with self.connect("server-closes") as ws:
+            self.negotiated(ws, "server-closes")
             await ws.send("cmd:close 4001 server says bye")
             try:
                 message = await asyncio.wait_for(ws.recv(), STEP_TIMEOUT)
@@ -196,8 +302,29 @@ class Client:
     async def step_no_common_protocol(self):
         async with self.connect("no-protocol", protocols=("x-unknown",)) as ws:
             check(ws.subprotocol is None, f"agreed subprotocol {ws.subprotocol!r}, wanted none")
+            self.negotiated(ws, "no-protocol")
             back = await self.ask(ws, "cmd:header X-Peer")
             check(back == "header:python-websockets", f"server says {show(back)}")
+            await ws.close()
+            check(ws.close_code == 1000, f"close answered with code {ws.close_code}, wanted 1000")
+
+    async def step_json(self):
+        """Many similar JSON messages (context takeover at its best), echoed one
+        by one, then one larger than any window."""
+        async with self.connect("json") as ws:
+            await self.check_server_view(ws, self.negotiated(ws, "json"))
+            for i in range(JSON_MESSAGES):
+                await self.echo(ws, json_message(i), f"JSON message {i}")
+            await self.echo(ws, json_text(JSON_TAIL), "256 KiB JSON text")
+            await ws.close()
+            check(ws.close_code == 1000, f"close answered with code {ws.close_code}, wanted 1000")
+
+    async def step_big(self):
+        """16 MiB messages that compress only partly."""
+        async with self.connect("big") as ws:
+            self.negotiated(ws, "big")
+            await self.echo(ws, json_text(BIG), "16 MiB JSON text")
+            await self.echo(ws, partly_random_binary(BIG), "16 MiB binary")
             await ws.close()
             check(ws.close_code == 1000, f"close answered with code {ws.close_code}, wanted 1000")
 
@@ -208,14 +335,19 @@ class Client:
                 ("server-closes", self.step_server_closes),
                 ("no-protocol", self.step_no_common_protocol),
             ]
+            if self.deflate is not None:
+                steps += [("json", self.step_json), ("big", self.step_big)]
+        elif scenario == "json":
+            steps = [("json", self.step_json)]
         for name, step in steps:
+            started = time.monotonic()
             try:
                 await asyncio.wait_for(step(), 4 * STEP_TIMEOUT)
             except Failed as failure:
                 raise Failed(f"step {name}: {failure}") from None
             except Exception as error:
                 raise Failed(f"step {name}: {type(error).__name__}: {error}") from error
-            print(f"ok {name}", flush=True)
+            print(f"ok {name} ({time.monotonic() - started:.2f} s)", flush=True)
 
 
 def main():
@@ -225,10 +357,12 @@ def main():
     server.add_argument("--protocol", action="append")
     server.add_argument("--cert")
     server.add_argument("--key")
+    server.add_argument("--deflate")
     client = modes.add_parser("client")
     client.add_argument("url")
     client.add_argument("--ca")
-    client.add_argument("--scenario", choices=["full", "tls"], default="full")
+    client.add_argument("--scenario", choices=["full", "tls", "json"], default="full")
+    client.add_argument("--deflate")
     args = parser.parse_args()
 
     if args.mode == "server":
@@ -238,7 +372,7 @@ def main():
             pass
         return 0
     try:
-        asyncio.run(Client(args.url, args.ca).run(args.scenario))
+        asyncio.run(Client(args.url, args.ca, args.deflate).run(args.scenario))
     except Failed as failure:
         print(f"python client: FAILED: {failure}", file=sys.stderr, flush=True)
         return 1
