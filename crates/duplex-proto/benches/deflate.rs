@@ -26,9 +26,9 @@ fn params(level: u32) -> DeflateParams {
 
 /// JSON price updates, the kind of text a live-data feed sends: repetitive in
 /// shape, varying in values.
-fn json(size: usize) -> String {
+fn json(size: usize, first: u64) -> String {
     let mut text = String::with_capacity(size + 100);
-    let mut i = 0u64;
+    let mut i = first;
     while text.len() < size {
         let price = (i.wrapping_mul(2_654_435_761) % 100_000) as f64 / 100.0;
         text.push_str(&format!(
@@ -46,12 +46,18 @@ fn compress(c: &mut Criterion) {
     let mut group = c.benchmark_group("deflate_compress");
     for level in [1, 6] {
         for (size, name) in SIZES {
-            let message = Message::text(json(size));
+            // Distinct messages in turn: an identical message repeated would
+            // compress to one back-reference and flatter the figures.
+            let messages: Vec<Message> = (0..64)
+                .map(|n| Message::text(json(size, n * 1_000_003)))
+                .collect();
+            let mut next = messages.iter().cycle();
             group.throughput(Throughput::Bytes(size as u64));
             group.bench_function(format!("level{level}/{name}"), |b| {
                 let mut server = Connection::server(Config::default());
                 server.set_deflate(params(level));
                 b.iter(|| {
+                    let message = next.next().unwrap();
                     server.send(message.clone()).unwrap();
                     while let Some(chunk) = server.take_output() {
                         black_box(chunk);
@@ -73,8 +79,8 @@ fn inflate(c: &mut Criterion) {
         client.set_deflate(params(6));
         let count = (64 << 20) / size / 64;
         let count = count.clamp(1, 64);
-        for _ in 0..count {
-            client.send(Message::text(json(size))).unwrap();
+        for n in 0..count {
+            client.send(Message::text(json(size, n as u64 * 1_000_003))).unwrap();
         }
         let mut wire = Vec::new();
         while let Some(chunk) = client.take_output() {

@@ -70,7 +70,7 @@ pub fn params_of(header: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// A [`DeflateParams`] at level 6 (the default), from one end's view.
+/// A [`DeflateParams`] at the default level, from one end's view.
 fn params(
     local_no_context_takeover: bool,
     remote_no_context_takeover: bool,
@@ -83,7 +83,7 @@ fn params(
         remote_no_context_takeover,
         local_max_window_bits,
         remote_max_window_bits,
-        level: 6,
+        level: DeflateConfig::default().level,
         threshold,
     }
 }

@@ -121,11 +121,16 @@ impl Inflater {
             .decompress
             .get_or_insert_with(|| Decompress::new_with_window_bits(false, bits));
         let start_in = decompress.total_in();
+        // Output space offered per step: a guess from the input size, doubled
+        // while the output keeps filling it (so a short message is not given,
+        // and zero-filled, a large buffer), and never past the limit.
+        let mut guess = input.len().saturating_mul(4).clamp(1024, INFLATE_STEP);
         loop {
             // Room for one byte past the limit: producing it proves the limit
             // is crossed, without inflating further.
             let room = max.saturating_add(1).saturating_sub(out.len());
-            let step = room.min(INFLATE_STEP);
+            let step = room.min(guess);
+            guess = (guess * 2).min(INFLATE_STEP);
             let before = out.len();
             out.resize(before + step, 0);
             let consumed_before = (decompress.total_in() - start_in) as usize;
