@@ -32,6 +32,11 @@ async fn their_fragmented_messages_arrive_whole() {
 }
 
 #[tokio::test]
+async fn our_fragmented_messages_arrive_whole() {
+    scenario::our_fragmented_messages_arrive_whole(PEER).await;
+}
+
+#[tokio::test]
 async fn ping_and_pong_both_ways() {
     scenario::ping_pong_both_ways(PEER).await;
 }

@@ -205,6 +205,65 @@ pub async fn their_fragmented_messages_arrive_whole(peer: Peer) {
         .expect("close");
 }
 
+/// Our fragmented messages reach them whole: text split inside a code point,
+/// binary in three fragments with a ping between two of them, and a message
+/// after them; their echo server sends each back as one message.
+pub async fn our_fragmented_messages_arrive_whole(peer: Peer) {
+    use duplex::Fragment;
+    let server = start_their_server(peer, None).await;
+    let url = format!("ws://127.0.0.1:{}/our-fragments", server.port());
+    let mut ws = connect(client(&url), "connecting").await;
+
+    let text = "fragments ☃ from duplex".as_bytes();
+    // Byte 12 is inside the snowman (bytes 10..13).
+    let (first, rest) = text.split_at(12);
+    within("text fragments", async {
+        ws.send_fragment(Fragment::Text, first.to_vec(), false)
+            .await?;
+        ws.send_fragment(Fragment::Continuation, rest.to_vec(), true)
+            .await
+    })
+    .await
+    .expect("sending text fragments");
+    let back = next_message(&mut ws, "the text echo").await;
+    assert_message(
+        &back,
+        &Message::text("fragments ☃ from duplex"),
+        "our fragmented text",
+    );
+
+    let binary: Vec<u8> = (0..=255).collect();
+    within("binary fragments", async {
+        ws.send_fragment(Fragment::Binary, binary[..100].to_vec(), false)
+            .await?;
+        ws.send(Message::ping("between")).await?;
+        ws.send_fragment(Fragment::Continuation, binary[100..200].to_vec(), false)
+            .await?;
+        ws.send_fragment(Fragment::Continuation, binary[200..].to_vec(), true)
+            .await
+    })
+    .await
+    .expect("sending binary fragments");
+    let pong = next_message(&mut ws, "the pong").await;
+    assert_message(
+        &pong,
+        &Message::pong("between"),
+        "their pong between fragments",
+    );
+    let back = next_message(&mut ws, "the binary echo").await;
+    assert_message(&back, &Message::binary(binary), "our fragmented binary");
+    echo(
+        &mut ws,
+        Message::text("after the fragments"),
+        "a message after them",
+    )
+    .await;
+
+    within("closing", ws.close(CloseCode::NORMAL, ""))
+        .await
+        .expect("close");
+}
+
 /// Our ping gets their pong with its payload; their ping is shown to us and
 /// answered by duplex on its own, which they confirm.
 pub async fn ping_pong_both_ways(peer: Peer) {

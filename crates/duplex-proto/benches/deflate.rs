@@ -80,7 +80,9 @@ fn inflate(c: &mut Criterion) {
         let count = (64 << 20) / size / 64;
         let count = count.clamp(1, 64);
         for n in 0..count {
-            client.send(Message::text(json(size, n as u64 * 1_000_003))).unwrap();
+            client
+                .send(Message::text(json(size, n as u64 * 1_000_003)))
+                .unwrap();
         }
         let mut wire = Vec::new();
         while let Some(chunk) = client.take_output() {

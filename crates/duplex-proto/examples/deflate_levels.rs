@@ -26,7 +26,10 @@ fn update(i: u64) -> String {
 fn main() {
     let updates: Vec<String> = (0..MESSAGES).map(update).collect();
     let raw: usize = updates.iter().map(String::len).sum();
-    println!("{MESSAGES} messages, {raw} bytes of JSON (average {} bytes)\n", raw as u64 / MESSAGES);
+    println!(
+        "{MESSAGES} messages, {raw} bytes of JSON (average {} bytes)\n",
+        raw as u64 / MESSAGES
+    );
     println!("| level | bytes sent | ratio | messages/s |");
     println!("| --- | --- | --- | --- |");
     for level in [1, 3, 6, 9] {

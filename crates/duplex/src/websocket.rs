@@ -8,7 +8,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
 use duplex_proto::{
-    CloseCode, CloseFrame, CloseInfo, Config, Connection, Message, ReadyState, Role,
+    CloseCode, CloseFrame, CloseInfo, Config, Connection, Fragment, Message, ReadyState, Role,
 };
 use futures_core::Stream;
 use futures_sink::Sink;
@@ -95,6 +95,29 @@ where
         let message = message.into();
         poll_fn(|cx| self.core.poll_ready(cx)).await?;
         self.core.start_send(message)?;
+        poll_fn(|cx| self.core.poll_flush(cx)).await
+    }
+
+    /// Sends one frame of a fragmented message and waits until the socket has
+    /// taken everything queued: a [`Fragment::Text`] or [`Fragment::Binary`]
+    /// first, then [`Fragment::Continuation`]s, the last with `fin` set (RFC
+    /// 6455 section 5.4). For streaming a message whose size is not known in
+    /// advance. Fragmented messages are sent uncompressed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Send`] for a fragment out of sequence, or text that is not
+    /// UTF-8 once the fragments so far are joined; [`Error::Closed`];
+    /// [`Error::Io`].
+    pub async fn send_fragment(
+        &mut self,
+        kind: Fragment,
+        payload: impl Into<Bytes>,
+        fin: bool,
+    ) -> Result<()> {
+        let payload = payload.into();
+        poll_fn(|cx| self.core.poll_ready(cx)).await?;
+        self.core.conn.send_fragment(kind, payload, fin)?;
         poll_fn(|cx| self.core.poll_flush(cx)).await
     }
 
