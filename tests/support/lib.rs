@@ -856,3 +856,91 @@ pub mod scenario;
 mod tap;
 
 pub use crate::tap::{Tap, TapCounts};
+
+/// The tests both peers run, one `#[tokio::test]` per shared scenario, for the
+/// peer given: `duplex_interop::interop_tests!(Peer::Node);`. Their names say
+/// what each shows; the bodies are in [`scenario`] and [`scenario::deflate`].
+#[macro_export]
+macro_rules! interop_tests {
+    ($peer:expr) => {
+        #[tokio::test]
+        async fn their_client_against_our_server() {
+            $crate::scenario::their_client_our_server($peer, false).await;
+        }
+
+        #[tokio::test]
+        async fn their_client_against_our_server_over_tls() {
+            $crate::scenario::their_client_our_server($peer, true).await;
+        }
+
+        #[tokio::test]
+        async fn our_client_messages_echo_unchanged() {
+            $crate::scenario::our_client_messages($peer).await;
+        }
+
+        #[tokio::test]
+        async fn their_fragmented_messages_arrive_whole() {
+            $crate::scenario::their_fragmented_messages_arrive_whole($peer).await;
+        }
+
+        #[tokio::test]
+        async fn our_fragmented_messages_arrive_whole() {
+            $crate::scenario::our_fragmented_messages_arrive_whole($peer).await;
+        }
+
+        #[tokio::test]
+        async fn ping_and_pong_both_ways() {
+            $crate::scenario::ping_pong_both_ways($peer).await;
+        }
+
+        #[tokio::test]
+        async fn our_close_code_and_reason_reach_them() {
+            $crate::scenario::our_close_reaches_them($peer).await;
+        }
+
+        #[tokio::test]
+        async fn their_close_code_and_reason_reach_us() {
+            $crate::scenario::their_close_reaches_us($peer).await;
+        }
+
+        #[tokio::test]
+        async fn our_client_over_tls() {
+            $crate::scenario::our_client_over_tls($peer).await;
+        }
+
+        #[tokio::test]
+        async fn deflate_our_client_messages_echo_unchanged() {
+            $crate::scenario::deflate::our_client_messages($peer).await;
+        }
+
+        #[tokio::test]
+        async fn deflate_our_client_reduced_offer() {
+            $crate::scenario::deflate::our_client_reduced_offer($peer).await;
+        }
+
+        #[tokio::test]
+        async fn deflate_our_client_follows_their_limits() {
+            $crate::scenario::deflate::our_client_their_limits($peer).await;
+        }
+
+        #[tokio::test]
+        async fn deflate_saves_bytes_on_the_wire() {
+            $crate::scenario::deflate::our_client_saves_bytes($peer).await;
+        }
+
+        #[tokio::test]
+        async fn deflate_their_client_against_our_server() {
+            $crate::scenario::deflate::their_client_messages($peer).await;
+        }
+
+        #[tokio::test]
+        async fn deflate_their_client_reduced_offer() {
+            $crate::scenario::deflate::their_client_reduced_offer($peer).await;
+        }
+
+        #[tokio::test]
+        async fn deflate_their_client_follows_our_limits() {
+            $crate::scenario::deflate::their_client_our_limits($peer).await;
+        }
+    };
+}

@@ -134,58 +134,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Replaces all connection settings.
-    pub fn config(mut self, config: WebSocketConfig) -> Self {
-        self.config = config;
-        self
-    }
-
-    /// Sets the largest message accepted; default 64 MiB.
-    pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.config.limits.max_message_size = bytes;
-        self
-    }
-
-    /// Sets the largest frame accepted; default 16 MiB.
-    pub fn max_frame_size(mut self, bytes: usize) -> Self {
-        self.config.limits.max_frame_size = bytes;
-        self
-    }
-
-    /// Sets the write buffer bound; see [`WebSocketConfig::max_write_buffer`].
-    pub fn max_write_buffer(mut self, bytes: usize) -> Self {
-        self.config.max_write_buffer = bytes;
-        self
-    }
-
-    /// Sets the close timeout; see [`WebSocketConfig::close_timeout`].
-    pub fn close_timeout(mut self, timeout: Duration) -> Self {
-        self.config.close_timeout = timeout;
-        self
-    }
-
-    /// Turns keepalive on; see [`WebSocketConfig::keepalive`].
-    pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
-        self.config.keepalive = Some((interval, timeout));
-        self
-    }
-
-    /// Sets the permessage-deflate offer; by default [`DeflateConfig::default`]
-    /// is offered.
-    ///
-    /// [`DeflateConfig::default`]: crate::DeflateConfig::default
-    #[cfg(feature = "deflate")]
-    pub fn deflate(mut self, config: crate::DeflateConfig) -> Self {
-        self.config.deflate = Some(config);
-        self
-    }
-
-    /// Offers no compression.
-    #[cfg(feature = "deflate")]
-    pub fn no_deflate(mut self) -> Self {
-        self.config.deflate = None;
-        self
-    }
+    crate::config::config_setters!();
 
     /// Trusts this root certificate for `wss://`, besides the system's and the
     /// webpki roots (a private CA, a self-signed test server).

@@ -105,3 +105,70 @@ impl WebSocketConfig {
         self
     }
 }
+
+/// The connection-setting methods both builders share, each setting one field
+/// of the builder's `config: WebSocketConfig`.
+macro_rules! config_setters {
+    () => {
+        /// Replaces all connection settings.
+        pub fn config(mut self, config: $crate::WebSocketConfig) -> Self {
+            self.config = config;
+            self
+        }
+
+        /// Sets the largest message accepted; default 64 MiB.
+        pub fn max_message_size(mut self, bytes: usize) -> Self {
+            self.config.limits.max_message_size = bytes;
+            self
+        }
+
+        /// Sets the largest frame accepted; default 16 MiB.
+        pub fn max_frame_size(mut self, bytes: usize) -> Self {
+            self.config.limits.max_frame_size = bytes;
+            self
+        }
+
+        /// Sets the write buffer bound; see
+        /// [`WebSocketConfig::max_write_buffer`](crate::WebSocketConfig::max_write_buffer).
+        pub fn max_write_buffer(mut self, bytes: usize) -> Self {
+            self.config.max_write_buffer = bytes;
+            self
+        }
+
+        /// Sets the close timeout; see
+        /// [`WebSocketConfig::close_timeout`](crate::WebSocketConfig::close_timeout).
+        pub fn close_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.config.close_timeout = timeout;
+            self
+        }
+
+        /// Turns keepalive on; see
+        /// [`WebSocketConfig::keepalive`](crate::WebSocketConfig::keepalive).
+        pub fn keepalive(
+            mut self,
+            interval: std::time::Duration,
+            timeout: std::time::Duration,
+        ) -> Self {
+            self.config.keepalive = Some((interval, timeout));
+            self
+        }
+
+        /// Sets permessage-deflate: what a client offers, what a server accepts.
+        /// By default [`DeflateConfig::default`](crate::DeflateConfig::default).
+        #[cfg(feature = "deflate")]
+        pub fn deflate(mut self, config: $crate::DeflateConfig) -> Self {
+            self.config.deflate = Some(config);
+            self
+        }
+
+        /// Turns compression off: a client offers none, a server declines every
+        /// offer.
+        #[cfg(feature = "deflate")]
+        pub fn no_deflate(mut self) -> Self {
+            self.config.deflate = None;
+            self
+        }
+    };
+}
+
+pub(crate) use config_setters;

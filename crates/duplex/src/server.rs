@@ -119,58 +119,7 @@ impl ServerBuilder {
         self
     }
 
-    /// Replaces all connection settings.
-    pub fn config(mut self, config: WebSocketConfig) -> Self {
-        self.config = config;
-        self
-    }
-
-    /// Sets the largest message accepted; default 64 MiB.
-    pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.config.limits.max_message_size = bytes;
-        self
-    }
-
-    /// Sets the largest frame accepted; default 16 MiB.
-    pub fn max_frame_size(mut self, bytes: usize) -> Self {
-        self.config.limits.max_frame_size = bytes;
-        self
-    }
-
-    /// Sets the write buffer bound; see [`WebSocketConfig::max_write_buffer`].
-    pub fn max_write_buffer(mut self, bytes: usize) -> Self {
-        self.config.max_write_buffer = bytes;
-        self
-    }
-
-    /// Sets the close timeout; see [`WebSocketConfig::close_timeout`].
-    pub fn close_timeout(mut self, timeout: Duration) -> Self {
-        self.config.close_timeout = timeout;
-        self
-    }
-
-    /// Turns keepalive on; see [`WebSocketConfig::keepalive`].
-    pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
-        self.config.keepalive = Some((interval, timeout));
-        self
-    }
-
-    /// Sets what permessage-deflate offers are accepted on; the default accepts
-    /// any offer it can meet with [`DeflateConfig::default`] settings.
-    ///
-    /// [`DeflateConfig::default`]: crate::DeflateConfig::default
-    #[cfg(feature = "deflate")]
-    pub fn deflate(mut self, config: crate::DeflateConfig) -> Self {
-        self.config.deflate = Some(config);
-        self
-    }
-
-    /// Declines compression, whatever clients offer.
-    #[cfg(feature = "deflate")]
-    pub fn no_deflate(mut self) -> Self {
-        self.config.deflate = None;
-        self
-    }
+    crate::config::config_setters!();
 
     /// A check run on every valid upgrade request before it is answered. It sees
     /// the path, query and headers (Origin, cookies, Authorization) and accepts,
