@@ -24,7 +24,9 @@ pub struct WebSocketConfig {
     /// Frame, message and handshake header limits.
     pub limits: Config,
     /// Bytes queued for the socket past which `send` and `poll_ready` wait for
-    /// the socket to take some.
+    /// the socket to take some, and reading from the peer pauses: a peer that
+    /// sends without reading (a ping flood, say) cannot make the connection
+    /// queue replies without bound.
     ///
     /// Default: 256 KiB, enough to keep a fast link busy, small enough that a
     /// peer that stops reading cannot make the process hold much.

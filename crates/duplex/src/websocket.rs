@@ -385,6 +385,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
             if self.poll_keepalive(cx) {
                 continue;
             }
+            if self.conn.buffered_amount() >= self.config.max_write_buffer {
+                // The peer does not read what we send, our own replies
+                // included: read nothing more from it until the socket takes
+                // some (the write above registered for that), so that it
+                // cannot grow our buffer without bound, with a ping flood say.
+                return Poll::Pending;
+            }
 
             match self.poll_read_some(cx) {
                 Poll::Ready(Ok(0)) => {

@@ -685,3 +685,35 @@ async fn a_protocol_error_from_the_server_fails_the_client_with_1002() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_ping_flood_from_a_peer_that_does_not_read_is_held_back() {
+    let (ours, theirs) = tokio::io::duplex(4096);
+    let config = WebSocketConfig::default().max_write_buffer(8 << 10);
+    let mut server = WebSocket::from_raw_socket(ours, Role::Server, config);
+    // The peer writes masked pings with 125-byte payloads and reads nothing.
+    let (_their_reader, mut their_writer) = tokio::io::split(theirs);
+    let mut ping = vec![0x89, 0x80 | 125, 0, 0, 0, 0];
+    ping.extend([b'p'; 125]);
+    let flood = tokio::spawn(async move {
+        for _ in 0..100_000 {
+            their_writer.write_all(&ping).await?;
+        }
+        std::io::Result::Ok(())
+    });
+    let serving = tokio::time::timeout(Duration::from_millis(500), async {
+        while let Some(message) = server.next().await {
+            assert!(matches!(message.unwrap(), Message::Ping(_)));
+        }
+    })
+    .await;
+    assert!(serving.is_err(), "the server kept serving");
+    // Bounded: the limit, plus the pongs for the pings of the last read (a
+    // read takes at most 16 KiB, and a pong is smaller than its ping).
+    let buffered = server.buffered_amount();
+    assert!(
+        buffered <= (8 << 10) + (16 << 10),
+        "{buffered} bytes of pongs queued"
+    );
+    assert!(!flood.is_finished(), "the flood was not held back");
+}
