@@ -19,10 +19,11 @@ step "format"
 cargo fmt --all -- --check
 
 step "clippy (all targets, warnings are errors)"
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+cargo clippy -p duplex --no-default-features -- -D warnings
 
 step "docs (broken links and missing docs are errors)"
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --quiet
 
 step "interop peers (Python websockets, Node ws)"
 scripts/setup-peers.sh
@@ -31,7 +32,7 @@ step "browser (Debian chromium, playwright-core)"
 scripts/setup-browser.sh
 
 step "tests (unit, integration, property, doc, interop, browser)"
-cargo test --workspace
+cargo test --workspace --all-features
 
 step "fuzz targets still build"
 cargo check --manifest-path fuzz/Cargo.toml --bins --quiet

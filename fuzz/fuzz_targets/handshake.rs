@@ -74,7 +74,8 @@ fn server(data: &[u8], config: &Config) {
             let response = upgrade
                 .response(protocol, &[])
                 .expect("answering with an offered protocol");
-            let accept = accept_key(upgrade.key().as_bytes());
+            let key = upgrade.key().expect("an HTTP/1.1 upgrade has a key");
+            let accept = accept_key(key.as_bytes());
             assert_eq!(response.headers()["sec-websocket-accept"], accept.as_str());
             assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
             let parsed = round_trip(&response);

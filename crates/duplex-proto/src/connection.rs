@@ -14,6 +14,7 @@ use crate::frame::{
 use crate::mask::apply_mask;
 use crate::message::Message;
 use crate::output::Output;
+use crate::prepared::PreparedMessage;
 use crate::rng::MaskSource;
 use crate::utf8::{Utf8Bytes, Utf8Validator};
 
@@ -446,6 +447,25 @@ impl Connection {
             Message::Pong(data) => self.send_control(OpCode::Pong, data),
             Message::Close(frame) => self.send_close(frame),
         }
+    }
+
+    /// Sends a message encoded once for many connections (see
+    /// [`PreparedMessage`]): a server queues the prepared frame's bytes by
+    /// reference, uncompressed; a client, which must mask, encodes it afresh.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send) for a text or binary message.
+    pub fn send_prepared(&mut self, prepared: &PreparedMessage) -> Result<(), SendError> {
+        if self.role == Role::Client {
+            return self.send(prepared.message().clone());
+        }
+        self.check_open()?;
+        if self.outgoing.is_some() {
+            return Err(SendError::MessageInProgress);
+        }
+        self.output.push(prepared.frame().clone());
+        Ok(())
     }
 
     /// Starts the closing handshake with this code and reason.

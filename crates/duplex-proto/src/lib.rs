@@ -87,6 +87,7 @@ pub mod handshake;
 pub mod mask;
 mod message;
 mod output;
+mod prepared;
 pub mod rng;
 pub mod utf8;
 
@@ -99,4 +100,5 @@ pub use crate::handshake::HandshakeError;
 #[cfg(feature = "json")]
 pub use crate::message::JsonMessage;
 pub use crate::message::Message;
+pub use crate::prepared::PreparedMessage;
 pub use crate::utf8::Utf8Bytes;

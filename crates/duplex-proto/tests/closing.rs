@@ -297,3 +297,34 @@ fn after_transport_closed_nothing_can_be_sent() {
     assert_eq!(c.ready_state(), ReadyState::Closed);
     assert!(!c.should_close_transport());
 }
+
+#[test]
+fn prepared_messages_decode_like_any_other_and_obey_the_close_rules() {
+    use duplex_proto::PreparedMessage;
+    let big = PreparedMessage::binary(vec![7u8; 70_000]);
+    let text = PreparedMessage::text("tick");
+    let mut server = conn(Role::Server);
+    server.send_prepared(&text).unwrap();
+    server.send_prepared(&big).unwrap();
+    let frames = sent_frames(&mut server);
+    assert_eq!(frames.len(), 2);
+    assert_eq!(frames[0].payload, Bytes::from_static(b"tick"));
+    assert_eq!(frames[1].payload.len(), 70_000);
+
+    // A client masks: it encodes the message afresh.
+    let mut client = conn(Role::Client);
+    client.send_prepared(&text).unwrap();
+    let frames = sent_frames(&mut client);
+    assert!(frames[0].header.mask.is_some());
+
+    server.close(CloseCode::NORMAL, "").unwrap();
+    assert_eq!(server.send_prepared(&text), Err(SendError::Closed));
+    let mut fragmenting = conn(Role::Server);
+    fragmenting
+        .send_fragment(Fragment::Text, Bytes::from_static(b"a"), false)
+        .unwrap();
+    assert_eq!(
+        fragmenting.send_prepared(&text),
+        Err(SendError::MessageInProgress)
+    );
+}

@@ -52,11 +52,14 @@ mod client;
 mod config;
 mod error;
 mod head;
+mod origin;
 mod server;
 mod split;
 mod stream;
 #[cfg(feature = "tls")]
 pub mod tls;
+#[cfg(feature = "hyper")]
+pub mod upgrade;
 mod websocket;
 
 #[cfg(feature = "json")]
@@ -65,12 +68,13 @@ pub use duplex_proto::JsonMessage;
 pub use duplex_proto::deflate::{DeflateConfig, DeflateParams};
 pub use duplex_proto::{
     CloseCode, CloseFrame, CloseInfo, Config as Limits, Fragment, HandshakeError, Message,
-    ProtocolError, ReadyState, Role, SendError, Utf8Bytes,
+    PreparedMessage, ProtocolError, ReadyState, Role, SendError, Utf8Bytes,
 };
 
 pub use crate::client::{ClientBuilder, connect};
 pub use crate::config::WebSocketConfig;
 pub use crate::error::{Error, Result, Timeout};
+pub use crate::origin::Origins;
 pub use crate::server::{Accept, PendingUpgrade, Reject, ServerBuilder, accept};
 pub use crate::split::{ReadHalf, WriteHalf};
 pub use crate::stream::MaybeTlsStream;

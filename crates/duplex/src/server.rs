@@ -14,6 +14,7 @@ use tokio::time::{Instant, timeout_at};
 use crate::config::WebSocketConfig;
 use crate::error::{Error, Result, Timeout};
 use crate::head::read_head;
+use crate::origin::Origins;
 use crate::websocket::WebSocket;
 
 /// Accepts a WebSocket connection on `stream` with the default settings: reads
@@ -67,6 +68,7 @@ pub struct ServerBuilder {
     config: WebSocketConfig,
     protocols: Vec<String>,
     handshake_timeout: Duration,
+    origins: Origins,
     check: Option<Arc<RequestCheck>>,
 }
 
@@ -76,6 +78,7 @@ impl Default for ServerBuilder {
             config: WebSocketConfig::default(),
             protocols: Vec::new(),
             handshake_timeout: Duration::from_secs(10),
+            origins: Origins::default(),
             check: None,
         }
     }
@@ -87,6 +90,7 @@ impl std::fmt::Debug for ServerBuilder {
             .field("config", &self.config)
             .field("protocols", &self.protocols)
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("origins", &self.origins)
             .field("on_request", &self.check.is_some())
             .finish()
     }
@@ -120,6 +124,15 @@ impl ServerBuilder {
     }
 
     crate::config::config_setters!();
+
+    /// Which `Origin`s are accepted, checked before the request check; a
+    /// refused origin gets 403. Default: [`Origins::any`], no check: a server
+    /// that web pages talk to should set [`Origins::same_origin`] or
+    /// [`Origins::allow`] against cross-site WebSocket hijacking.
+    pub fn origins(mut self, origins: Origins) -> Self {
+        self.origins = origins;
+        self
+    }
 
     /// A check run on every valid upgrade request before it is answered. It sees
     /// the path, query and headers (Origin, cookies, Authorization) and accepts,
@@ -155,11 +168,7 @@ impl ServerBuilder {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let pending = self.read_request(stream).await?;
-        let decision = match &self.check {
-            Some(check) => check(pending.request()),
-            None => Ok(Accept::new()),
-        };
-        match decision {
+        match self.check(pending.request()) {
             Ok(accept) => pending.accept(accept).await,
             Err(reject) => {
                 let response = reject.clone().into_response();
@@ -171,7 +180,8 @@ impl ServerBuilder {
 
     /// Reads and validates the upgrade request, leaving the decision to the
     /// caller: [`PendingUpgrade::accept`] or [`PendingUpgrade::reject`]. The
-    /// request check of [`on_request`](Self::on_request) is not run.
+    /// origin policy and the request check of [`on_request`](Self::on_request)
+    /// are not run; [`check`](Self::check) runs them.
     ///
     /// # Errors
     ///
@@ -207,6 +217,84 @@ impl ServerBuilder {
             deadline,
         })
     }
+}
+
+impl ServerBuilder {
+    /// Runs the origin policy, then the request check, on a valid upgrade
+    /// request: what [`accept`](Self::accept) and the HTTP integrations do
+    /// before answering.
+    ///
+    /// # Errors
+    ///
+    /// The [`Reject`] to answer with: 403 for a refused origin, or the check's.
+    pub fn check(&self, request: &Request<()>) -> Result<Accept, Reject> {
+        self.origins.check(request.headers(), request.uri())?;
+        match &self.check {
+            Some(check) => check(request),
+            None => Ok(Accept::new()),
+        }
+    }
+
+    /// Settles what the connection runs with (subprotocol, compression) and the
+    /// response that says so, for an accepted request.
+    pub(crate) fn agree(
+        &self,
+        upgrade: &UpgradeRequest,
+        accept: Accept,
+    ) -> Result<(Response<()>, Agreed), HandshakeError> {
+        let protocol = accept.protocol.or_else(|| {
+            upgrade
+                .protocols()
+                .iter()
+                .find(|offered| self.protocols.contains(offered))
+                .cloned()
+        });
+        #[cfg(feature = "deflate")]
+        let deflate = self
+            .config
+            .deflate
+            .as_ref()
+            .and_then(|config| config.negotiate(upgrade.extensions()));
+        #[cfg(feature = "deflate")]
+        let answers: Vec<_> = deflate.iter().map(|(answer, _)| answer.clone()).collect();
+        #[cfg(not(feature = "deflate"))]
+        let answers = Vec::new();
+        let mut response = upgrade.response(protocol.as_deref(), &answers)?;
+        response.headers_mut().extend(accept.headers);
+        let agreed = Agreed {
+            protocol,
+            #[cfg(feature = "deflate")]
+            deflate: deflate.map(|(_, params)| params),
+        };
+        Ok((response, agreed))
+    }
+
+    /// The open connection over `io`, as agreed.
+    pub(crate) fn open<S>(&self, io: S, read_buf: Bytes, agreed: Agreed) -> WebSocket<S>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let ws = WebSocket::from_partially_read(
+            io,
+            Role::Server,
+            read_buf,
+            agreed.protocol,
+            self.config.clone(),
+        );
+        #[cfg(feature = "deflate")]
+        let ws = match agreed.deflate {
+            Some(params) => ws.with_deflate(params),
+            None => ws,
+        };
+        ws
+    }
+}
+
+/// What a server and a client agreed on.
+pub(crate) struct Agreed {
+    protocol: Option<String>,
+    #[cfg(feature = "deflate")]
+    deflate: Option<crate::DeflateParams>,
 }
 
 async fn write_error<S: AsyncWrite + Unpin>(stream: &mut S, err: &HandshakeError) -> Result<()> {
@@ -253,51 +341,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PendingUpgrade<S> {
     /// [`Error::Handshake`] if `accept` names a subprotocol the client did not
     /// offer (the client gets 500); [`Error::Timeout`], [`Error::Io`].
     pub async fn accept(mut self, accept: Accept) -> Result<WebSocket<S>> {
-        let protocol = accept.protocol.clone().or_else(|| {
-            self.upgrade
-                .protocols()
-                .iter()
-                .find(|offered| self.builder.protocols.contains(offered))
-                .cloned()
-        });
-        #[cfg(feature = "deflate")]
-        let deflate = self
-            .builder
-            .config
-            .deflate
-            .as_ref()
-            .and_then(|config| config.negotiate(self.upgrade.extensions()));
-        #[cfg(feature = "deflate")]
-        let answers: Vec<_> = deflate.iter().map(|(answer, _)| answer.clone()).collect();
-        #[cfg(not(feature = "deflate"))]
-        let answers = Vec::new();
-        let mut response = match self.upgrade.response(protocol.as_deref(), &answers) {
-            Ok(response) => response,
+        let (response, agreed) = match self.builder.agree(&self.upgrade, accept) {
+            Ok(agreed) => agreed,
             Err(err) => {
                 let _ = timeout_at(self.deadline, write_error(&mut self.stream, &err)).await;
                 return Err(Error::Handshake(err));
             }
         };
-        response.headers_mut().extend(accept.headers);
         let mut wire = BytesMut::new();
         handshake::write_response(&response, &mut wire);
         match timeout_at(self.deadline, self.stream.write_all(&wire)).await {
             Err(_) => return Err(Error::Timeout(Timeout::Handshake)),
             Ok(result) => result?,
         }
-        let ws = WebSocket::from_partially_read(
-            self.stream,
-            Role::Server,
-            self.leftover.freeze(),
-            protocol,
-            self.builder.config,
-        );
-        #[cfg(feature = "deflate")]
-        let ws = match deflate {
-            Some((_, params)) => ws.with_deflate(params),
-            None => ws,
-        };
-        Ok(ws)
+        Ok(self
+            .builder
+            .open(self.stream, self.leftover.freeze(), agreed))
     }
 
     /// Answers with the rejection's status, headers and body, and closes the
@@ -394,7 +453,7 @@ impl Reject {
         self.response.status()
     }
 
-    fn into_response(self) -> Response<Bytes> {
+    pub(crate) fn into_response(self) -> Response<Bytes> {
         let mut response = *self.response;
         let has_body = !response.body().is_empty();
         let headers = response.headers_mut();

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
-use duplex_proto::{CloseCode, CloseFrame, CloseInfo, Message, ReadyState};
+use duplex_proto::{CloseCode, CloseFrame, CloseInfo, Message, PreparedMessage, ReadyState};
 use futures_core::Stream;
 use futures_sink::Sink;
 use futures_util::task::AtomicWaker;
@@ -131,6 +131,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WriteHalf<S> {
         std::future::poll_fn(|cx| Pin::new(&mut *self).poll_ready(cx)).await?;
         Pin::new(&mut *self).start_send(message)?;
         std::future::poll_fn(|cx| Pin::new(&mut *self).poll_flush(cx)).await
+    }
+
+    /// Sends a prepared message (see [`PreparedMessage`]) and waits until the
+    /// socket has taken everything queued.
+    ///
+    /// # Errors
+    ///
+    /// As [`WebSocket::send`](crate::WebSocket::send).
+    pub async fn send_prepared(&mut self, prepared: &PreparedMessage) -> Result<()> {
+        self.feed_prepared(prepared).await?;
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_flush(cx)).await
+    }
+
+    /// Queues a prepared message without waiting for the socket beyond the
+    /// write buffer bound; `flush` (or the reading half) writes it.
+    ///
+    /// # Errors
+    ///
+    /// As [`WebSocket::send`](crate::WebSocket::send).
+    pub async fn feed_prepared(&mut self, prepared: &PreparedMessage) -> Result<()> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_ready(cx)).await?;
+        Ok(self.shared.lock().conn.send_prepared(prepared)?)
     }
 
     /// Sends a close frame and flushes it. The reading half sees the peer's

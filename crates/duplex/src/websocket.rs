@@ -8,7 +8,8 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
 use duplex_proto::{
-    CloseCode, CloseFrame, CloseInfo, Config, Connection, Fragment, Message, ReadyState, Role,
+    CloseCode, CloseFrame, CloseInfo, Config, Connection, Fragment, Message, PreparedMessage,
+    ReadyState, Role,
 };
 use futures_core::Stream;
 use futures_sink::Sink;
@@ -96,6 +97,30 @@ where
         poll_fn(|cx| self.core.poll_ready(cx)).await?;
         self.core.start_send(message)?;
         poll_fn(|cx| self.core.poll_flush(cx)).await
+    }
+
+    /// Sends a message encoded once for many connections (a broadcast): queues
+    /// the prepared frame by reference and waits until the socket has taken
+    /// everything queued. See [`PreparedMessage`].
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    pub async fn send_prepared(&mut self, prepared: &PreparedMessage) -> Result<()> {
+        self.feed_prepared(prepared).await?;
+        poll_fn(|cx| self.core.poll_flush(cx)).await
+    }
+
+    /// Queues a prepared message without waiting for the socket (beyond the
+    /// write buffer bound): many queued messages then leave in one write, at the
+    /// next flush or when the connection next waits for input.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    pub async fn feed_prepared(&mut self, prepared: &PreparedMessage) -> Result<()> {
+        poll_fn(|cx| self.core.poll_ready(cx)).await?;
+        Ok(self.core.conn.send_prepared(prepared)?)
     }
 
     /// Sends one frame of a fragmented message and waits until the socket has

@@ -31,7 +31,7 @@ use http::{Method, Response, StatusCode, Version};
 pub use self::client::{ClientHandshake, ClientRequest, Negotiated};
 pub use self::headers::{Extension, parse_extensions};
 pub use self::http1::{Body, parse_request, parse_response, write_request, write_response};
-pub use self::server::{UpgradeRequest, validate_request};
+pub use self::server::{UpgradeRequest, validate_extended_connect, validate_request};
 
 /// The GUID appended to the key to make the accept value (section 1.3).
 const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";

@@ -1,4 +1,5 @@
-//! The server's side of the opening handshake (RFC 6455 section 4.2).
+//! The server's side of the opening handshake: RFC 6455 section 4.2 over
+//! HTTP/1.1, and RFC 8441 (extended CONNECT) over HTTP/2.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -8,11 +9,12 @@ use http::{Method, Request, Response, StatusCode, Version};
 use super::headers::{format_extensions, has_token, parse_extensions, tokens};
 use super::{Extension, HandshakeError, accept_key, header_value};
 
-/// A request that is a valid WebSocket upgrade: what the client offered, and the
-/// key to answer.
+/// A request that is a valid WebSocket upgrade: what the client offered, and
+/// (over HTTP/1.1) the key to answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpgradeRequest {
-    key: HeaderValue,
+    /// `Sec-WebSocket-Key` over HTTP/1.1; `None` over HTTP/2, which has none.
+    key: Option<HeaderValue>,
     protocols: Vec<String>,
     extensions: Vec<Extension>,
 }
@@ -88,7 +90,62 @@ pub fn validate_request<B>(request: &Request<B>) -> Result<UpgradeRequest, Hands
         _ => return Err(HandshakeError::InvalidKey),
     };
     Ok(UpgradeRequest {
-        key,
+        key: Some(key),
+        protocols: tokens(headers, &header::SEC_WEBSOCKET_PROTOCOL)?,
+        extensions: parse_extensions(headers)?,
+    })
+}
+
+/// Checks that `request` is a WebSocket opening handshake over HTTP/2 (RFC 8441
+/// section 5): an extended CONNECT whose `:protocol` pseudo-header, which the
+/// HTTP/2 layer hands over as `protocol`, is `websocket`, with a path,
+/// `Sec-WebSocket-Version: 13`, and well-formed `Sec-WebSocket-Protocol` and
+/// `Sec-WebSocket-Extensions`. There is no key and no accept value: the stream
+/// is the connection.
+///
+/// # Errors
+///
+/// As [`validate_request`]: 405 for another method, 400 for another or no
+/// `:protocol`, 426 for a version other than 13.
+///
+/// ```
+/// use duplex_proto::handshake::validate_extended_connect;
+/// let request = http::Request::connect("https://example.com/chat")
+///     .version(http::Version::HTTP_2)
+///     .header("sec-websocket-version", "13")
+///     .body(())
+///     .unwrap();
+/// let upgrade = validate_extended_connect(&request, Some("websocket")).unwrap();
+/// assert_eq!(upgrade.response(None, &[]).unwrap().status(), 200);
+/// ```
+pub fn validate_extended_connect<B>(
+    request: &Request<B>,
+    protocol: Option<&str>,
+) -> Result<UpgradeRequest, HandshakeError> {
+    if request.method() != Method::CONNECT {
+        return Err(HandshakeError::MethodNotAllowed(request.method().clone()));
+    }
+    if !protocol.is_some_and(|p| p.eq_ignore_ascii_case("websocket")) {
+        return Err(HandshakeError::InvalidHeader {
+            name: header::UPGRADE,
+            reason: "an HTTP/2 CONNECT for WebSocket needs :protocol = websocket",
+        });
+    }
+    if request.uri().path().is_empty() {
+        return Err(HandshakeError::Malformed("missing :path".to_owned()));
+    }
+    let headers = request.headers();
+    let mut versions = headers.get_all(header::SEC_WEBSOCKET_VERSION).iter();
+    match (versions.next(), versions.next()) {
+        (Some(v), None) if v == "13" => {}
+        (Some(v), _) => {
+            let shown = String::from_utf8_lossy(v.as_bytes()).into_owned();
+            return Err(HandshakeError::UnsupportedVersion(shown));
+        }
+        (None, _) => return Err(HandshakeError::UnsupportedVersion(String::new())),
+    }
+    Ok(UpgradeRequest {
+        key: None,
         protocols: tokens(headers, &header::SEC_WEBSOCKET_PROTOCOL)?,
         extensions: parse_extensions(headers)?,
     })
@@ -113,12 +170,18 @@ impl UpgradeRequest {
         &self.extensions
     }
 
-    /// The client's `Sec-WebSocket-Key`.
-    pub fn key(&self) -> &HeaderValue {
-        &self.key
+    /// The client's `Sec-WebSocket-Key`; `None` over HTTP/2.
+    pub fn key(&self) -> Option<&HeaderValue> {
+        self.key.as_ref()
     }
 
-    /// The 101 Switching Protocols response that accepts the connection, with
+    /// Whether the request came as an HTTP/2 extended CONNECT.
+    pub fn is_http2(&self) -> bool {
+        self.key.is_none()
+    }
+
+    /// The response that accepts the connection: over HTTP/1.1, 101 Switching
+    /// Protocols with the accept value; over HTTP/2, 200. It has
     /// `protocol` as the chosen subprotocol and `extensions` as the accepted
     /// extensions with their response parameters. The caller may add headers
     /// (cookies, for example) before sending it.
@@ -134,14 +197,20 @@ impl UpgradeRequest {
         extensions: &[Extension],
     ) -> Result<Response<()>, HandshakeError> {
         let mut response = Response::new(());
-        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let headers = response.headers_mut();
-        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        headers.insert(
-            header::SEC_WEBSOCKET_ACCEPT,
-            header_value(&accept_key(self.key.as_bytes())),
-        );
+        if let Some(key) = &self.key {
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            headers.insert(
+                header::SEC_WEBSOCKET_ACCEPT,
+                header_value(&accept_key(key.as_bytes())),
+            );
+        }
+        *response.status_mut() = match self.key {
+            Some(_) => StatusCode::SWITCHING_PROTOCOLS,
+            None => StatusCode::OK,
+        };
+        let headers = response.headers_mut();
         if let Some(protocol) = protocol {
             if !self.protocols.iter().any(|p| p == protocol) {
                 return Err(HandshakeError::ProtocolNotOffered(protocol.to_owned()));
@@ -321,6 +390,64 @@ mod tests {
                 .response(None, &[Extension::new("x-other")])
                 .unwrap_err(),
             HandshakeError::ExtensionNotOffered("x-other".into())
+        );
+    }
+
+    fn h2_connect() -> http::request::Builder {
+        Request::connect("https://example.com/chat?room=1")
+            .version(Version::HTTP_2)
+            .header("sec-websocket-version", "13")
+    }
+
+    #[test]
+    fn rfc_8441_extended_connect_is_accepted_with_200() {
+        let request = h2_connect()
+            .header("sec-websocket-protocol", "chat")
+            .header("sec-websocket-extensions", "permessage-deflate")
+            .body(())
+            .unwrap();
+        let upgrade = validate_extended_connect(&request, Some("websocket")).unwrap();
+        assert!(upgrade.is_http2());
+        assert_eq!(upgrade.key(), None);
+        let response = upgrade
+            .response(Some("chat"), &[Extension::new("permessage-deflate")])
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(!response.headers().contains_key("sec-websocket-accept"));
+        assert!(!response.headers().contains_key("upgrade"));
+        assert_eq!(response.headers()["sec-websocket-protocol"], "chat");
+        assert_eq!(
+            response.headers()["sec-websocket-extensions"],
+            "permessage-deflate"
+        );
+    }
+
+    #[test]
+    fn rfc_8441_requires_connect_the_protocol_and_version_13() {
+        let get = h2_connect().method("GET").body(()).unwrap();
+        assert_eq!(
+            validate_extended_connect(&get, Some("websocket"))
+                .unwrap_err()
+                .status(),
+            Some(StatusCode::METHOD_NOT_ALLOWED)
+        );
+        let plain = h2_connect().body(()).unwrap();
+        for protocol in [None, Some("webtransport")] {
+            assert_eq!(
+                validate_extended_connect(&plain, protocol)
+                    .unwrap_err()
+                    .status(),
+                Some(StatusCode::BAD_REQUEST)
+            );
+        }
+        let mut old = plain.clone();
+        old.headers_mut()
+            .insert("sec-websocket-version", HeaderValue::from_static("8"));
+        assert_eq!(
+            validate_extended_connect(&old, Some("websocket"))
+                .unwrap_err()
+                .status(),
+            Some(StatusCode::UPGRADE_REQUIRED)
         );
     }
 }

@@ -1,0 +1,216 @@
+//! WebSocket on a hyper 1 server: one port for HTTP and WebSocket.
+//!
+//! An HTTP service answers ordinary requests itself and hands upgrade requests
+//! to [`upgrade`], which checks the request with a [`ServerBuilder`]'s settings
+//! (subprotocols, limits, compression, origins, request check) and returns the
+//! response to send and a future that resolves to the [`WebSocket`] once hyper
+//! hands over the connection.
+//!
+//! Both ways a browser opens a WebSocket are accepted: an HTTP/1.1 `Upgrade`
+//! (RFC 6455), and an HTTP/2 extended CONNECT (RFC 8441) on a stream of a
+//! connection the browser already holds, when the server enables it with
+//! hyper's `enable_connect_protocol()`.
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use duplex::upgrade::{self, Body};
+//! use futures_util::StreamExt;
+//! use http::{Request, Response};
+//!
+//! async fn handle(
+//!     mut request: Request<hyper::body::Incoming>,
+//!     server: duplex::ServerBuilder,
+//! ) -> Result<Response<Body>, std::convert::Infallible> {
+//!     if !upgrade::is_upgrade_request(&request) {
+//!         return Ok(Response::new(Body::from(Bytes::from_static(b"hello, HTTP"))));
+//!     }
+//!     match upgrade::upgrade(&mut request, &server) {
+//!         Ok((response, websocket)) => {
+//!             tokio::spawn(async move {
+//!                 let Ok(mut ws) = websocket.await else { return };
+//!                 while let Some(Ok(message)) = ws.next().await {
+//!                     if message.is_text() || message.is_binary() {
+//!                         let _ = ws.send(message).await;
+//!                     }
+//!                 }
+//!             });
+//!             Ok(response)
+//!         }
+//!         Err(refused) => Ok(refused.into_response()),
+//!     }
+//! }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use duplex_proto::handshake;
+use http::header::{CONNECTION, UPGRADE};
+use http::{Method, Request, Response, Version};
+use hyper_util::rt::TokioIo;
+
+use crate::error::{Error, Result};
+use crate::server::ServerBuilder;
+use crate::websocket::WebSocket;
+
+/// The stream of an upgraded hyper connection (or HTTP/2 stream), as tokio I/O.
+pub type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
+
+/// The body type of the responses [`upgrade`] returns.
+pub type Body = http_body_util::Full<Bytes>;
+
+/// Whether `request` asks for a WebSocket: `Upgrade: websocket` over HTTP/1.1,
+/// or an extended CONNECT with `:protocol` `websocket` over HTTP/2. Route the
+/// ones that do to [`upgrade`] and answer the others as HTTP.
+pub fn is_upgrade_request<B>(request: &Request<B>) -> bool {
+    if request.version() == Version::HTTP_2 {
+        request.method() == Method::CONNECT
+            && request
+                .extensions()
+                .get::<hyper::ext::Protocol>()
+                .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+    } else {
+        request
+            .headers()
+            .get_all(UPGRADE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("websocket"))
+    }
+}
+
+/// Answers a WebSocket request received by a hyper server: validates it
+/// (RFC 6455 over HTTP/1.1, RFC 8441 over HTTP/2), runs `server`'s origin policy
+/// and request check, and agrees on the subprotocol and compression.
+///
+/// Returns the response to send (101, or 200 over HTTP/2) and a future that
+/// resolves to the open connection once hyper has sent the response and handed
+/// over the stream; spawn a task to await it.
+///
+/// # Errors
+///
+/// [`Refused`]: the error response to send (400, 403, 405, 426...) and why.
+pub fn upgrade<B>(
+    request: &mut Request<B>,
+    server: &ServerBuilder,
+) -> std::result::Result<(Response<Body>, PendingWebSocket), Refused> {
+    let http2 = request.version() == Version::HTTP_2;
+    let mut head = Request::new(());
+    *head.method_mut() = request.method().clone();
+    *head.uri_mut() = request.uri().clone();
+    *head.version_mut() = request.version();
+    *head.headers_mut() = request.headers().clone();
+
+    let validated = if http2 {
+        let protocol = request.extensions().get::<hyper::ext::Protocol>();
+        handshake::validate_extended_connect(&head, protocol.map(|p| p.as_str()))
+    } else {
+        handshake::validate_request(&head)
+    };
+    let upgrade = validated.map_err(|err| Refused::handshake(err, http2))?;
+    let accept = server.check(&head).map_err(|reject| {
+        let response = reject.into_response();
+        let error = Error::Rejected(Box::new(response.clone()));
+        Refused::new(response, error, http2)
+    })?;
+    let (response, agreed) = server
+        .agree(&upgrade, accept)
+        .map_err(|err| Refused::handshake(err, http2))?;
+
+    let on_upgrade = hyper::upgrade::on(&mut *request);
+    let server = server.clone();
+    let pending = async move {
+        let upgraded = on_upgrade.await.map_err(|err| {
+            Error::Io(std::io::Error::other(format!(
+                "hyper did not hand over the connection: {err}"
+            )))
+        })?;
+        Ok(server.open(TokioIo::new(upgraded), Bytes::new(), agreed))
+    };
+    let (parts, ()) = response.into_parts();
+    Ok((
+        Response::from_parts(parts, Body::default()),
+        PendingWebSocket(Box::pin(pending)),
+    ))
+}
+
+/// The open connection, once hyper hands it over; from [`upgrade`].
+#[must_use = "the connection opens only when this is awaited"]
+pub struct PendingWebSocket(Pin<Box<dyn Future<Output = Result<WebSocket<Upgraded>>> + Send>>);
+
+impl Future for PendingWebSocket {
+    type Output = Result<WebSocket<Upgraded>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl fmt::Debug for PendingWebSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingWebSocket").finish_non_exhaustive()
+    }
+}
+
+/// A WebSocket request [`upgrade`] refused: the response to send, and why.
+#[derive(Debug)]
+pub struct Refused(Box<RefusedInner>);
+
+#[derive(Debug)]
+struct RefusedInner {
+    response: Response<Bytes>,
+    error: Error,
+}
+
+impl Refused {
+    fn new(mut response: Response<Bytes>, error: Error, http2: bool) -> Self {
+        if http2 {
+            // Connection-specific headers do not exist in HTTP/2 (RFC 9113
+            // section 8.2.2).
+            response.headers_mut().remove(CONNECTION);
+            response.headers_mut().remove(UPGRADE);
+        }
+        Refused(Box::new(RefusedInner { response, error }))
+    }
+
+    fn handshake(err: duplex_proto::HandshakeError, http2: bool) -> Self {
+        let response = err.response();
+        Refused::new(response, Error::Handshake(err), http2)
+    }
+
+    /// Why the request was refused.
+    pub fn error(&self) -> &Error {
+        &self.0.error
+    }
+
+    /// The HTTP status of the refusal.
+    pub fn status(&self) -> http::StatusCode {
+        self.0.response.status()
+    }
+
+    /// The response to send.
+    pub fn into_response(self) -> Response<Body> {
+        self.0.response.map(Body::new)
+    }
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "WebSocket request refused with {}: {}",
+            self.0.response.status(),
+            self.0.error
+        )
+    }
+}
+
+impl std::error::Error for Refused {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0.error)
+    }
+}
