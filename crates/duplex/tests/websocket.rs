@@ -717,3 +717,34 @@ async fn a_ping_flood_from_a_peer_that_does_not_read_is_held_back() {
     );
     assert!(!flood.is_finished(), "the flood was not held back");
 }
+
+#[tokio::test]
+async fn a_refused_origin_gets_403_before_any_upgrade() {
+    within(async {
+        let server = ServerBuilder::new().origins(duplex::Origins::same_origin());
+        let (url, _server) = echo_server(server.clone()).await;
+        let err = ClientBuilder::new(&url)
+            .header("Origin", "https://evil.example")
+            .connect()
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(StatusCode::FORBIDDEN), "{err}");
+
+        // The page's own origin, and a client that sends none, are let in.
+        let (url, _server) = echo_server(server.clone()).await;
+        let host = url.trim_start_matches("ws://").trim_end_matches('/');
+        let mut ws = ClientBuilder::new(&url)
+            .header("Origin", format!("http://{host}"))
+            .connect()
+            .await
+            .unwrap();
+        ws.send(Message::text("same origin")).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text("same origin")
+        );
+        let (url, _server) = echo_server(server).await;
+        duplex::connect(&url).await.unwrap();
+    })
+    .await;
+}
