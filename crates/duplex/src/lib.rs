@@ -10,6 +10,9 @@
 //! - [`accept`] and [`ServerBuilder`]: the server, on any byte stream.
 //! - [`WebSocket`]: a `Stream` of [`Message`]s and a `Sink` of them, with
 //!   `send`, `recv`, `close`, `split`, keepalive and bounded write buffering.
+//! - `upgrade` (feature `hyper`) and `axum` (feature `axum`, the
+//!   `WebSocketUpgrade` extractor): WebSocket on the port of a hyper 1 server
+//!   or an axum app, over HTTP/1.1 and HTTP/2.
 //!
 //! # Example
 //!
@@ -48,6 +51,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "axum")]
+pub mod axum;
 mod client;
 mod config;
 mod error;

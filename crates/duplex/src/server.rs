@@ -235,6 +235,15 @@ impl ServerBuilder {
         }
     }
 
+    /// The first of the `offered` subprotocols (the client's order of
+    /// preference) that this server speaks.
+    pub(crate) fn choose_protocol<'a>(&self, offered: &'a [String]) -> Option<&'a str> {
+        offered
+            .iter()
+            .find(|offered| self.protocols.contains(offered))
+            .map(String::as_str)
+    }
+
     /// Settles what the connection runs with (subprotocol, compression) and the
     /// response that says so, for an accepted request.
     pub(crate) fn agree(
@@ -242,13 +251,9 @@ impl ServerBuilder {
         upgrade: &UpgradeRequest,
         accept: Accept,
     ) -> Result<(Response<()>, Agreed), HandshakeError> {
-        let protocol = accept.protocol.or_else(|| {
-            upgrade
-                .protocols()
-                .iter()
-                .find(|offered| self.protocols.contains(offered))
-                .cloned()
-        });
+        let protocol = accept
+            .protocol
+            .or_else(|| self.choose_protocol(upgrade.protocols()).map(str::to_owned));
         #[cfg(feature = "deflate")]
         let deflate = self
             .config

@@ -166,11 +166,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WriteHalf<S> {
         self.shared
             .lock()
             .begin_close(Some(CloseFrame::new(code, reason)))?;
+        self.closing_started();
         std::future::poll_fn(|cx| Pin::new(&mut *self).poll_flush(cx)).await
     }
 }
 
 impl<S> WriteHalf<S> {
+    /// Our close frame is queued: the reading half, which keeps the close
+    /// timeout and sees the peer's answer, must look again even if it is
+    /// waiting for input.
+    fn closing_started(&self) {
+        self.shared.wakers.read.wake();
+    }
+
     /// Bytes queued and not yet taken by the socket.
     pub fn buffered_amount(&self) -> usize {
         self.shared.lock().conn.buffered_amount()
@@ -192,7 +200,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WriteHalf<S> {
     }
 
     fn start_send(self: Pin<&mut Self>, item: Message) -> Result<()> {
-        self.shared.lock().start_send(item)
+        let closing = matches!(item, Message::Close(_));
+        self.shared.lock().start_send(item)?;
+        if closing {
+            self.closing_started();
+        }
+        Ok(())
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
@@ -204,7 +217,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WriteHalf<S> {
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         self.shared.wakers.write.register(cx.waker());
         let mut both = Context::from_waker(&self.waker);
-        self.shared.lock().poll_close(&mut both)
+        let poll = self.shared.lock().poll_close(&mut both);
+        self.closing_started();
+        poll
     }
 }
 

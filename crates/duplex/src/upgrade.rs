@@ -47,13 +47,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use duplex_proto::handshake;
-use http::header::{CONNECTION, UPGRADE};
-use http::{Method, Request, Response, Version};
+use duplex_proto::handshake::{self, UpgradeRequest};
+use http::header::{ALLOW, CONNECTION, HeaderValue, UPGRADE};
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper_util::rt::TokioIo;
 
 use crate::error::{Error, Result};
-use crate::server::ServerBuilder;
+use crate::server::{Agreed, ServerBuilder};
 use crate::websocket::WebSocket;
 
 /// The stream of an upgraded hyper connection (or HTTP/2 stream), as tokio I/O.
@@ -66,15 +66,26 @@ pub type Body = http_body_util::Full<Bytes>;
 /// or an extended CONNECT with `:protocol` `websocket` over HTTP/2. Route the
 /// ones that do to [`upgrade`] and answer the others as HTTP.
 pub fn is_upgrade_request<B>(request: &Request<B>) -> bool {
-    if request.version() == Version::HTTP_2 {
-        request.method() == Method::CONNECT
-            && request
-                .extensions()
-                .get::<hyper::ext::Protocol>()
-                .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+    asks_for_websocket(
+        request.method(),
+        request.version(),
+        request.headers(),
+        request.extensions().get(),
+    )
+}
+
+/// [`is_upgrade_request`] on a request's parts.
+pub(crate) fn asks_for_websocket(
+    method: &Method,
+    version: Version,
+    headers: &HeaderMap,
+    protocol: Option<&hyper::ext::Protocol>,
+) -> bool {
+    if version == Version::HTTP_2 {
+        method == Method::CONNECT
+            && protocol.is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
     } else {
-        request
-            .headers()
+        headers
             .get_all(UPGRADE)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -98,49 +109,95 @@ pub fn upgrade<B>(
     request: &mut Request<B>,
     server: &ServerBuilder,
 ) -> std::result::Result<(Response<Body>, PendingWebSocket), Refused> {
-    let http2 = request.version() == Version::HTTP_2;
-    let mut head = Request::new(());
-    *head.method_mut() = request.method().clone();
-    *head.uri_mut() = request.uri().clone();
-    *head.version_mut() = request.version();
-    *head.headers_mut() = request.headers().clone();
+    let head = request_head(
+        request.method(),
+        request.uri(),
+        request.version(),
+        request.headers(),
+    );
+    let upgrade = validate(&head, request.extensions().get())?;
+    let (response, agreed) = answer(server, &head, &upgrade)?;
+    let pending = PendingWebSocket::new(hyper::upgrade::on(request), server.clone(), agreed);
+    Ok((response, pending))
+}
 
+// The steps of `upgrade`, shared with the axum extractor, which takes them at
+// two different times: `validate` when extracting, the others once the handler
+// has settled the server's settings.
+
+/// A request's head without its body and extensions: what the handshake
+/// validation, the origin policy and the request check look at.
+pub(crate) fn request_head(
+    method: &Method,
+    uri: &Uri,
+    version: Version,
+    headers: &HeaderMap,
+) -> Request<()> {
+    let mut head = Request::new(());
+    *head.method_mut() = method.clone();
+    *head.uri_mut() = uri.clone();
+    *head.version_mut() = version;
+    *head.headers_mut() = headers.clone();
+    head
+}
+
+/// Validates `head` as an RFC 6455 upgrade (HTTP/1.x) or an RFC 8441 extended
+/// CONNECT (HTTP/2, whose `:protocol` hyper hands over as `protocol`).
+pub(crate) fn validate(
+    head: &Request<()>,
+    protocol: Option<&hyper::ext::Protocol>,
+) -> std::result::Result<UpgradeRequest, Refused> {
+    let http2 = head.version() == Version::HTTP_2;
     let validated = if http2 {
-        let protocol = request.extensions().get::<hyper::ext::Protocol>();
-        handshake::validate_extended_connect(&head, protocol.map(|p| p.as_str()))
+        handshake::validate_extended_connect(head, protocol.map(|p| p.as_str()))
     } else {
-        handshake::validate_request(&head)
+        handshake::validate_request(head)
     };
-    let upgrade = validated.map_err(|err| Refused::handshake(err, http2))?;
-    let accept = server.check(&head).map_err(|reject| {
+    validated.map_err(|err| Refused::handshake(err, http2))
+}
+
+/// Runs `server`'s origin policy and request check on a valid request, and
+/// agrees on the subprotocol and compression: the response to send (101, or
+/// 200 over HTTP/2) and what the connection is to run with.
+pub(crate) fn answer(
+    server: &ServerBuilder,
+    head: &Request<()>,
+    upgrade: &UpgradeRequest,
+) -> std::result::Result<(Response<Body>, Agreed), Refused> {
+    let http2 = upgrade.is_http2();
+    let accept = server.check(head).map_err(|reject| {
         let response = reject.into_response();
         let error = Error::Rejected(Box::new(response.clone()));
         Refused::new(response, error, http2)
     })?;
     let (response, agreed) = server
-        .agree(&upgrade, accept)
+        .agree(upgrade, accept)
         .map_err(|err| Refused::handshake(err, http2))?;
-
-    let on_upgrade = hyper::upgrade::on(&mut *request);
-    let server = server.clone();
-    let pending = async move {
-        let upgraded = on_upgrade.await.map_err(|err| {
-            Error::Io(std::io::Error::other(format!(
-                "hyper did not hand over the connection: {err}"
-            )))
-        })?;
-        Ok(server.open(TokioIo::new(upgraded), Bytes::new(), agreed))
-    };
     let (parts, ()) = response.into_parts();
-    Ok((
-        Response::from_parts(parts, Body::default()),
-        PendingWebSocket(Box::pin(pending)),
-    ))
+    Ok((Response::from_parts(parts, Body::default()), agreed))
 }
 
 /// The open connection, once hyper hands it over; from [`upgrade`].
 #[must_use = "the connection opens only when this is awaited"]
 pub struct PendingWebSocket(Pin<Box<dyn Future<Output = Result<WebSocket<Upgraded>>> + Send>>);
+
+impl PendingWebSocket {
+    /// Waits for hyper to hand over the connection, then opens it as agreed.
+    pub(crate) fn new(
+        on_upgrade: hyper::upgrade::OnUpgrade,
+        server: ServerBuilder,
+        agreed: Agreed,
+    ) -> Self {
+        PendingWebSocket(Box::pin(async move {
+            let upgraded = on_upgrade.await.map_err(|err| {
+                Error::Io(std::io::Error::other(format!(
+                    "hyper did not hand over the connection: {err}"
+                )))
+            })?;
+            Ok(server.open(TokioIo::new(upgraded), Bytes::new(), agreed))
+        }))
+    }
+}
 
 impl Future for PendingWebSocket {
     type Output = Result<WebSocket<Upgraded>>;
@@ -167,7 +224,7 @@ struct RefusedInner {
 }
 
 impl Refused {
-    fn new(mut response: Response<Bytes>, error: Error, http2: bool) -> Self {
+    pub(crate) fn new(mut response: Response<Bytes>, error: Error, http2: bool) -> Self {
         if http2 {
             // Connection-specific headers do not exist in HTTP/2 (RFC 9113
             // section 8.2.2).
@@ -178,7 +235,18 @@ impl Refused {
     }
 
     fn handshake(err: duplex_proto::HandshakeError, http2: bool) -> Self {
-        let response = err.response();
+        let mut response = err.response();
+        if let (true, duplex_proto::HandshakeError::MethodNotAllowed(method)) = (http2, &err) {
+            // Over HTTP/2 a WebSocket opens with an extended CONNECT (RFC 8441
+            // section 4), not with the GET the error's text names.
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("CONNECT"));
+            *response.body_mut() = Bytes::from(format!(
+                "method {method} not allowed; a WebSocket over HTTP/2 opens with an \
+                 extended CONNECT (RFC 8441)\n"
+            ));
+        }
         Refused::new(response, Error::Handshake(err), http2)
     }
 

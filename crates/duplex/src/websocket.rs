@@ -301,6 +301,8 @@ pub(crate) struct Core<S> {
     pending_error: Option<Error>,
     /// The transport ended before the closing handshake and this was reported.
     reported_abnormal: bool,
+    /// Bytes were written to the stream since it was last flushed.
+    unflushed: bool,
 }
 
 impl<S> Core<S> {
@@ -335,6 +337,7 @@ impl<S> Core<S> {
             close_timer: None,
             pending_error: None,
             reported_abnormal: false,
+            unflushed: false,
         }
     }
 
@@ -382,10 +385,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
                 return Poll::Ready(self.abnormal_end().map(Err));
             }
 
-            // Write what is queued: our messages, pongs, the close frame.
-            if let Poll::Ready(Err(err)) = self.poll_write_out(cx) {
-                self.abort();
-                return Poll::Ready(Some(Err(err)));
+            // Write what is queued: our messages, pongs, the close frame. With
+            // nothing written since the last flush there is nothing to flush,
+            // and a flush could fail on a transport whose peer has stopped
+            // reading after sending what is still to be read: an HTTP/2
+            // stream (RFC 8441) that the server resets with NO_ERROR right
+            // after its close frame.
+            if self.conn.has_output() || self.unflushed {
+                if let Poll::Ready(Err(err)) = self.poll_write_out(cx) {
+                    self.abort();
+                    return Poll::Ready(Some(Err(err)));
+                }
             }
             if self.conn.should_close_transport() && !self.conn.has_output() {
                 // Section 7.1.1: the server (or an endpoint failing the
@@ -546,7 +556,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
         while self.conn.has_output() {
             ready!(self.poll_write_some(cx))?;
         }
-        Pin::new(&mut self.io).poll_flush(cx).map_err(Error::from)
+        ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+        self.unflushed = false;
+        Poll::Ready(Ok(()))
     }
 
     fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
@@ -560,6 +572,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
         if written == 0 {
             return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
         }
+        self.unflushed = true;
         self.conn.advance_output(written);
         Poll::Ready(Ok(()))
     }

@@ -748,3 +748,30 @@ async fn a_refused_origin_gets_403_before_any_upgrade() {
     })
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_close_from_the_write_half_starts_the_close_timeout() {
+    let config = WebSocketConfig::default().close_timeout(Duration::from_secs(3));
+    let (client, _server) = pipe_pair(1 << 16, config).await;
+    let (mut reader, mut writer) = client.split();
+    let reading = tokio::spawn(async move {
+        let mut results = Vec::new();
+        while let Some(item) = reader.next().await {
+            results.push(item.map_err(|e| e.to_string()));
+        }
+        (results, reader.close_info())
+    });
+    tokio::task::yield_now().await;
+    let started = tokio::time::Instant::now();
+    // The reader is waiting for input when the writer closes; the peer (never
+    // polled) does not answer.
+    writer.close(CloseCode::NORMAL, "bye").await.unwrap();
+    let (results, info) = within(reading).await.unwrap();
+    assert_eq!(started.elapsed(), Duration::from_secs(3));
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert!(
+        results[0].as_ref().unwrap_err().contains("close frame"),
+        "{results:?}"
+    );
+    assert!(!info.unwrap().was_clean);
+}

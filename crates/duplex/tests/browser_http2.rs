@@ -1,0 +1,262 @@
+//! A real browser against the `static_and_ws` example over TLS: Debian's
+//! headless Chromium, driven by playwright-core (`tests/browser/http2.mjs`),
+//! loads the chat page over HTTP/2, chats through it, and opens WebSockets that
+//! travel as streams of that HTTP/2 connection (RFC 8441 extended CONNECT),
+//! with permessage-deflate. What Chromium reports and what the server counted
+//! must agree.
+//!
+//! Needs /usr/bin/chromium (Debian's `chromium`), node, and playwright-core in
+//! tests/browser/node_modules/: `scripts/setup-browser.sh` installs them.
+//! Without them this test fails and says so; it never skips.
+#![cfg(all(feature = "hyper", feature = "tls", feature = "deflate"))]
+
+// The example's server itself, not a copy. The example's `main.rs` uses all of
+// it; this test does not.
+#[allow(dead_code)]
+#[path = "../examples/static_and_ws/app.rs"]
+mod app;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// How long one run of the script may take (it limits itself to 30 s).
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+/// `tests/browser/` at the workspace root.
+fn browser_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser")
+}
+
+/// The script, after checking that everything it needs is installed.
+fn script() -> PathBuf {
+    const SETUP: &str = "run scripts/setup-browser.sh (it installs Debian's chromium and \
+                         playwright-core into tests/browser/node_modules/)";
+    let dir = browser_dir();
+    assert!(
+        Path::new(CHROMIUM).is_file(),
+        "{CHROMIUM} is missing: {SETUP}"
+    );
+    assert!(
+        dir.join("node_modules/playwright-core/package.json")
+            .is_file(),
+        "playwright-core is not installed in {}: {SETUP}",
+        dir.join("node_modules").display()
+    );
+    let node = Command::new("node").arg("--version").output();
+    assert!(
+        node.is_ok_and(|out| out.status.success()),
+        "node is not installed or does not run: {SETUP}"
+    );
+    dir.join("http2.mjs")
+}
+
+/// Runs the script against `url` with `--await-shutdown`, calling
+/// `shut_down` when it says it is ready for that; returns its JSON report.
+fn run_browser(script: &Path, url: &str, shut_down: impl FnOnce() + Send + 'static) -> Value {
+    let started = Instant::now();
+    let mut child = Command::new("node")
+        .arg(script)
+        .arg(url)
+        .arg("--await-shutdown")
+        .current_dir(browser_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start node");
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = {
+        let pipe = BufReader::new(child.stdout.take().unwrap());
+        let mut shut_down = Some(shut_down);
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            for line in pipe.lines() {
+                let Ok(line) = line else { break };
+                if line == "ready for shutdown" {
+                    if let Some(shut_down) = shut_down.take() {
+                        shut_down();
+                    }
+                }
+                text.push_str(&line);
+                text.push('\n');
+            }
+            text
+        })
+    };
+    let stderr = read_all(Box::new(child.stderr.take().unwrap()));
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the browser script ran over {RUN_LIMIT:?}; stderr:\n{}",
+                stderr.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = stdout.join().unwrap();
+    let stderr = stderr.join().unwrap();
+    let line = stdout.lines().last().unwrap_or_default();
+    let report: Value = serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!("the script printed no JSON line ({e}); status {status}\nstdout:\n{stdout}\nstderr:\n{stderr}")
+    });
+    eprintln!(
+        "browser run ({:.1} s, {status}): page {}, sockets {}, closes {}",
+        started.elapsed().as_secs_f64(),
+        report["page"],
+        report["sockets"],
+        report["closes"],
+    );
+    assert!(
+        status.success() && report["ok"] == true,
+        "the browser test failed ({status}): {}\nfull report: {report}\nstderr:\n{stderr}",
+        report["reason"]
+    );
+    report
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost, as PEM files in a
+/// directory of its own, for the example's `--tls-cert`/`--tls-key` path.
+fn write_certificate() -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("duplex-browser-http2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_loads_the_page_over_http2_and_opens_websockets_as_http2_streams() {
+    let script = script();
+    let (cert, key) = write_certificate();
+    // As main.rs does for --tls-cert and --tls-key.
+    let tls = duplex::tls::server_config_from_pem(&cert, &key).unwrap();
+    let _ = std::fs::remove_dir_all(cert.parent().unwrap());
+    let mut config = app::Config::new(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/static_and_ws/public"),
+    );
+    config.tls = Some(app::with_http2_alpn(tls));
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}/", listener.local_addr().unwrap());
+    let app = app::App::new(config);
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(app.clone().serve(listener, stop.clone().cancelled_owned()));
+
+    // When the script is done with its checks, the server shuts down while
+    // the chat page's socket is still open.
+    let shutdown_started = Arc::new(Mutex::new(None));
+    let shut_down = {
+        let stop = stop.clone();
+        let shutdown_started = shutdown_started.clone();
+        move || {
+            *shutdown_started.lock().unwrap() = Some(Instant::now());
+            stop.cancel();
+        }
+    };
+    let report = tokio::task::spawn_blocking(move || run_browser(&script, &url, shut_down))
+        .await
+        .unwrap();
+
+    // Chromium's view: the page came over h2 (the navigation's
+    // nextHopProtocol, and DevTools' response.protocol)...
+    let page = &report["page"];
+    assert_eq!(page["status"], 200, "{page}");
+    assert_eq!(page["nextHopProtocol"], "h2", "{page}");
+    assert_eq!(page["cdpProtocol"], "h2", "{page}");
+    assert_eq!(report["statsProtocol"], "h2", "fetch('/stats')");
+    // ...the chat page connected and its message came back...
+    assert_eq!(report["chat"]["echoed"], true, "{}", report["chat"]);
+    let chat_status = report["chat"]["status"].as_str().unwrap_or_default();
+    assert_eq!(chat_status, "connected (page over h2, compressed)");
+    // ...its two other sockets agreed on permessage-deflate, every broadcast
+    // arrived in order on both, and they closed cleanly.
+    let sockets = report["sockets"].as_array().expect("sockets");
+    assert_eq!(sockets.len(), 2, "{report}");
+    for socket in sockets {
+        let extensions = socket["extensions"].as_str().unwrap_or_default();
+        assert!(
+            extensions.contains("permessage-deflate"),
+            "ws.extensions is {extensions:?}"
+        );
+    }
+    assert_eq!(report["messagesMatched"], true);
+    // Every handshake DevTools saw was answered 200, not 101: an extended
+    // CONNECT on the HTTP/2 connection, not an HTTP/1.1 upgrade.
+    let handshakes = report["handshakes"].as_array().expect("handshakes");
+    assert_eq!(handshakes.len(), 3, "{handshakes:?}");
+    for handshake in handshakes {
+        assert_eq!(handshake["status"], 200, "{handshake}");
+        assert_eq!(
+            handshake["response"]["sec-websocket-extensions"], "permessage-deflate",
+            "{handshake}"
+        );
+    }
+    assert_eq!(report["errors"], Value::Array(vec![]), "Chromium's errors");
+
+    // The server's view, as the page fetched it while its sockets were open,
+    // and now: three WebSockets, all HTTP/2 streams, all compressed; nothing
+    // at all over HTTP/1.1.
+    let seen = &report["stats"];
+    assert_eq!(seen["websockets"]["http2"], 3, "{seen}");
+    assert_eq!(seen["websockets"]["http1"], 0, "{seen}");
+    assert_eq!(seen["websockets_deflate"], 3, "{seen}");
+    assert_eq!(seen["websockets_open"], 3, "{seen}");
+    let stats = app.stats();
+    eprintln!("server stats: {stats:?}");
+    assert_eq!(stats.websockets, app::ByVersion { http1: 0, http2: 3 });
+    assert_eq!(stats.websockets_deflate, 3);
+    assert_eq!(stats.requests.http1, 0, "{stats:?}");
+    assert!(
+        stats.requests.http2 >= 6,
+        "page, script, stats, 3 sockets: {stats:?}"
+    );
+    assert_eq!(stats.slow_clients_dropped, 0);
+    // One chat message, then 54 from the page's socket `a`.
+    assert_eq!(stats.messages, 55, "{stats:?}");
+
+    // Shutting down closed the chat page's socket, an HTTP/2 stream, with
+    // 1001 and the reason, which the page showed; and the server finished
+    // without waiting for its 5 s timeout: Chromium answered the close, and
+    // the HTTP/2 connection (GOAWAY) drained.
+    assert_eq!(
+        report["shutdown"]["status"], "closed: 1001 the server is shutting down",
+        "{}",
+        report["shutdown"]
+    );
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the server did not shut down")
+        .unwrap();
+    let took = shutdown_started
+        .lock()
+        .unwrap()
+        .expect("shutdown")
+        .elapsed();
+    eprintln!("the server shut down in {took:?}");
+    assert!(took < Duration::from_secs(4), "shutdown took {took:?}");
+}
