@@ -8,10 +8,11 @@
 //! Without them these tests fail and say so; they never skip.
 
 mod common;
+#[path = "../../../tests/browser/harness.rs"]
+mod harness;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -21,41 +22,8 @@ use std::time::{Duration, Instant};
 use common::Echo;
 use serde_json::Value;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// How long one run of the script may take (it limits itself to 30 s).
-const RUN_LIMIT: Duration = Duration::from_secs(60);
-
 /// One browser at a time: the machine has two cores.
 static BROWSER: Mutex<()> = Mutex::new(());
-
-/// `tests/browser/` at the workspace root.
-fn browser_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser")
-}
-
-/// The script, after checking that everything it needs is installed.
-fn script() -> PathBuf {
-    const SETUP: &str = "run scripts/setup-browser.sh (it installs Debian's chromium and \
-                         playwright-core into tests/browser/node_modules/)";
-    let dir = browser_dir();
-    assert!(
-        PathBuf::from(CHROMIUM).is_file(),
-        "{CHROMIUM} is missing: {SETUP}"
-    );
-    assert!(
-        dir.join("node_modules/playwright-core/package.json")
-            .is_file(),
-        "playwright-core is not installed in {}: {SETUP}",
-        dir.join("node_modules").display()
-    );
-    let node = Command::new("node").arg("--version").output();
-    assert!(
-        node.is_ok_and(|out| out.status.success()),
-        "node is not installed or does not run: {SETUP}"
-    );
-    dir.join("deflate.mjs")
-}
 
 /// Bytes a [`Proxy`] carried, each way.
 #[derive(Debug, Default)]
@@ -125,7 +93,7 @@ struct Run {
 
 /// Runs the browser script against `echo` (through a counting proxy).
 fn run_browser(echo: &Echo) -> Run {
-    let script = script();
+    let script = harness::script("deflate.mjs");
     let _one_at_a_time = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let proxy = Proxy::start(echo.addr);
     let url = format!("ws://{}/", proxy.addr);
@@ -133,7 +101,7 @@ fn run_browser(echo: &Echo) -> Run {
     let mut child = Command::new("node")
         .arg(&script)
         .arg(&url)
-        .current_dir(browser_dir())
+        .current_dir(harness::browser_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -152,11 +120,12 @@ fn run_browser(echo: &Echo) -> Run {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        if started.elapsed() > RUN_LIMIT {
+        if started.elapsed() > harness::RUN_LIMIT {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "the browser script ran over {RUN_LIMIT:?}; stderr:\n{}",
+                "the browser script ran over {:?}; stderr:\n{}",
+                harness::RUN_LIMIT,
                 stderr.join().unwrap()
             );
         }

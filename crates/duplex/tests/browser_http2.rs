@@ -16,6 +16,9 @@
 #[path = "../examples/static_and_ws/app.rs"]
 mod app;
 
+#[path = "../../../tests/browser/harness.rs"]
+mod harness;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -26,39 +29,6 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// How long one run of the script may take (it limits itself to 30 s).
-const RUN_LIMIT: Duration = Duration::from_secs(60);
-
-/// `tests/browser/` at the workspace root.
-fn browser_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser")
-}
-
-/// The script, after checking that everything it needs is installed.
-fn script() -> PathBuf {
-    const SETUP: &str = "run scripts/setup-browser.sh (it installs Debian's chromium and \
-                         playwright-core into tests/browser/node_modules/)";
-    let dir = browser_dir();
-    assert!(
-        Path::new(CHROMIUM).is_file(),
-        "{CHROMIUM} is missing: {SETUP}"
-    );
-    assert!(
-        dir.join("node_modules/playwright-core/package.json")
-            .is_file(),
-        "playwright-core is not installed in {}: {SETUP}",
-        dir.join("node_modules").display()
-    );
-    let node = Command::new("node").arg("--version").output();
-    assert!(
-        node.is_ok_and(|out| out.status.success()),
-        "node is not installed or does not run: {SETUP}"
-    );
-    dir.join("http2.mjs")
-}
-
 /// Runs the script against `url` with `--await-shutdown`, calling
 /// `shut_down` when it says it is ready for that; returns its JSON report.
 fn run_browser(script: &Path, url: &str, shut_down: impl FnOnce() + Send + 'static) -> Value {
@@ -67,7 +37,7 @@ fn run_browser(script: &Path, url: &str, shut_down: impl FnOnce() + Send + 'stat
         .arg(script)
         .arg(url)
         .arg("--await-shutdown")
-        .current_dir(browser_dir())
+        .current_dir(harness::browser_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -103,11 +73,12 @@ fn run_browser(script: &Path, url: &str, shut_down: impl FnOnce() + Send + 'stat
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        if started.elapsed() > RUN_LIMIT {
+        if started.elapsed() > harness::RUN_LIMIT {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "the browser script ran over {RUN_LIMIT:?}; stderr:\n{}",
+                "the browser script ran over {:?}; stderr:\n{}",
+                harness::RUN_LIMIT,
                 stderr.join().unwrap()
             );
         }
@@ -151,7 +122,7 @@ fn write_certificate() -> (PathBuf, PathBuf) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_loads_the_page_over_http2_and_opens_websockets_as_http2_streams() {
-    let script = script();
+    let script = harness::script("http2.mjs");
     let (cert, key) = write_certificate();
     // As main.rs does for --tls-cert and --tls-key.
     let tls = duplex::tls::server_config_from_pem(&cert, &key).unwrap();

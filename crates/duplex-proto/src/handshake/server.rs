@@ -75,15 +75,7 @@ pub fn validate_request<B>(request: &Request<B>) -> Result<UpgradeRequest, Hands
     if !has_token(headers, &header::CONNECTION, "upgrade") {
         return Err(HandshakeError::MissingConnectionUpgrade);
     }
-    let mut versions = headers.get_all(header::SEC_WEBSOCKET_VERSION).iter();
-    match (versions.next(), versions.next()) {
-        (Some(v), None) if v == "13" => {}
-        (Some(v), _) => {
-            let shown = String::from_utf8_lossy(v.as_bytes()).into_owned();
-            return Err(HandshakeError::UnsupportedVersion(shown));
-        }
-        (None, _) => return Err(HandshakeError::UnsupportedVersion(String::new())),
-    }
+    check_version(headers)?;
     let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
     let key = match (keys.next(), keys.next()) {
         (Some(key), None) if is_valid_key(key) => key.clone(),
@@ -135,20 +127,24 @@ pub fn validate_extended_connect<B>(
         return Err(HandshakeError::Malformed("missing :path".to_owned()));
     }
     let headers = request.headers();
-    let mut versions = headers.get_all(header::SEC_WEBSOCKET_VERSION).iter();
-    match (versions.next(), versions.next()) {
-        (Some(v), None) if v == "13" => {}
-        (Some(v), _) => {
-            let shown = String::from_utf8_lossy(v.as_bytes()).into_owned();
-            return Err(HandshakeError::UnsupportedVersion(shown));
-        }
-        (None, _) => return Err(HandshakeError::UnsupportedVersion(String::new())),
-    }
+    check_version(headers)?;
     Ok(UpgradeRequest {
         key: None,
         protocols: tokens(headers, &header::SEC_WEBSOCKET_PROTOCOL)?,
         extensions: parse_extensions(headers)?,
     })
+}
+
+/// Exactly one `Sec-WebSocket-Version`, and it is 13 (RFC 6455 section 4.2.1).
+fn check_version(headers: &http::HeaderMap) -> Result<(), HandshakeError> {
+    let mut versions = headers.get_all(header::SEC_WEBSOCKET_VERSION).iter();
+    match (versions.next(), versions.next()) {
+        (Some(v), None) if v == "13" => Ok(()),
+        (Some(v), _) => Err(HandshakeError::UnsupportedVersion(
+            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        )),
+        (None, _) => Err(HandshakeError::UnsupportedVersion(String::new())),
+    }
 }
 
 /// Section 4.1: the key is a base64-encoded 16-byte value (24 characters).
