@@ -3,7 +3,9 @@
 //! - `duplex echo`: an echo server, strict and fast, for conformance suites and
 //!   benchmarks.
 //! - `duplex connect`: a client in the manner of wscat.
+//! - `duplex bench`: load and latency figures for an echo or broadcast server.
 
+mod bench;
 mod connect;
 mod echo;
 
@@ -26,6 +28,9 @@ enum Command {
     /// Connect to a WebSocket server: stdin lines go out as text messages,
     /// received messages are printed.
     Connect(connect::Args),
+    /// Load a WebSocket echo (or broadcast) server and report messages/s and
+    /// latency percentiles.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +45,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Echo(args) => echo::run(args),
         Command::Connect(args) => connect::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,

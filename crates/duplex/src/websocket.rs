@@ -240,6 +240,15 @@ impl<S> WebSocket<S> {
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.core.io
     }
+
+    /// Gives up the WebSocket and returns the stream, for a caller that speaks
+    /// the protocol itself from here on (a load generator, a proxy). Bytes
+    /// already read from the stream but not yet decoded, and bytes queued but not
+    /// yet written, are dropped: call it right after the handshake, or after a
+    /// flush with nothing left to read.
+    pub fn into_inner(self) -> S {
+        self.core.io
+    }
 }
 
 impl<S> std::fmt::Debug for WebSocket<S> {

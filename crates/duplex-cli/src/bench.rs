@@ -1,0 +1,779 @@
+//! `duplex bench`: load for a WebSocket echo or broadcast server, with
+//! throughput and latency percentiles.
+//!
+//! Three modes:
+//! - echo, closed loop (the default): each connection sends a message and
+//!   waits for its echo before sending the next; latency is the round trip;
+//! - echo, open loop (`--rate`): connections send on a schedule whatever the
+//!   answers, and latency runs from the time a message was due, so a stalled
+//!   server shows in the figures instead of slowing the load;
+//! - fan-out (`--subscribers`): one publisher, N receivers of a broadcast
+//!   endpoint; latency is from publishing to delivery.
+//!
+//! Everything runs on one thread: pin it to a core (`taskset -c 1`) and the
+//! server to another, and the report's client CPU figure says whether the load
+//! generator, rather than the server, was the limit.
+
+use std::collections::VecDeque;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use duplex::{ClientBuilder, CloseCode, Message, WebSocket};
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::time::Instant;
+
+use crate::parse_size;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// ws:// or wss:// URL of an echo server (or, with --subscribers, a
+    /// broadcast endpoint).
+    url: String,
+    /// Connections that send (echo modes).
+    #[arg(long, default_value_t = 100)]
+    connections: usize,
+    /// Payload bytes per message (e.g. 20, 1K, 16K).
+    #[arg(long, default_value = "20", value_parser = parse_size)]
+    size: usize,
+    /// Seconds of measurement.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of load before measuring starts.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Total messages per second, spread over the connections (open loop);
+    /// with --subscribers, the publishing rate.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Offer permessage-deflate, and send compressible JSON-like text.
+    #[arg(long)]
+    deflate: bool,
+    /// Send text messages instead of binary (JSON-like text with --deflate).
+    #[arg(long)]
+    text: bool,
+    /// Fan-out mode: this many receivers and one publisher.
+    #[arg(long)]
+    subscribers: Option<usize>,
+    /// Print the result as one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Accept any TLS certificate (self-signed test servers only).
+    #[arg(long)]
+    insecure: bool,
+}
+
+pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    let report = local.block_on(&runtime, async {
+        match args.subscribers {
+            Some(subscribers) => fan_out(&args, subscribers).await,
+            None => echo(&args).await,
+        }
+    })?;
+    if args.json {
+        println!("{}", report.json(&args));
+    } else {
+        report.print(&args);
+    }
+    Ok(if report.errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+type Socket = WebSocket<duplex::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// What a run measured.
+struct Report {
+    /// Messages counted during the measurement window: round trips, or (fan-out)
+    /// deliveries.
+    messages: u64,
+    /// Fan-out: messages published during the window.
+    published: u64,
+    seconds: f64,
+    latency: Histogram<u64>,
+    errors: u64,
+    client_cpu_percent: f64,
+    deflate: bool,
+}
+
+impl Report {
+    fn rate(&self) -> f64 {
+        self.messages as f64 / self.seconds
+    }
+
+    fn percentile(&self, q: f64) -> f64 {
+        self.latency.value_at_quantile(q) as f64
+    }
+
+    fn json(&self, args: &Args) -> serde_json::Value {
+        let mut value = serde_json::json!({
+            "url": args.url,
+            "mode": match (args.subscribers, args.rate) {
+                (Some(_), _) => "fan-out",
+                (None, Some(_)) => "echo, open loop",
+                (None, None) => "echo, closed loop",
+            },
+            "connections": args.subscribers.map_or(args.connections, |s| s + 1),
+            "size": args.size,
+            "duration_s": self.seconds,
+            "deflate": self.deflate,
+            "messages": self.messages,
+            "messages_per_sec": self.rate(),
+            "mb_per_sec": self.rate() * args.size as f64 / 1e6,
+            "latency_us": {
+                "p50": self.percentile(0.5),
+                "p90": self.percentile(0.9),
+                "p99": self.percentile(0.99),
+                "p99_9": self.percentile(0.999),
+                "max": self.latency.max() as f64,
+            },
+            "client_cpu_percent": self.client_cpu_percent,
+            "errors": self.errors,
+        });
+        if let Some(subscribers) = args.subscribers {
+            value["subscribers"] = subscribers.into();
+            value["published"] = self.published.into();
+            value["published_per_sec"] = (self.published as f64 / self.seconds).into();
+        }
+        value
+    }
+
+    fn print(&self, args: &Args) {
+        let kind = if args.text || args.deflate { "text" } else { "binary" };
+        match args.subscribers {
+            Some(subscribers) => println!(
+                "{}: fan-out to {subscribers} subscribers, {}-byte {kind} messages, {:.1} s",
+                args.url, args.size, self.seconds
+            ),
+            None => println!(
+                "{}: {} connections, {}-byte {kind} messages, {:.1} s{}",
+                args.url,
+                args.connections,
+                args.size,
+                self.seconds,
+                args.rate
+                    .map(|r| format!(", open loop at {r} messages/s"))
+                    .unwrap_or_default()
+            ),
+        }
+        println!(
+            "permessage-deflate: {}",
+            if self.deflate { "on" } else { "off" }
+        );
+        if args.subscribers.is_some() {
+            println!(
+                "published: {} ({:.0}/s)",
+                self.published,
+                self.published as f64 / self.seconds
+            );
+        }
+        let what = if args.subscribers.is_some() {
+            "delivered"
+        } else {
+            "messages"
+        };
+        println!();
+        println!(
+            "| {what}/s | MB/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | client CPU | errors |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        println!(
+            "| {:.0} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.0}% | {} |",
+            self.rate(),
+            self.rate() * args.size as f64 / 1e6,
+            self.percentile(0.5),
+            self.percentile(0.9),
+            self.percentile(0.99),
+            self.percentile(0.999),
+            self.latency.max(),
+            self.client_cpu_percent,
+            self.errors
+        );
+        if self.client_cpu_percent > 90.0 {
+            println!(
+                "\nnote: the client used {:.0}% of its core; the load generator may be the limit",
+                self.client_cpu_percent
+            );
+        }
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs to 1 minute, 3 significant digits.
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+fn record(histogram: &mut Histogram<u64>, latency: Duration) {
+    let micros = (latency.as_micros() as u64).clamp(1, 60_000_000);
+    histogram.saturating_record(micros);
+}
+
+/// The message every connection sends: zeros, or JSON-like text for
+/// compression to work on.
+fn payload(size: usize, text: bool, deflate: bool) -> Message {
+    if text || deflate {
+        let mut json = String::with_capacity(size + 64);
+        let mut i = 0;
+        while json.len() < size {
+            json.push_str(&format!(
+                "{{\"symbol\":\"AC{}\",\"price\":{}.{:02},\"volume\":{}}}",
+                i % 50,
+                100 + i % 37,
+                i % 100,
+                i * 13 % 1000
+            ));
+            i += 1;
+        }
+        json.truncate(size);
+        Message::text(json)
+    } else {
+        Message::binary(Bytes::from(vec![0u8; size]))
+    }
+}
+
+/// Process CPU time (user + system) so far.
+fn cpu_time() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    #[allow(unsafe_code)]
+    // SAFETY: getrusage writes a rusage into the pointer it is given, which
+    // points to one.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+async fn connect(args: &Args) -> duplex::Result<Socket> {
+    let mut builder = ClientBuilder::new(&args.url)
+        .danger_accept_invalid_certs(args.insecure)
+        .max_message_size(args.size.max(1 << 20) * 2);
+    if !args.deflate {
+        builder = builder.no_deflate();
+    }
+    builder.connect().await
+}
+
+async fn connect_all(args: &Args, count: usize) -> Result<Vec<Socket>, Box<dyn std::error::Error>> {
+    let mut sockets = Vec::with_capacity(count);
+    for _ in 0..count {
+        sockets.push(connect(args).await?);
+    }
+    Ok(sockets)
+}
+
+/// The measurement window, a progress bar over it, and the count it shows.
+struct Window {
+    start: Instant,
+    end: Instant,
+    counted: Rc<AtomicU64>,
+    progress: ProgressBar,
+}
+
+impl Window {
+    fn new(args: &Args) -> Window {
+        let start = Instant::now() + Duration::from_secs_f64(args.warmup);
+        let end = start + Duration::from_secs_f64(args.duration);
+        let progress = ProgressBar::new((args.warmup + args.duration).ceil() as u64);
+        progress.set_style(
+            ProgressStyle::with_template("{spinner} {elapsed:>3} [{bar:30}] {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        let window = Window {
+            start,
+            end,
+            counted: Rc::new(AtomicU64::new(0)),
+            progress,
+        };
+        window.tick_progress();
+        window
+    }
+
+    fn tick_progress(&self) {
+        let (progress, counted, start, end) = (
+            self.progress.clone(),
+            self.counted.clone(),
+            self.start,
+            self.end,
+        );
+        tokio::task::spawn_local(async move {
+            let mut last = (Instant::now(), 0);
+            while Instant::now() < end {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let now = Instant::now();
+                let count = counted.load(Ordering::Relaxed);
+                let rate = (count - last.1) as f64 / (now - last.0).as_secs_f64();
+                last = (now, count);
+                progress.set_position((now - start).as_secs().max(0));
+                if now < start {
+                    progress.set_message("warming up");
+                } else {
+                    progress.set_message(format!("{rate:.0} messages/s"));
+                }
+            }
+            progress.finish_and_clear();
+        });
+    }
+
+    fn measuring(&self, at: Instant) -> bool {
+        at >= self.start && at < self.end
+    }
+}
+
+/// Echo, closed or open loop.
+async fn echo(args: &Args) -> Result<Report, Box<dyn std::error::Error>> {
+    let sockets = connect_all(args, args.connections).await?;
+    let deflate = sockets.first().is_some_and(|ws| ws.deflate().is_some());
+    let message = payload(args.size, args.text, args.deflate);
+    let window = Rc::new(Window::new(args));
+    let cpu_before = Rc::new(std::cell::Cell::new(None));
+    let mut tasks = Vec::with_capacity(sockets.len());
+    let interval = args
+        .rate
+        .map(|rate| Duration::from_secs_f64(args.connections as f64 / rate));
+    for (i, ws) in sockets.into_iter().enumerate() {
+        let (message, window) = (message.clone(), window.clone());
+        tasks.push(tokio::task::spawn_local(async move {
+            // Uncompressed over plain TCP, the echo of a frame is a frame of
+            // known length: the lean path, which keeps the load generator
+            // cheaper than any server it measures.
+            let lean = !deflate && matches!(ws.get_ref(), duplex::MaybeTlsStream::Plain(_));
+            if !lean {
+                return match interval {
+                    None => closed_loop(ws, message, &window).await,
+                    Some(interval) => open_loop(ws, message, interval, &window).await,
+                };
+            }
+            let duplex::MaybeTlsStream::Plain(raw) = ws.into_inner() else {
+                let mut outcome = Outcome::new();
+                outcome.errors += 1;
+                return outcome;
+            };
+            let frame = RawFrames::new(&message, i as u32);
+            match interval {
+                None => raw_closed_loop(raw, frame, &window).await,
+                Some(interval) => raw_open_loop(raw, frame, interval, &window).await,
+            }
+        }));
+    }
+    // Start the CPU clock when measuring starts.
+    {
+        let (window, cpu_before) = (window.clone(), cpu_before.clone());
+        tokio::task::spawn_local(async move {
+            tokio::time::sleep_until(window.start).await;
+            cpu_before.set(Some(cpu_time()));
+        });
+    }
+    let mut latency = histogram();
+    let (mut messages, mut errors) = (0, 0);
+    for task in tasks {
+        let outcome = task.await?;
+        latency.add(&outcome.latency)?;
+        messages += outcome.messages;
+        errors += outcome.errors;
+    }
+    let cpu = cpu_time().saturating_sub(cpu_before.get().unwrap_or_default());
+    Ok(Report {
+        messages,
+        published: 0,
+        seconds: args.duration,
+        latency,
+        errors,
+        client_cpu_percent: 100.0 * cpu.as_secs_f64() / args.duration,
+        deflate,
+    })
+}
+
+/// The frames of the lean path, encoded once per connection: the message to
+/// send, masked with one key that is reused for every frame (a real client
+/// must draw a fresh key per frame, RFC 6455 section 5.3; the server cannot
+/// tell, and it is the server that is measured), and the length of the echo.
+struct RawFrames {
+    message: Vec<u8>,
+    close: Vec<u8>,
+    echo_len: usize,
+    first_byte: u8,
+}
+
+impl RawFrames {
+    fn new(message: &Message, seed: u32) -> RawFrames {
+        use duplex::proto::frame::{Frame, FrameHeader, OpCode};
+        let key = seed.wrapping_mul(0x9e37_79b9).wrapping_add(0x7f4a_7c15).to_be_bytes();
+        let opcode = if message.is_text() {
+            OpCode::Text
+        } else {
+            OpCode::Binary
+        };
+        let encode = |opcode, payload: Bytes| {
+            let frame = Frame {
+                header: FrameHeader {
+                    mask: Some(key),
+                    ..FrameHeader::new(opcode, payload.len() as u64)
+                },
+                payload,
+            };
+            let mut out = bytes::BytesMut::new();
+            frame.encode(&mut out);
+            out.to_vec()
+        };
+        let payload = message.clone().into_data();
+        let echo_header = FrameHeader::new(opcode, payload.len() as u64).encoded_len();
+        RawFrames {
+            echo_len: echo_header + payload.len(),
+            first_byte: 0x80 | opcode as u8,
+            message: encode(opcode, payload),
+            close: encode(OpCode::Close, Bytes::from_static(&[0x03, 0xe8])),
+        }
+    }
+
+    /// Whether `echo` is our message, unmasked, from the server.
+    fn is_echo(&self, echo: &[u8]) -> bool {
+        echo.first() == Some(&self.first_byte)
+    }
+}
+
+async fn raw_closed_loop(mut tcp: tokio::net::TcpStream, frames: RawFrames, window: &Window) -> Outcome {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut outcome = Outcome::new();
+    let mut echo = vec![0u8; frames.echo_len];
+    loop {
+        let sent = Instant::now();
+        if sent >= window.end {
+            break;
+        }
+        let exchanged = async {
+            tcp.write_all(&frames.message).await?;
+            tcp.read_exact(&mut echo).await
+        };
+        if exchanged.await.is_err() || !frames.is_echo(&echo) {
+            outcome.errors += 1;
+            return outcome;
+        }
+        if window.measuring(sent) {
+            record(&mut outcome.latency, sent.elapsed());
+            outcome.messages += 1;
+            window.counted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    raw_close(tcp, &frames).await;
+    outcome
+}
+
+async fn raw_open_loop(
+    tcp: tokio::net::TcpStream,
+    frames: RawFrames,
+    interval: Duration,
+    window: &Window,
+) -> Outcome {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut reader, mut writer) = tcp.into_split();
+    let due: Rc<std::cell::RefCell<VecDeque<Instant>>> = Rc::default();
+    let sending = {
+        let (due, message, end) = (due.clone(), &frames.message, window.end);
+        async move {
+            let mut next = Instant::now();
+            while next < end {
+                tokio::time::sleep_until(next).await;
+                due.borrow_mut().push_back(next);
+                if writer.write_all(message).await.is_err() {
+                    return (writer, false);
+                }
+                next += interval;
+            }
+            (writer, true)
+        }
+    };
+    let receiving = async {
+        let mut outcome = Outcome::new();
+        let mut echo = vec![0u8; frames.echo_len];
+        let deadline = window.end + Duration::from_secs(2);
+        loop {
+            let read = tokio::time::timeout_at(deadline, reader.read_exact(&mut echo)).await;
+            let Ok(Ok(_)) = read else {
+                if read.is_ok() {
+                    outcome.errors += 1;
+                }
+                break;
+            };
+            if !frames.is_echo(&echo) {
+                outcome.errors += 1;
+                break;
+            }
+            let Some(sent) = due.borrow_mut().pop_front() else {
+                continue;
+            };
+            if window.measuring(sent) {
+                record(&mut outcome.latency, sent.elapsed());
+                outcome.messages += 1;
+                window.counted.fetch_add(1, Ordering::Relaxed);
+            }
+            if Instant::now() >= window.end && due.borrow().is_empty() {
+                break;
+            }
+        }
+        outcome
+    };
+    let ((writer, sent_all), mut outcome) = tokio::join!(sending, receiving);
+    if !sent_all {
+        outcome.errors += 1;
+    }
+    if let Ok(tcp) = reader.reunite(writer) {
+        raw_close(tcp, &frames).await;
+    }
+    outcome
+}
+
+/// Sends a close frame and waits briefly for the server to end the connection.
+async fn raw_close(mut tcp: tokio::net::TcpStream, frames: &RawFrames) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if tcp.write_all(&frames.close).await.is_ok() {
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(1), tcp.read_to_end(&mut rest)).await;
+    }
+}
+
+/// One connection's tally.
+struct Outcome {
+    messages: u64,
+    latency: Histogram<u64>,
+    errors: u64,
+}
+
+impl Outcome {
+    fn new() -> Outcome {
+        Outcome {
+            messages: 0,
+            latency: histogram(),
+            errors: 0,
+        }
+    }
+}
+
+/// Waits for the next text or binary message, answering nothing else.
+async fn next_data(ws: &mut Socket) -> Option<duplex::Result<Message>> {
+    loop {
+        match ws.next().await? {
+            Ok(message) if message.is_text() || message.is_binary() => return Some(Ok(message)),
+            Ok(Message::Close(_)) => return None,
+            Ok(_) => continue,
+            Err(err) => return Some(Err(err)),
+        }
+    }
+}
+
+async fn closed_loop(mut ws: Socket, message: Message, window: &Window) -> Outcome {
+    let mut outcome = Outcome::new();
+    loop {
+        let sent = Instant::now();
+        if sent >= window.end {
+            break;
+        }
+        if ws.send(message.clone()).await.is_err() {
+            outcome.errors += 1;
+            return outcome;
+        }
+        match next_data(&mut ws).await {
+            Some(Ok(_)) => {}
+            _ => {
+                outcome.errors += 1;
+                return outcome;
+            }
+        }
+        if window.measuring(sent) {
+            record(&mut outcome.latency, sent.elapsed());
+            outcome.messages += 1;
+            window.counted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let _ = ws.close(CloseCode::NORMAL, "").await;
+    outcome
+}
+
+async fn open_loop(ws: Socket, message: Message, interval: Duration, window: &Window) -> Outcome {
+    let (mut reader, mut writer) = ws.split();
+    let due: Rc<std::cell::RefCell<VecDeque<Instant>>> = Rc::default();
+    let sending = {
+        let due = due.clone();
+        let end = window.end;
+        async move {
+            let mut next = Instant::now();
+            while next < end {
+                tokio::time::sleep_until(next).await;
+                due.borrow_mut().push_back(next);
+                if writer.send(message.clone()).await.is_err() {
+                    return (writer, false);
+                }
+                next += interval;
+            }
+            (writer, true)
+        }
+    };
+    let receiving = async {
+        let mut outcome = Outcome::new();
+        loop {
+            let timeout = tokio::time::sleep_until(window.end + Duration::from_secs(2));
+            let item = tokio::select! {
+                item = reader.next() => item,
+                () = timeout => break,
+            };
+            match item {
+                Some(Ok(message)) if message.is_text() || message.is_binary() => {
+                    let Some(sent) = due.borrow_mut().pop_front() else {
+                        continue;
+                    };
+                    if window.measuring(sent) {
+                        record(&mut outcome.latency, sent.elapsed());
+                        outcome.messages += 1;
+                        window.counted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if Instant::now() >= window.end && due.borrow().is_empty() {
+                        break;
+                    }
+                }
+                Some(Ok(_)) => {}
+                _ => {
+                    outcome.errors += 1;
+                    break;
+                }
+            }
+        }
+        outcome
+    };
+    let ((mut writer, sent_all), mut outcome) = tokio::join!(sending, receiving);
+    if !sent_all {
+        outcome.errors += 1;
+    }
+    let _ = writer.close(CloseCode::NORMAL, "").await;
+    outcome
+}
+
+/// Fan-out: messages carry their publication time; subscribers measure delivery.
+async fn fan_out(args: &Args, subscribers: usize) -> Result<Report, Box<dyn std::error::Error>> {
+    let epoch = Instant::now();
+    let receivers = connect_all(args, subscribers).await?;
+    let mut publisher = connect(args).await?;
+    let deflate = publisher.deflate().is_some();
+    let window = Rc::new(Window::new(args));
+    let published = Arc::new(AtomicU64::new(0));
+    let size = args.size.max(16);
+    let cpu_before = Rc::new(std::cell::Cell::new(None));
+    {
+        let (window, cpu_before) = (window.clone(), cpu_before.clone());
+        tokio::task::spawn_local(async move {
+            tokio::time::sleep_until(window.start).await;
+            cpu_before.set(Some(cpu_time()));
+        });
+    }
+
+    let mut tasks = Vec::with_capacity(receivers.len());
+    for mut ws in receivers {
+        let window = window.clone();
+        tasks.push(tokio::task::spawn_local(async move {
+            let mut outcome = Outcome::new();
+            loop {
+                let timeout = tokio::time::sleep_until(window.end + Duration::from_secs(2));
+                let item = tokio::select! {
+                    item = next_data(&mut ws) => item,
+                    () = timeout => break,
+                };
+                let Some(Ok(message)) = item else {
+                    outcome.errors += 1;
+                    break;
+                };
+                let data = message.into_data();
+                if data.len() < 16 {
+                    continue;
+                }
+                let mut stamp = [0u8; 8];
+                stamp.copy_from_slice(&data[8..16]);
+                let sent = epoch + Duration::from_nanos(u64::from_be_bytes(stamp));
+                if window.measuring(sent) {
+                    record(&mut outcome.latency, sent.elapsed());
+                    outcome.messages += 1;
+                    window.counted.fetch_add(1, Ordering::Relaxed);
+                }
+                if sent >= window.end {
+                    break;
+                }
+            }
+            let _ = ws.close(CloseCode::NORMAL, "").await;
+            outcome
+        }));
+    }
+
+    // The publisher: on a schedule with --rate, else one message in flight,
+    // the next sent when the broadcast brings the last one back to it.
+    let publishing = {
+        let (window, published) = (window.clone(), published.clone());
+        let interval = args.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
+        async move {
+            let mut seq = 0u64;
+            let mut next = Instant::now();
+            let mut errors = 0;
+            loop {
+                if let Some(interval) = interval {
+                    tokio::time::sleep_until(next).await;
+                    next += interval;
+                }
+                let now = Instant::now();
+                let mut data = vec![0u8; size];
+                data[..8].copy_from_slice(&seq.to_be_bytes());
+                data[8..16].copy_from_slice(&((now - epoch).as_nanos() as u64).to_be_bytes());
+                seq += 1;
+                if publisher.send(Message::binary(data)).await.is_err() {
+                    errors += 1;
+                    break;
+                }
+                if window.measuring(now) {
+                    published.fetch_add(1, Ordering::Relaxed);
+                }
+                if now >= window.end {
+                    break;
+                }
+                if interval.is_none() {
+                    match next_data(&mut publisher).await {
+                        Some(Ok(_)) => {}
+                        _ => {
+                            errors += 1;
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = publisher.close(CloseCode::NORMAL, "").await;
+            errors
+        }
+    };
+    let publisher_errors = publishing.await;
+    let mut latency = histogram();
+    let (mut messages, mut errors) = (0, publisher_errors);
+    for task in tasks {
+        let outcome = task.await?;
+        latency.add(&outcome.latency)?;
+        messages += outcome.messages;
+        errors += outcome.errors;
+    }
+    let cpu = cpu_time().saturating_sub(cpu_before.get().unwrap_or_default());
+    Ok(Report {
+        messages,
+        published: published.load(Ordering::Relaxed),
+        seconds: args.duration,
+        latency,
+        errors,
+        client_cpu_percent: 100.0 * cpu.as_secs_f64() / args.duration,
+        deflate,
+    })
+}

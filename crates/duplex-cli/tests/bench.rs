@@ -1,0 +1,158 @@
+//! `duplex bench` against `duplex echo` and a broadcast server: each mode runs,
+//! counts what it should, and reports it as JSON.
+
+mod common;
+
+use std::process::Command;
+
+use common::Echo;
+use duplex::{Message, PreparedMessage};
+use futures_util::StreamExt;
+use serde_json::Value;
+
+fn bench(args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_duplex"))
+        .arg("bench")
+        .args(args)
+        .args(["--json", "--warmup", "0.2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "duplex bench failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+fn assert_sane(report: &Value, size: u64) {
+    assert_eq!(report["errors"], 0, "{report}");
+    let messages = report["messages"].as_u64().unwrap();
+    assert!(messages > 50, "{report}");
+    let rate = report["messages_per_sec"].as_f64().unwrap();
+    let seconds = report["duration_s"].as_f64().unwrap();
+    assert!((rate * seconds - messages as f64).abs() < 1.0, "{report}");
+    let mb = report["mb_per_sec"].as_f64().unwrap();
+    assert!((mb - rate * size as f64 / 1e6).abs() < 1e-6, "{report}");
+    let latency = &report["latency_us"];
+    let p50 = latency["p50"].as_f64().unwrap();
+    let p99 = latency["p99"].as_f64().unwrap();
+    let max = latency["max"].as_f64().unwrap();
+    assert!(p50 >= 1.0 && p50 <= p99 && p99 <= max, "{report}");
+}
+
+#[test]
+fn closed_loop_echo() {
+    let echo = Echo::start(&["--threads", "1"]);
+    let url = format!("ws://{}/", echo.addr);
+    let report = bench(&[
+        &url,
+        "--connections",
+        "4",
+        "--size",
+        "100",
+        "--duration",
+        "1",
+    ]);
+    assert_sane(&report, 100);
+    assert_eq!(report["mode"], "echo, closed loop");
+    assert_eq!(report["deflate"], false);
+}
+
+#[test]
+fn open_loop_echo_keeps_to_the_rate() {
+    let echo = Echo::start(&["--threads", "1"]);
+    let url = format!("ws://{}/", echo.addr);
+    let report = bench(&[
+        &url,
+        "--connections",
+        "5",
+        "--size",
+        "1K",
+        "--duration",
+        "1",
+        "--rate",
+        "500",
+    ]);
+    assert_sane(&report, 1024);
+    assert_eq!(report["mode"], "echo, open loop");
+    let rate = report["messages_per_sec"].as_f64().unwrap();
+    assert!((400.0..=600.0).contains(&rate), "{report}");
+}
+
+#[test]
+fn echo_with_compression() {
+    let echo = Echo::start(&["--threads", "1"]);
+    let url = format!("ws://{}/", echo.addr);
+    let report = bench(&[
+        &url,
+        "--connections",
+        "3",
+        "--size",
+        "4K",
+        "--duration",
+        "1",
+        "--deflate",
+    ]);
+    assert_sane(&report, 4096);
+    assert_eq!(report["deflate"], true);
+}
+
+/// A broadcast server: every message any client sends goes to every client,
+/// prepared once.
+async fn broadcast_server(listener: tokio::net::TcpListener) {
+    let (tx, _) = tokio::sync::broadcast::channel::<PreparedMessage>(4096);
+    loop {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let tx = tx.clone();
+        let mut rx = tx.subscribe();
+        tokio::spawn(async move {
+            let Ok(ws) = duplex::accept(tcp).await else {
+                return;
+            };
+            let (mut reader, mut writer) = ws.split();
+            tokio::spawn(async move {
+                while let Ok(prepared) = rx.recv().await {
+                    if writer.send_prepared(&prepared).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            while let Some(Ok(message)) = reader.next().await {
+                if let Message::Binary(data) = message {
+                    let _ = tx.send(PreparedMessage::binary(data));
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn fan_out_counts_every_delivery() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    runtime.spawn(broadcast_server(listener));
+    let report = bench(&[
+        &url,
+        "--subscribers",
+        "8",
+        "--size",
+        "64",
+        "--duration",
+        "1",
+    ]);
+    assert_sane(&report, 64);
+    assert_eq!(report["mode"], "fan-out");
+    let published = report["published"].as_u64().unwrap();
+    let delivered = report["messages"].as_u64().unwrap();
+    // Every subscriber gets every message published in the window (give or
+    // take the ones in flight at its edges).
+    assert!(
+        delivered + 16 >= published * 8 && delivered <= published * 8 + 16,
+        "{report}"
+    );
+}
