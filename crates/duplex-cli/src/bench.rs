@@ -284,7 +284,8 @@ struct Window {
 
 impl Window {
     fn new(args: &Args) -> Window {
-        let start = Instant::now() + Duration::from_secs_f64(args.warmup);
+        let began = Instant::now();
+        let start = began + Duration::from_secs_f64(args.warmup);
         let end = start + Duration::from_secs_f64(args.duration);
         let progress = ProgressBar::new((args.warmup + args.duration).ceil() as u64);
         progress.set_style(
@@ -298,11 +299,11 @@ impl Window {
             counted: Rc::new(AtomicU64::new(0)),
             progress,
         };
-        window.tick_progress();
+        window.tick_progress(began);
         window
     }
 
-    fn tick_progress(&self) {
+    fn tick_progress(&self, began: Instant) {
         let (progress, counted, start, end) = (
             self.progress.clone(),
             self.counted.clone(),
@@ -317,7 +318,7 @@ impl Window {
                 let count = counted.load(Ordering::Relaxed);
                 let rate = (count - last.1) as f64 / (now - last.0).as_secs_f64();
                 last = (now, count);
-                progress.set_position((now - start).as_secs().max(0));
+                progress.set_position((now - began).as_secs());
                 if now < start {
                     progress.set_message("warming up");
                 } else {
