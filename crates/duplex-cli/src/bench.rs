@@ -150,7 +150,11 @@ impl Report {
     }
 
     fn print(&self, args: &Args) {
-        let kind = if args.text || args.deflate { "text" } else { "binary" };
+        let kind = if args.text || args.deflate {
+            "text"
+        } else {
+            "binary"
+        };
         match args.subscribers {
             Some(subscribers) => println!(
                 "{}: fan-out to {subscribers} subscribers, {}-byte {kind} messages, {:.1} s",
@@ -412,7 +416,10 @@ struct RawFrames {
 impl RawFrames {
     fn new(message: &Message, seed: u32) -> RawFrames {
         use duplex::proto::frame::{Frame, FrameHeader, OpCode};
-        let key = seed.wrapping_mul(0x9e37_79b9).wrapping_add(0x7f4a_7c15).to_be_bytes();
+        let key = seed
+            .wrapping_mul(0x9e37_79b9)
+            .wrapping_add(0x7f4a_7c15)
+            .to_be_bytes();
         let opcode = if message.is_text() {
             OpCode::Text
         } else {
@@ -446,7 +453,11 @@ impl RawFrames {
     }
 }
 
-async fn raw_closed_loop(mut tcp: tokio::net::TcpStream, frames: RawFrames, window: &Window) -> Outcome {
+async fn raw_closed_loop(
+    mut tcp: tokio::net::TcpStream,
+    frames: RawFrames,
+    window: &Window,
+) -> Outcome {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut outcome = Outcome::new();
     let mut echo = vec![0u8; frames.echo_len];
