@@ -288,10 +288,15 @@ impl FrameDecoder {
         }
         let header = in_flight.header;
         self.in_flight = None;
-        Ok(Some(Frame {
-            header,
-            payload: buf.split_to(len).freeze(),
-        }))
+        // A frame that is all the buffer holds (the usual case of one message
+        // per read) takes the buffer whole: freezing an unshared buffer costs
+        // nothing, where splitting it would allocate to share it.
+        let payload = if buf.len() == len {
+            std::mem::take(buf).freeze()
+        } else {
+            buf.split_to(len).freeze()
+        };
+        Ok(Some(Frame { header, payload }))
     }
 
     /// Parses the header at the front of `buf` without consuming it: its value and

@@ -21,8 +21,13 @@ use crate::error::{Error, Result, Timeout};
 use crate::split::{ReadHalf, WriteHalf, split};
 
 /// Bytes read at a time while no frame is partly buffered; read onto the stack,
-/// so an idle connection holds no read buffer at all.
-const SCRATCH_LEN: usize = 8 << 10;
+/// so an idle connection holds no read buffer at all. Large enough that a
+/// 16 KiB message arrives in one read.
+const SCRATCH_LEN: usize = 32 << 10;
+/// The most heap a read buffer is given up front for a frame whose header has
+/// arrived: larger frames grow the buffer as their bytes come, so a header
+/// alone cannot make the connection allocate much.
+const MAX_PREALLOCATION: usize = 64 << 10;
 /// Spare room reserved in the read buffer while a frame is partly buffered.
 const READ_RESERVE: usize = 16 << 10;
 /// Slices handed to one vectored write.
@@ -371,6 +376,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
             }
             match self.conn.next_message() {
                 Ok(Some(message)) => {
+                    if message.is_control() {
+                        // A pong or a close echo may be queued: send it now. Data
+                        // the application queued waits for the next flush, so
+                        // that a burst of replies leaves in one write.
+                        self.flush_soon(cx);
+                    }
                     if let (Message::Pong(payload), Some(ka)) = (&message, self.keepalive.as_mut())
                     {
                         ka.awaiting_pong = false;
@@ -381,7 +392,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
                             continue;
                         }
                     }
-                    self.flush_soon(cx);
                     return Poll::Ready(Some(Ok(message)));
                 }
                 Err(err) => {
@@ -550,7 +560,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
             ready!(Pin::new(&mut self.io).poll_read(cx, &mut read))?;
             let filled = read.filled();
             if wants_input && !filled.is_empty() {
-                *buf = BytesMut::from(filled);
+                // Room for the whole frame the bytes start, if its header
+                // says it is longer: the rest is then read straight into place.
+                let room = frame_len_hint(filled)
+                    .unwrap_or(0)
+                    .clamp(filled.len(), MAX_PREALLOCATION.max(filled.len()));
+                let mut fresh = BytesMut::with_capacity(room);
+                fresh.extend_from_slice(filled);
+                *buf = fresh;
             }
             return Poll::Ready(Ok(filled.len()));
         }
@@ -622,4 +639,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
         }
         self.poll_flush(cx)
     }
+}
+
+/// The length (header and payload) of the frame at the start of `bytes`, as
+/// far as its header says; `None` if the header is not all there. A hint for
+/// sizing the read buffer, not a check: the decoder validates the header.
+fn frame_len_hint(bytes: &[u8]) -> Option<usize> {
+    let b1 = *bytes.get(1)?;
+    let mask = if b1 & 0x80 != 0 { 4 } else { 0 };
+    let (payload, header) = match b1 & 0x7f {
+        126 => (
+            u64::from(u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?])),
+            4,
+        ),
+        127 => {
+            let mut be = [0u8; 8];
+            be.copy_from_slice(bytes.get(2..10)?);
+            (u64::from_be_bytes(be), 10)
+        }
+        len => (u64::from(len), 2),
+    };
+    usize::try_from(payload).ok()?.checked_add(header + mask)
 }
