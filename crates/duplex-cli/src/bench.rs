@@ -30,6 +30,9 @@ use tokio::time::Instant;
 
 use crate::parse_size;
 
+#[cfg(target_os = "linux")]
+mod uring;
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// ws:// or wss:// URL of an echo server (or, with --subscribers, a
@@ -60,6 +63,11 @@ pub struct Args {
     /// Fan-out mode: this many receivers and one publisher.
     #[arg(long)]
     subscribers: Option<usize>,
+    /// With --subscribers: the endpoint is a duplex hub (`duplex serve`'s
+    /// /ws); every receiver subscribes to this channel and the publisher
+    /// publishes to it through the hub protocol.
+    #[arg(long, value_name = "CHANNEL", requires = "subscribers")]
+    hub: Option<String>,
     /// Print the result as one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -90,6 +98,10 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         ExitCode::from(1)
     })
 }
+
+/// How long after the end of the measurement a server still gets to answer
+/// before the connections waiting for it are given up (as errors).
+const GRACE: Duration = Duration::from_secs(2);
 
 type Socket = WebSocket<duplex::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -342,6 +354,15 @@ impl Window {
 async fn echo(args: &Args) -> Result<Report, Box<dyn std::error::Error>> {
     let sockets = connect_all(args, args.connections).await?;
     let deflate = sockets.first().is_some_and(|ws| ws.deflate().is_some());
+    #[cfg(target_os = "linux")]
+    {
+        let plain = sockets
+            .iter()
+            .all(|ws| matches!(ws.get_ref(), duplex::MaybeTlsStream::Plain(_)));
+        if args.rate.is_none() && !deflate && plain && uring::available() {
+            return echo_on_uring(args, sockets);
+        }
+    }
     let message = payload(args.size, args.text, args.deflate);
     let window = Rc::new(Window::new(args));
     let cpu_before = Rc::new(std::cell::Cell::new(None));
@@ -459,29 +480,55 @@ async fn raw_closed_loop(
     window: &Window,
 ) -> Outcome {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    cheap_congestion_control(&tcp);
     let mut outcome = Outcome::new();
     let mut echo = vec![0u8; frames.echo_len];
-    loop {
-        let sent = Instant::now();
-        if sent >= window.end {
-            break;
-        }
+    // One clock reading per message: the time an echo arrives is the time the
+    // next message leaves.
+    let mut sent = Instant::now();
+    while sent < window.end {
         let exchanged = async {
             tcp.write_all(&frames.message).await?;
             tcp.read_exact(&mut echo).await
         };
-        if exchanged.await.is_err() || !frames.is_echo(&echo) {
+        // A server that stops answering does not hold the load: past the
+        // grace period, the connection counts as an error.
+        let exchanged = tokio::time::timeout_at(window.end + GRACE, exchanged).await;
+        if !matches!(exchanged, Ok(Ok(_))) || !frames.is_echo(&echo) {
             outcome.errors += 1;
             return outcome;
         }
+        let now = Instant::now();
         if window.measuring(sent) {
-            record(&mut outcome.latency, sent.elapsed());
+            record(&mut outcome.latency, now - sent);
             outcome.messages += 1;
             window.counted.fetch_add(1, Ordering::Relaxed);
         }
+        sent = now;
     }
     raw_close(tcp, &frames).await;
     outcome
+}
+
+/// Reno for the load generator's own sockets, where the system allows it: on
+/// loopback, congestion control does nothing useful, and BBR (a common
+/// default) costs the sender a few percent of its CPU per message. The
+/// server's sockets keep the system's choice.
+fn cheap_congestion_control(tcp: &tokio::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let name = b"reno";
+    #[allow(unsafe_code)]
+    // SAFETY: setsockopt reads `name.len()` bytes from `name`, which has them;
+    // the descriptor is the stream's, open for the duration of the call.
+    unsafe {
+        libc::setsockopt(
+            tcp.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
+        );
+    }
 }
 
 async fn raw_open_loop(
@@ -491,6 +538,7 @@ async fn raw_open_loop(
     window: &Window,
 ) -> Outcome {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    cheap_congestion_control(&tcp);
     let (mut reader, mut writer) = tcp.into_split();
     let due: Rc<std::cell::RefCell<VecDeque<Instant>>> = Rc::default();
     let sending = {
@@ -511,7 +559,7 @@ async fn raw_open_loop(
     let receiving = async {
         let mut outcome = Outcome::new();
         let mut echo = vec![0u8; frames.echo_len];
-        let deadline = window.end + Duration::from_secs(2);
+        let deadline = window.end + GRACE;
         loop {
             let read = tokio::time::timeout_at(deadline, reader.read_exact(&mut echo)).await;
             let Ok(Ok(_)) = read else {
@@ -557,6 +605,40 @@ async fn raw_close(mut tcp: tokio::net::TcpStream, frames: &RawFrames) {
     }
 }
 
+/// The closed-loop echo of the lean path, on io_uring.
+#[cfg(target_os = "linux")]
+fn echo_on_uring(args: &Args, sockets: Vec<Socket>) -> Result<Report, Box<dyn std::error::Error>> {
+    let message = payload(args.size, args.text, false);
+    let mut streams = Vec::with_capacity(sockets.len());
+    for (i, ws) in sockets.into_iter().enumerate() {
+        let duplex::MaybeTlsStream::Plain(tcp) = ws.into_inner() else {
+            return Err("a connection is not plain TCP".into());
+        };
+        cheap_congestion_control(&tcp);
+        streams.push((tcp.into_std()?, RawFrames::new(&message, i as u32)));
+    }
+    let began = std::time::Instant::now();
+    let start = began + Duration::from_secs_f64(args.warmup);
+    let end = start + Duration::from_secs_f64(args.duration);
+    let progress = ProgressBar::new((args.warmup + args.duration).ceil() as u64);
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed:>3} [{bar:30}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let tally = uring::closed_loop(streams, start, end, &progress)?;
+    progress.finish_and_clear();
+    Ok(Report {
+        messages: tally.messages,
+        published: 0,
+        seconds: args.duration,
+        latency: tally.latency,
+        errors: tally.errors,
+        client_cpu_percent: 100.0 * tally.cpu.as_secs_f64() / args.duration,
+        deflate: false,
+    })
+}
+
 /// One connection's tally.
 struct Outcome {
     messages: u64,
@@ -597,8 +679,8 @@ async fn closed_loop(mut ws: Socket, message: Message, window: &Window) -> Outco
             outcome.errors += 1;
             return outcome;
         }
-        match next_data(&mut ws).await {
-            Some(Ok(_)) => {}
+        match tokio::time::timeout_at(window.end + GRACE, next_data(&mut ws)).await {
+            Ok(Some(Ok(_))) => {}
             _ => {
                 outcome.errors += 1;
                 return outcome;
@@ -636,7 +718,7 @@ async fn open_loop(ws: Socket, message: Message, interval: Duration, window: &Wi
     let receiving = async {
         let mut outcome = Outcome::new();
         loop {
-            let timeout = tokio::time::sleep_until(window.end + Duration::from_secs(2));
+            let timeout = tokio::time::sleep_until(window.end + GRACE);
             let item = tokio::select! {
                 item = reader.next() => item,
                 () = timeout => break,
@@ -672,15 +754,124 @@ async fn open_loop(ws: Socket, message: Message, interval: Duration, window: &Wi
     outcome
 }
 
+/// How fan-out messages travel: raw binary messages that a broadcast endpoint
+/// sends to everyone, or publications on a channel of a duplex hub.
+#[derive(Clone)]
+enum Route {
+    /// Every binary message a client sends reaches every client.
+    Broadcast,
+    /// `duplex serve`'s protocol: subscribe to the channel, publish to it,
+    /// receive `{"push":"message",...}`.
+    Hub(Rc<str>),
+}
+
+impl Route {
+    /// Makes `ws` a receiver: nothing for a broadcast, a subscription on a hub
+    /// (answered before the call returns).
+    async fn join(&self, ws: &mut Socket) -> Result<(), Box<dyn std::error::Error>> {
+        let Route::Hub(channel) = self else {
+            return Ok(());
+        };
+        let request = serde_json::json!({"id": 0, "op": "subscribe", "channel": &**channel});
+        ws.send(Message::text(request.to_string())).await?;
+        let reply = tokio::time::timeout(Duration::from_secs(10), Route::subscribed(ws));
+        reply
+            .await
+            .map_err(|_| "the hub did not answer the subscription within 10 s")?
+    }
+
+    /// Waits for the answer to the subscription request (id 0).
+    async fn subscribed(ws: &mut Socket) -> Result<(), Box<dyn std::error::Error>> {
+        loop {
+            let reply = match next_data(ws).await {
+                Some(message) => message?,
+                None => return Err("the hub closed the connection while subscribing".into()),
+            };
+            let reply: serde_json::Value = serde_json::from_slice(&reply.into_data())?;
+            if reply.get("id") == Some(&serde_json::Value::from(0)) {
+                return match reply["ok"].as_bool() {
+                    Some(true) => Ok(()),
+                    _ => {
+                        Err(format!("the hub refused the subscription: {}", reply["error"]).into())
+                    }
+                };
+            }
+        }
+    }
+
+    /// The message that publishes `seq`, stamped `nanos` after the epoch,
+    /// padded to about `size` bytes.
+    fn publication(&self, seq: u64, nanos: u64, size: usize) -> Message {
+        match self {
+            Route::Broadcast => {
+                let mut data = vec![0u8; size.max(16)];
+                data[..8].copy_from_slice(&seq.to_be_bytes());
+                data[8..16].copy_from_slice(&nanos.to_be_bytes());
+                Message::binary(data)
+            }
+            Route::Hub(channel) => {
+                let data = serde_json::json!({
+                    "bench_seq": seq,
+                    "bench_t": nanos,
+                    "pad": "x".repeat(size.saturating_sub(48)),
+                });
+                let request = serde_json::json!({
+                    "id": seq + 1, "op": "publish", "channel": &**channel, "data": data,
+                });
+                Message::text(request.to_string())
+            }
+        }
+    }
+
+    /// The sequence number and time stamp of a delivered message, if it is a
+    /// publication of this run (replies and other pushes are not).
+    fn delivered(&self, message: &Message) -> Option<(u64, u64)> {
+        let data = message.as_data();
+        match self {
+            Route::Broadcast => {
+                let seq = u64::from_be_bytes(data.get(..8)?.try_into().ok()?);
+                let nanos = u64::from_be_bytes(data.get(8..16)?.try_into().ok()?);
+                Some((seq, nanos))
+            }
+            // The hub forwards `data` as it was published; the two numbers are
+            // found by key, without parsing the whole push.
+            Route::Hub(_) => {
+                let seq = number_after(data, b"\"bench_seq\":")?;
+                let nanos = number_after(data, b"\"bench_t\":")?;
+                Some((seq, nanos))
+            }
+        }
+    }
+}
+
+/// The unsigned integer that follows the first `key` in `text`.
+fn number_after(text: &[u8], key: &[u8]) -> Option<u64> {
+    let at = text.windows(key.len()).position(|w| w == key)? + key.len();
+    let digits = text[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&text[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// Fan-out: messages carry their publication time; subscribers measure delivery.
 async fn fan_out(args: &Args, subscribers: usize) -> Result<Report, Box<dyn std::error::Error>> {
     let epoch = Instant::now();
-    let receivers = connect_all(args, subscribers).await?;
+    let route = match &args.hub {
+        Some(channel) => Route::Hub(channel.as_str().into()),
+        None => Route::Broadcast,
+    };
+    let mut receivers = connect_all(args, subscribers).await?;
+    for ws in &mut receivers {
+        route.join(ws).await?;
+    }
     let mut publisher = connect(args).await?;
+    // The publisher receives its own publications too: in the closed loop,
+    // their return is its signal to publish the next one.
+    route.join(&mut publisher).await?;
     let deflate = publisher.deflate().is_some();
     let window = Rc::new(Window::new(args));
     let published = Arc::new(AtomicU64::new(0));
-    let size = args.size.max(16);
     let cpu_before = Rc::new(std::cell::Cell::new(None));
     {
         let (window, cpu_before) = (window.clone(), cpu_before.clone());
@@ -692,11 +883,11 @@ async fn fan_out(args: &Args, subscribers: usize) -> Result<Report, Box<dyn std:
 
     let mut tasks = Vec::with_capacity(receivers.len());
     for mut ws in receivers {
-        let window = window.clone();
+        let (window, route) = (window.clone(), route.clone());
         tasks.push(tokio::task::spawn_local(async move {
             let mut outcome = Outcome::new();
             loop {
-                let timeout = tokio::time::sleep_until(window.end + Duration::from_secs(2));
+                let timeout = tokio::time::sleep_until(window.end + GRACE);
                 let item = tokio::select! {
                     item = next_data(&mut ws) => item,
                     () = timeout => break,
@@ -705,13 +896,10 @@ async fn fan_out(args: &Args, subscribers: usize) -> Result<Report, Box<dyn std:
                     outcome.errors += 1;
                     break;
                 };
-                let data = message.into_data();
-                if data.len() < 16 {
+                let Some((_, nanos)) = route.delivered(&message) else {
                     continue;
-                }
-                let mut stamp = [0u8; 8];
-                stamp.copy_from_slice(&data[8..16]);
-                let sent = epoch + Duration::from_nanos(u64::from_be_bytes(stamp));
+                };
+                let sent = epoch + Duration::from_nanos(nanos);
                 if window.measuring(sent) {
                     record(&mut outcome.latency, sent.elapsed());
                     outcome.messages += 1;
@@ -727,49 +915,73 @@ async fn fan_out(args: &Args, subscribers: usize) -> Result<Report, Box<dyn std:
     }
 
     // The publisher: on a schedule with --rate, else one message in flight,
-    // the next sent when the broadcast brings the last one back to it.
-    let publishing = {
-        let (window, published) = (window.clone(), published.clone());
-        let interval = args.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
-        async move {
-            let mut seq = 0u64;
-            let mut next = Instant::now();
-            let mut errors = 0;
+    // the next sent when the broadcast brings the last one back to it. Its
+    // reader runs beside it either way, so that what comes back (its own
+    // publications, the hub's replies) never piles up unread.
+    let (mut reader, mut writer) = publisher.split();
+    let (returned_tx, mut returned) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let reading = {
+        let (route, end) = (route.clone(), window.end);
+        tokio::task::spawn_local(async move {
             loop {
-                if let Some(interval) = interval {
-                    tokio::time::sleep_until(next).await;
-                    next += interval;
-                }
-                let now = Instant::now();
-                let mut data = vec![0u8; size];
-                data[..8].copy_from_slice(&seq.to_be_bytes());
-                data[8..16].copy_from_slice(&((now - epoch).as_nanos() as u64).to_be_bytes());
-                seq += 1;
-                if publisher.send(Message::binary(data)).await.is_err() {
-                    errors += 1;
-                    break;
-                }
-                if window.measuring(now) {
-                    published.fetch_add(1, Ordering::Relaxed);
-                }
-                if now >= window.end {
-                    break;
-                }
-                if interval.is_none() {
-                    match next_data(&mut publisher).await {
-                        Some(Ok(_)) => {}
-                        _ => {
-                            errors += 1;
-                            break;
+                let timeout = tokio::time::sleep_until(end + GRACE);
+                let item = tokio::select! {
+                    item = reader.next() => item,
+                    () = timeout => break,
+                };
+                match item {
+                    Some(Ok(message)) => {
+                        if let Some((seq, _)) = route.delivered(&message) {
+                            let _ = returned_tx.send(seq);
                         }
+                    }
+                    _ => break,
+                }
+            }
+        })
+    };
+    let interval = args.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
+    let mut publisher_errors = 0;
+    let mut seq = 0u64;
+    let mut next = Instant::now();
+    loop {
+        if let Some(interval) = interval {
+            tokio::time::sleep_until(next).await;
+            next += interval;
+        }
+        let now = Instant::now();
+        let message = route.publication(seq, (now - epoch).as_nanos() as u64, args.size);
+        if writer.send(message).await.is_err() {
+            publisher_errors += 1;
+            break;
+        }
+        if window.measuring(now) {
+            published.fetch_add(1, Ordering::Relaxed);
+        }
+        if now >= window.end {
+            break;
+        }
+        if interval.is_none() {
+            // Wait for this publication to come back (earlier ones may still
+            // arrive first).
+            loop {
+                match returned.recv().await {
+                    Some(back) if back >= seq => break,
+                    Some(_) => {}
+                    None => {
+                        publisher_errors += 1;
+                        break;
                     }
                 }
             }
-            let _ = publisher.close(CloseCode::NORMAL, "").await;
-            errors
+            if publisher_errors > 0 {
+                break;
+            }
         }
-    };
-    let publisher_errors = publishing.await;
+        seq += 1;
+    }
+    let _ = writer.close(CloseCode::NORMAL, "").await;
+    let _ = reading.await;
     let mut latency = histogram();
     let (mut messages, mut errors) = (0, publisher_errors);
     for task in tasks {

@@ -156,3 +156,39 @@ fn fan_out_counts_every_delivery() {
         "{report}"
     );
 }
+
+/// A server that completes the handshake and then never answers: `duplex
+/// bench` must still end soon after its measurement, counting errors, instead
+/// of waiting for echoes that never come.
+#[test]
+fn a_silent_server_does_not_hold_the_load_generator() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    runtime.spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            if let Ok(ws) = duplex::accept(tcp).await {
+                held.push(ws);
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_duplex"))
+        .args(["bench", &url, "--connections", "3", "--size", "20"])
+        .args(["--duration", "0.5", "--warmup", "0.1", "--json"])
+        .output()
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < std::time::Duration::from_secs(15),
+        "took {elapsed:?}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["errors"], 3, "{report}");
+    assert_eq!(report["messages"], 0, "{report}");
+}

@@ -91,6 +91,17 @@ impl Message {
         self.len() == 0
     }
 
+    /// The payload's bytes (a text message's UTF-8; for a close frame, only
+    /// the reason), borrowed.
+    pub fn as_data(&self) -> &[u8] {
+        match self {
+            Message::Text(t) => t.as_bytes(),
+            Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b,
+            Message::Close(None) => &[],
+            Message::Close(Some(frame)) => frame.reason.as_bytes(),
+        }
+    }
+
     /// The payload as bytes (for a close frame, only the reason).
     pub fn into_data(self) -> Bytes {
         match self {
