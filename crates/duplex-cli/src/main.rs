@@ -42,6 +42,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    raise_open_file_limit();
     let result = match cli.command {
         Command::Echo(args) => echo::run(args),
         Command::Connect(args) => connect::run(args),
@@ -52,6 +53,26 @@ fn main() -> ExitCode {
         Err(err) => {
             eprintln!("duplex: {err}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: servers and the load
+/// generator hold a descriptor per connection, and the usual soft limit of
+/// 1,024 would cap them far below what the machine can serve. Best effort:
+/// where the limit cannot be read or raised, it stays as it is.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
     }
 }
