@@ -1,0 +1,419 @@
+//! Real browsers against `duplex serve`: Debian's headless Chromium, driven
+//! by playwright-core (tests/browser/chat.mjs and tests/browser/ticker.mjs),
+//! uses the pages the server itself serves (/chat, /ticker) as people would,
+//! each person in a browser context of their own. Each test starts its own
+//! server with a fresh data folder on 127.0.0.1:0 and kills it at the end.
+//!
+//! Needs /usr/bin/chromium (Debian's `chromium`), node, and playwright-core in
+//! tests/browser/node_modules/: `scripts/setup-browser.sh` installs them.
+//! Without them these tests fail and say so; they never skip.
+//!
+//! With `DUPLEX_SCREENSHOT_DIR=/some/dir` the scripts also save screenshots of
+//! the pages there (chat.png, chat-recovery.png, ticker.png, ...).
+
+#[path = "../../../tests/browser/harness.rs"]
+mod harness;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+/// One browser at a time: the machine has two cores.
+static BROWSER: Mutex<()> = Mutex::new(());
+
+/// How long `duplex serve` may take to say where it listens.
+const START_LIMIT: Duration = Duration::from_secs(20);
+
+/// A `duplex serve` process with a data folder of its own; on drop the
+/// process is killed and the folder removed.
+struct Serve {
+    child: Child,
+    addr: SocketAddr,
+    data: PathBuf,
+}
+
+impl Serve {
+    /// Starts `duplex serve --listen 127.0.0.1:0 --data <fresh folder>` and
+    /// waits (at most [`START_LIMIT`]) for its first line, `listening on
+    /// ...ADDR...`. The rest of its standard output is copied to the test's
+    /// standard error.
+    fn start() -> Serve {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let data = std::env::temp_dir().join(format!(
+            "duplex-serve-browser-{}-{}-{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&data).expect("create the data folder");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_duplex"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--data")
+            .arg(&data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start duplex serve");
+        let stdout = child.stdout.take().unwrap();
+        let (first, line) = mpsc::channel();
+        // Reads the standard output to its end, so the server never blocks
+        // on a full pipe.
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(l)) = lines.next() {
+                let _ = first.send(l);
+            }
+            for l in lines.map_while(Result::ok) {
+                eprintln!("duplex serve: {l}");
+            }
+        });
+        let first = match line.recv_timeout(START_LIMIT) {
+            Ok(first) => first,
+            Err(e) => {
+                let _ = child.kill();
+                let status = child.wait();
+                let _ = std::fs::remove_dir_all(&data);
+                panic!("duplex serve printed no first line ({e}); it ended with {status:?}");
+            }
+        };
+        let addr = listen_addr(&first).unwrap_or_else(|| {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_dir_all(&data);
+            panic!("unexpected first line of duplex serve: {first:?}")
+        });
+        Serve { child, addr, data }
+    }
+
+    /// The pages' origin, `http://ADDR/`.
+    fn base(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// The address in `listening on ADDR`, `listening on http://ADDR` or
+/// `listening on http://ADDR/ ...`.
+fn listen_addr(line: &str) -> Option<SocketAddr> {
+    let rest = line.split("listening on ").nth(1)?;
+    let word = rest.split_whitespace().next()?;
+    let host = word.rsplit("://").next()?;
+    host.trim_end_matches('/').parse().ok()
+}
+
+/// Runs `node tests/browser/<script> <server's base URL> <args...>` (bounded
+/// by [`harness::RUN_LIMIT`]) and returns the JSON report it printed last,
+/// after checking that it exited 0 and said `"ok": true`.
+fn run_script(serve: &Serve, script: &str, args: &[&str], screenshot: &str) -> Value {
+    let path = harness::script(script);
+    let _one_at_a_time = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut command = Command::new("node");
+    command
+        .arg(&path)
+        .arg(serve.base())
+        .args(args)
+        .current_dir(harness::browser_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(dir) = std::env::var_os("DUPLEX_SCREENSHOT_DIR") {
+        command
+            .arg("--screenshot")
+            .arg(PathBuf::from(dir).join(screenshot));
+    }
+    let started = Instant::now();
+    let mut child = command.spawn().expect("start node");
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().unwrap()));
+    let stderr = read_all(Box::new(child.stderr.take().unwrap()));
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > harness::RUN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{script} ran over {:?}; stderr:\n{}",
+                harness::RUN_LIMIT,
+                stderr.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = stdout.join().unwrap();
+    let stderr = stderr.join().unwrap();
+    let line = stdout.lines().last().unwrap_or_default();
+    let report: Value = serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!("{script} printed no JSON line ({e}); status {status}\nstdout:\n{stdout}\nstderr:\n{stderr}")
+    });
+    eprintln!(
+        "{script} {args:?} ({:.1} s): {status}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        status.success() && report["ok"] == true,
+        "{script} {args:?} failed ({status}): {}\nfull report: {report}\nstderr:\n{stderr}",
+        report["reason"]
+    );
+    report
+}
+
+/// The `(user, text)` of each message a page showed, top to bottom, after
+/// checking that their offsets go up and that no text became markup.
+fn shown(report: &Value, page: &str) -> Vec<(String, String)> {
+    let messages = report["messages"][page]
+        .as_array()
+        .unwrap_or_else(|| panic!("no messages for {page}: {report}"));
+    let offsets: Vec<u64> = messages
+        .iter()
+        .map(|m| m["offset"].as_u64().expect("an offset"))
+        .collect();
+    assert!(
+        offsets.windows(2).all(|w| w[0] < w[1]),
+        "{page}'s messages are not in offset order: {offsets:?}"
+    );
+    for m in messages {
+        assert_eq!(m["markup"], 0, "{page} shows data as markup: {m}");
+        assert!(
+            m["time"].as_str().is_some_and(|t| t.starts_with("20")),
+            "{page} shows no time for {m}"
+        );
+    }
+    messages
+        .iter()
+        .map(|m| {
+            (
+                m["user"].as_str().unwrap_or_default().to_string(),
+                m["text"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The names in a list of people, as strings.
+fn names(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a list of people: {list}"))
+        .iter()
+        .map(|n| n.as_str().unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn two_people_chat_in_a_room_and_see_who_is_there() {
+    let serve = Serve::start();
+    let report = run_script(&serve, "chat.mjs", &["two-users"], "chat.png");
+
+    assert_eq!(names(&report["peopleBefore"]["alice"]), ["alice", "bob"]);
+    assert_eq!(names(&report["peopleBefore"]["bob"]), ["alice", "bob"]);
+    let sent: Vec<(String, String)> = report["sent"]
+        .as_array()
+        .expect("sent")
+        .iter()
+        .map(|m| {
+            (
+                m["user"].as_str().unwrap().to_string(),
+                m["text"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(sent.len(), 3, "{report}");
+    assert!(
+        sent.iter().any(|(_, text)| text.contains("<script>")),
+        "one message is full of markup"
+    );
+    // Each sees the other's messages with the right sender, and their own.
+    assert_eq!(shown(&report, "alice"), sent);
+    assert_eq!(shown(&report, "bob"), sent);
+    // None of the markup ran.
+    assert_eq!(report["pwned"], Value::Null);
+    // Who comes later sees the room's history.
+    assert_eq!(shown(&report, "carol"), sent);
+    // bob closed his page: alice's list dropped him.
+    assert_eq!(names(&report["peopleAfterBobLeft"]["alice"]), ["alice"]);
+    assert_eq!(
+        report["errors"],
+        Value::Array(vec![]),
+        "Chromium reported errors"
+    );
+}
+
+#[test]
+fn a_page_that_lost_its_connection_shows_what_it_missed_once_and_in_order() {
+    let serve = Serve::start();
+    let report = run_script(&serve, "chat.mjs", &["recovery"], "chat-recovery.png");
+
+    // What Chromium did with the open socket in offline mode (see chat.mjs).
+    eprintln!("Chromium offline: {}", report["offline"]);
+    let missed = ["missed one", "missed two", "missed three"];
+    let while_offline = report["aliceWhileOffline"]
+        .as_array()
+        .expect("aliceWhileOffline");
+    assert!(
+        !while_offline.iter().any(|t| missed.iter().any(|m| t == m)),
+        "alice's page showed bob's messages while offline: {while_offline:?}"
+    );
+
+    let expected: Vec<(String, String)> = [("alice", "before the outage")]
+        .into_iter()
+        .chain(missed.iter().map(|m| ("bob", *m)))
+        .chain([("bob", "after the outage")])
+        .map(|(u, t)| (u.to_string(), t.to_string()))
+        .collect();
+    // Exactly once each, in order (the room had nothing else).
+    assert_eq!(shown(&report, "alice"), expected);
+    assert_eq!(shown(&report, "bob"), expected);
+
+    // They came through the client's recovery, not as live pushes.
+    let log = report["log"].as_array().expect("log");
+    for text in missed {
+        let deliveries: Vec<&Value> = log
+            .iter()
+            .filter(|e| e["type"] == "message" && e["text"] == text)
+            .collect();
+        assert_eq!(deliveries.len(), 1, "{text:?} delivered {deliveries:?}");
+        assert_eq!(deliveries[0]["recovered"], true, "{text:?}: {log:?}");
+    }
+    let resumed: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["type"] == "subscribed" && e["resumed"] == true)
+        .collect();
+    assert_eq!(resumed.len(), 1, "{log:?}");
+    assert_eq!(resumed[0]["recovered"], 3, "{log:?}");
+    assert_eq!(
+        report["offsetBefore"], 1,
+        "the client had seen the room's first message"
+    );
+    // The reconnection went through the backoff: attempts failed while
+    // offline, each after a delay, and then one got through.
+    let closes: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["type"] == "state" && e["state"] == "closed")
+        .collect();
+    assert!(closes.len() >= 3, "a drop and two failed attempts: {log:?}");
+    assert!(
+        closes
+            .iter()
+            .all(|e| e["delayMs"].as_u64().is_some_and(|d| d > 0 && d <= 10_000)),
+        "every lost connection schedules a retry: {closes:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|e| e["type"] == "state" && e["state"] == "open"),
+        "{log:?}"
+    );
+    assert_eq!(report["stats"]["connections"], 2, "{}", report["stats"]);
+    assert_eq!(report["stats"]["duplicates"], 0, "{}", report["stats"]);
+    assert_eq!(names(&report["people"]["alice"]), ["alice", "bob"]);
+    assert_eq!(names(&report["people"]["bob"]), ["alice", "bob"]);
+
+    // Chromium's only complaints: the attempts refused while offline.
+    let errors: Vec<&str> = report["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e.as_str().unwrap_or_default())
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("ERR_INTERNET_DISCONNECTED")),
+        "no reconnection attempt was refused while offline: {errors:?}"
+    );
+    let others: Vec<&&str> = errors
+        .iter()
+        .filter(|e| !e.contains("ERR_INTERNET_DISCONNECTED"))
+        .collect();
+    assert!(others.is_empty(), "Chromium reported errors: {others:?}");
+}
+
+#[test]
+fn the_ticker_page_shows_changing_simulated_prices_of_its_symbols_only() {
+    let serve = Serve::start();
+    let report = run_script(&serve, "ticker.mjs", &[], "ticker.png");
+
+    assert_eq!(names(&report["rowsAtStart"]), ["AAPL", "MSFT", "GOOG"]);
+    for symbol in ["AAPL", "MSFT", "GOOG", "NVDA"] {
+        let prices = report["samples"][symbol]
+            .as_array()
+            .unwrap_or_else(|| panic!("no prices of {symbol}: {report}"));
+        assert!(prices.len() >= 3, "{symbol}: {prices:?}");
+        for price in prices {
+            let value: f64 = price
+                .as_str()
+                .and_then(|p| p.replace(',', "").parse().ok())
+                .unwrap_or_else(|| panic!("{symbol}: not a price: {price}"));
+            assert!(value > 0.0, "{symbol}: {value}");
+        }
+    }
+    let label = &report["simulatedLabel"];
+    assert_eq!(label["visible"], true, "{label}");
+    assert!(
+        label["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("Simulated") && t.contains("random walk")),
+        "{label}"
+    );
+    // GOOG unsubscribed: its row went, and nothing of it arrived after the
+    // server's reply while the others went on.
+    assert_eq!(names(&report["rowsAtEnd"]), ["AAPL", "MSFT", "NVDA"]);
+    assert_eq!(report["unsubscribeReply"]["ok"], true, "{report}");
+    assert_eq!(report["gogAfterUnsubscribe"], 0, "{report}");
+    assert!(
+        report["othersAfterUnsubscribe"].as_u64() >= Some(8),
+        "{report}"
+    );
+    // Never subscribed, never sent.
+    let frames = report["framesBySymbol"]
+        .as_object()
+        .expect("framesBySymbol");
+    for symbol in ["AMZN", "TSLA"] {
+        assert!(
+            !frames.contains_key(symbol),
+            "{symbol} reached the page: {frames:?}"
+        );
+    }
+    // Colours by direction (style.css, light scheme).
+    let directions = report["directions"].as_array().expect("directions");
+    assert!(!directions.is_empty(), "no price moved: {report}");
+    for d in directions {
+        let want = match d["direction"].as_str() {
+            Some("up") => "rgb(21, 127, 59)",
+            Some("down") => "rgb(194, 49, 43)",
+            other => panic!("unexpected direction {other:?}"),
+        };
+        assert_eq!(d["colour"], want, "{d}");
+    }
+    assert_eq!(report["status"], "Connected");
+    assert_eq!(
+        report["errors"],
+        Value::Array(vec![]),
+        "Chromium reported errors"
+    );
+}

@@ -1,0 +1,205 @@
+// The chat page of `duplex serve` (/chat) in headless Chromium, as people use
+// it: each person in their own browser context, typing into the page.
+//
+//   node tests/browser/chat.mjs http://127.0.0.1:PORT/ two-users|recovery [--screenshot FILE.png]
+//
+// two-users: alice and bob join the room `lobby`; each sees the other in the
+//   list of who is in the room, both send messages (one full of HTML, which
+//   must show as text), each page shows both, with the right sender. carol
+//   joins later and sees the room's history. bob closes his page: alice's list
+//   drops him.
+//
+// recovery: alice and bob are in the room; alice's context goes offline and
+//   her connection drops; bob sends three messages; alice's context comes back
+//   online and her page shows the three, once each and in order, recovered by
+//   the client's resubscription from the last offset it saw.
+//
+//   What Chromium does in offline mode (context.setOffline(true), which is
+//   DevTools' network emulation): it does not close a WebSocket that is
+//   already open. The socket stays OPEN, with frames held both ways: a ping
+//   sent then gets no reply until the context is online again, and even
+//   ws.close() does not complete (no close event) until then. New connections
+//   fail at once with net::ERR_INTERNET_DISCONNECTED. So the page's client is
+//   made to give up the held socket with dropConnectionForTest() (the same
+//   path as a heartbeat that goes unanswered); its reconnection attempts then
+//   really fail while offline, and one made by its backoff after
+//   setOffline(false) gets through.
+//
+// Prints one JSON line to stdout (see run() in pages.mjs): what each page
+// showed (messages as {offset, user, text, time, markup}, people by name),
+// and for recovery the client's events and Chromium's behaviour offline.
+// Exits 0 only when everything happened as described; 1 otherwise, 2 on a
+// usage error. Everything is bounded (pages.mjs: LIMIT_MS).
+
+import { openPage, parseArgs, run, screenshot, waitIn } from './pages.mjs';
+
+const { base, scenario, screenshot: shotFile } = parseArgs('chat.mjs', ['two-users', 'recovery']);
+const chatUrl = new URL('/chat', base).href;
+const ROOM = 'lobby';
+// A message that would be markup if the page used innerHTML.
+const HTML_TEXT = '<b>bold?</b> <img src=x onerror="window.__pwned=1"> & <script>window.__pwned=2</script>';
+
+/** Fills the join form and waits until the page is connected and lists `nick`. */
+async function join(page, nick, room = ROOM) {
+  await page.fill('#nick', nick);
+  await page.fill('#room', room);
+  await page.click('#join-form button[type=submit]');
+  await waitIn(page, `${nick}'s page to connect`, () => document.getElementById('status').dataset.state === 'open');
+  await waitIn(page, `${nick} in ${nick}'s own list of people`, (n) =>
+    [...document.querySelectorAll('#people li')].some((li) => li.dataset.name === n), nick);
+}
+
+/** Sends `text` from the composer and waits until the page shows it. */
+async function send(page, text) {
+  await page.fill('#text', text);
+  await page.press('#text', 'Enter');
+  await waitForText(page, text, 'its sender');
+}
+
+/** Waits until the message list of `page` has a message with `text`. */
+function waitForText(page, text, who) {
+  return waitIn(page, `${JSON.stringify(text)} on ${who}'s page`, (t) =>
+    [...document.querySelectorAll('#messages li .text')].some((p) => p.textContent === t), text);
+}
+
+/** The messages a page shows, top to bottom. */
+function messagesOf(page) {
+  return page.evaluate(() =>
+    [...document.querySelectorAll('#messages li')].map((li) => ({
+      offset: Number(li.dataset.offset),
+      user: li.querySelector('.who')?.textContent,
+      text: li.querySelector('.text')?.textContent,
+      time: li.querySelector('time')?.dateTime,
+      // Elements inside the text: any means data became markup.
+      markup: li.querySelector('.text')?.children.length ?? -1,
+    })),
+  );
+}
+
+/** The names in a page's list of people. */
+function peopleOf(page) {
+  return page.evaluate(() => [...document.querySelectorAll('#people li')].map((li) => li.dataset.name));
+}
+
+/** Waits until the page lists exactly `names` (in any order). */
+function waitForPeople(page, names, who) {
+  return waitIn(page, `${who}'s list of people to be ${names.join(', ')}`, (want) => {
+    const have = [...document.querySelectorAll('#people li')].map((li) => li.dataset.name).sort();
+    return have.length === want.length && have.every((n, i) => n === want[i]);
+  }, [...names].sort());
+}
+
+async function twoUsers(browser, errors, report) {
+  const alice = await openPage(browser, chatUrl, 'alice', errors);
+  const bob = await openPage(browser, chatUrl, 'bob', errors);
+  await join(alice.page, 'alice');
+  await join(bob.page, 'bob');
+  await waitForPeople(alice.page, ['alice', 'bob'], 'alice');
+  await waitForPeople(bob.page, ['alice', 'bob'], 'bob');
+  report.peopleBefore = { alice: await peopleOf(alice.page), bob: await peopleOf(bob.page) };
+
+  const said = [
+    ['alice', alice.page, 'hello bob, alice here'],
+    ['bob', bob.page, 'hi alice! bob speaking'],
+    ['alice', alice.page, HTML_TEXT],
+  ];
+  for (const [, page, text] of said) await send(page, text);
+  for (const [, , text] of said) {
+    await waitForText(alice.page, text, 'alice');
+    await waitForText(bob.page, text, 'bob');
+  }
+  report.sent = said.map(([user, , text]) => ({ user, text }));
+  report.messages = { alice: await messagesOf(alice.page), bob: await messagesOf(bob.page) };
+  report.pwned = await alice.page.evaluate(() => window.__pwned ?? null) ?? await bob.page.evaluate(() => window.__pwned ?? null);
+  await screenshot(alice.page, shotFile);
+
+  // Someone who comes later sees the room's history.
+  const carol = await openPage(browser, chatUrl, 'carol', errors);
+  await join(carol.page, 'carol');
+  await waitForText(carol.page, said[said.length - 1][2], 'carol');
+  report.messages.carol = await messagesOf(carol.page);
+  await waitForPeople(alice.page, ['alice', 'bob', 'carol'], 'alice');
+  await carol.context.close();
+  await waitForPeople(alice.page, ['alice', 'bob'], 'alice');
+
+  // bob closes his page: alice's list drops him.
+  await bob.context.close();
+  await waitForPeople(alice.page, ['alice'], 'alice');
+  report.peopleAfterBobLeft = { alice: await peopleOf(alice.page) };
+}
+
+async function recovery(browser, errors, report) {
+  const alice = await openPage(browser, chatUrl, 'alice', errors);
+  const bob = await openPage(browser, chatUrl, 'bob', errors);
+  await join(alice.page, 'alice');
+  await join(bob.page, 'bob');
+  await waitForPeople(alice.page, ['alice', 'bob'], 'alice');
+  await send(alice.page, 'before the outage');
+  await waitForText(bob.page, 'before the outage', 'bob');
+
+  // What alice's client does from now on.
+  await alice.page.evaluate(() => {
+    const client = window.__hub.client;
+    window.__log = [];
+    for (const type of ['state', 'message', 'subscribed', 'recovery_impossible']) {
+      client.addEventListener(type, (e) => {
+        const d = e.detail;
+        window.__log.push(
+          type === 'message'
+            ? { type, offset: d.offset, text: d.data?.text, recovered: d.recovered }
+            : type === 'state'
+              ? { type, state: d.state, attempt: d.attempt, delayMs: d.delayMs ?? null, reason: d.reason ?? null }
+              : { type, ...d },
+        );
+      });
+    }
+  });
+  const offsetBefore = await alice.page.evaluate((ch) => window.__hub.client.lastOffset(ch), `chat:${ROOM}`);
+
+  await alice.context.setOffline(true);
+  await waitIn(alice.page, 'alice\'s page to be offline', () => navigator.onLine === false);
+  // The open socket is held, not closed: a ping gets no reply (bounded by
+  // 1.5 s: waiting for something that does not happen).
+  const held = await alice.page.evaluate(async () => {
+    const client = window.__hub.client;
+    const reply = await Promise.race([
+      client.request('ping').then(() => 'replied', (e) => `failed: ${e.code}`),
+      new Promise((resolve) => setTimeout(() => resolve('no reply within 1.5 s'), 1500)),
+    ]);
+    return { ping: reply, stateAfter: client.state };
+  });
+  report.offline = { socketWhileOffline: held.stateAfter, pingWhileOffline: held.ping };
+
+  await alice.page.evaluate(() => window.__hub.client.dropConnectionForTest());
+  // At least two attempts by the backoff fail while offline.
+  await waitIn(alice.page, 'two failed reconnection attempts while offline', () =>
+    window.__log.filter((e) => e.type === 'state' && e.state === 'closed' && e.attempt >= 3).length >= 1);
+
+  const missed = ['missed one', 'missed two', 'missed three'];
+  for (const text of missed) await send(bob.page, text);
+  report.aliceWhileOffline = (await messagesOf(alice.page)).map((m) => m.text);
+  report.statusWhileOffline = await alice.page.textContent('#status-text');
+  await screenshot(alice.page, shotFile && shotFile.replace(/(\.png)?$/, '-offline.png'));
+
+  await alice.context.setOffline(false);
+  await waitForText(alice.page, missed[missed.length - 1], 'alice');
+  await waitIn(alice.page, 'alice\'s page to be connected again', () => document.getElementById('status').dataset.state === 'open');
+  // Live messages still come after the recovered ones.
+  await send(bob.page, 'after the outage');
+  await waitForText(alice.page, 'after the outage', 'alice');
+  await waitForPeople(alice.page, ['alice', 'bob'], 'alice');
+  await waitForPeople(bob.page, ['alice', 'bob'], 'bob');
+
+  report.offsetBefore = offsetBefore;
+  report.messages = { alice: await messagesOf(alice.page), bob: await messagesOf(bob.page) };
+  report.log = await alice.page.evaluate(() => window.__log);
+  report.stats = await alice.page.evaluate(() => window.__hub.client.stats);
+  report.people = { alice: await peopleOf(alice.page), bob: await peopleOf(bob.page) };
+  await screenshot(alice.page, shotFile);
+}
+
+await run(async (browser, errors, report) => {
+  report.scenario = scenario;
+  if (scenario === 'two-users') await twoUsers(browser, errors, report);
+  else await recovery(browser, errors, report);
+});
