@@ -111,6 +111,8 @@ function clearMessages() {
 
 async function loadHistory() {
   const s = session;
+  // Screen readers: the history arrives as one batch, not as news.
+  els.messages.setAttribute('aria-busy', 'true');
   try {
     const result = await s.client.history(s.channel, { limit: HISTORY_LIMIT });
     if (s !== session) return;
@@ -118,6 +120,8 @@ async function loadHistory() {
     els.messages.parentElement.scrollTop = els.messages.parentElement.scrollHeight;
   } catch (e) {
     if (s === session) showError(`Could not load the history: ${e.message}`);
+  } finally {
+    els.messages.removeAttribute('aria-busy');
   }
 }
 
