@@ -1,0 +1,336 @@
+//! The channel registry: who is subscribed where, presence, and the
+//! broadcast of committed publications.
+//!
+//! Each channel has a lock over its last broadcast offset and its
+//! subscribers. A broadcast sets the offset and queues the push for every
+//! subscriber under that lock; a subscription reads the offset, reads the
+//! history it recovers, queues its reply and joins, all under the same lock.
+//! So a publication is either before the subscription's offset (and in its
+//! recovered history, which storage committed before the broadcast) or after
+//! it (and pushed to it after its reply): never lost, never twice.
+//!
+//! A push is encoded once, as one [`PreparedMessage`], whatever the number of
+//! subscribers, and queued with `try_send`: a broadcast never waits. A
+//! connection whose queue is full is told to close as a slow consumer.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use duplex::PreparedMessage;
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{Metrics, bump};
+use crate::protocol::{self, ClientInfo, ErrorCode, HubError, Publication};
+
+/// A connection's outgoing queue, as the hub sees it.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    /// The connection's id.
+    pub id: u64,
+    queue: mpsc::Sender<Arc<PreparedMessage>>,
+    slow: CancellationToken,
+    metrics: Arc<Metrics>,
+}
+
+impl Outbox {
+    /// An outbox over `queue`; `slow` is cancelled when the queue overflows.
+    pub fn new(
+        id: u64,
+        queue: mpsc::Sender<Arc<PreparedMessage>>,
+        slow: CancellationToken,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Outbox {
+            id,
+            queue,
+            slow,
+            metrics,
+        }
+    }
+
+    /// Queues a frame without waiting. A full queue marks the connection as
+    /// a slow consumer (it then closes with 1008) and returns false.
+    pub fn push(&self, frame: Arc<PreparedMessage>) -> bool {
+        match self.queue.try_send(frame) {
+            Ok(()) => {
+                bump(&self.metrics.messages_out);
+                true
+            }
+            Err(TrySendError::Full(_)) => {
+                if !self.slow.is_cancelled() {
+                    self.slow.cancel();
+                    bump(&self.metrics.dropped);
+                    tracing::warn!(
+                        client = self.id,
+                        "closing a slow consumer: its send queue is full"
+                    );
+                }
+                false
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Queues a text frame.
+    pub fn push_text(&self, text: String) -> bool {
+        self.push(Arc::new(PreparedMessage::text(text)))
+    }
+}
+
+struct Subscriber {
+    outbox: Outbox,
+    client: Arc<ClientInfo>,
+}
+
+#[derive(Default)]
+struct State {
+    offset: u64,
+    subscribers: HashMap<u64, Subscriber>,
+    /// Taken out of the registry: subscribe to its successor instead.
+    removed: bool,
+}
+
+#[derive(Default)]
+struct Channel {
+    state: Mutex<State>,
+}
+
+impl Channel {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[derive(Default)]
+struct Channels {
+    live: HashMap<String, Arc<Channel>>,
+    /// The last offset of every channel ever published to.
+    offsets: HashMap<String, u64>,
+}
+
+/// A subscription to make: who, where, with presence or not.
+pub struct Join<'a> {
+    /// The channel's full name.
+    pub channel: &'a str,
+    /// The subscriber's queue.
+    pub outbox: &'a Outbox,
+    /// The subscriber as presence lists it.
+    pub client: &'a Arc<ClientInfo>,
+    /// Whether to push `join` to the others.
+    pub presence: bool,
+    /// The channel's subscriber limit.
+    pub max_subscribers: usize,
+}
+
+/// Every channel with subscribers or publications.
+pub struct Registry {
+    channels: Mutex<Channels>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// A registry knowing each channel's stored last offset.
+    pub fn new(offsets: HashMap<String, u64>, metrics: Arc<Metrics>) -> Self {
+        Registry {
+            channels: Mutex::new(Channels {
+                live: HashMap::new(),
+                offsets,
+            }),
+            metrics,
+        }
+    }
+
+    /// Adds stored last offsets (at start, before anything is published).
+    pub fn load_offsets(&self, offsets: HashMap<String, u64>) {
+        let mut channels = self.lock();
+        for (channel, offset) in offsets {
+            let known = channels.offsets.entry(channel).or_insert(0);
+            *known = (*known).max(offset);
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Channels> {
+        self.channels.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The channel's last offset: of its last publication, 0 if none.
+    pub fn offset(&self, channel: &str) -> u64 {
+        self.lock().offsets.get(channel).copied().unwrap_or(0)
+    }
+
+    fn get_or_create(&self, channel: &str) -> Arc<Channel> {
+        let mut channels = self.lock();
+        if let Some(live) = channels.live.get(channel) {
+            return live.clone();
+        }
+        let offset = channels.offsets.get(channel).copied().unwrap_or(0);
+        let created = Arc::new(Channel::default());
+        created.lock().offset = offset;
+        channels.live.insert(channel.to_string(), created.clone());
+        created
+    }
+
+    /// Pushes a committed publication to every subscriber of `channel`:
+    /// encoded once, queued without waiting. Called by storage's writer, in
+    /// offset order.
+    pub fn broadcast(&self, channel: &str, publication: &Publication) {
+        let live = {
+            let mut channels = self.lock();
+            let offset = channels.offsets.entry(channel.to_string()).or_insert(0);
+            *offset = (*offset).max(publication.offset);
+            channels.live.get(channel).cloned()
+        };
+        bump(&self.metrics.publications);
+        let Some(live) = live else { return };
+        let mut state = live.lock();
+        if state.removed {
+            // Its successor was created after the offset above was stored,
+            // and reads it.
+            return;
+        }
+        state.offset = state.offset.max(publication.offset);
+        if state.subscribers.is_empty() {
+            return;
+        }
+        let frame = Arc::new(PreparedMessage::text(protocol::message_push(
+            channel,
+            publication,
+        )));
+        for subscriber in state.subscribers.values() {
+            subscriber.outbox.push(frame.clone());
+        }
+    }
+
+    /// Subscribes: under the channel's lock, calls `reply` with the channel's
+    /// offset for the reply's text (reading recovered history if asked to),
+    /// queues that reply, joins, and pushes `join` to the others.
+    ///
+    /// # Errors
+    ///
+    /// `channel_full`, or `reply`'s error (`recovery_impossible`, storage);
+    /// then the connection is not subscribed.
+    pub fn subscribe(
+        &self,
+        join: Join<'_>,
+        reply: impl FnOnce(u64) -> Result<String, HubError>,
+    ) -> Result<(), HubError> {
+        let channel = loop {
+            let channel = self.get_or_create(join.channel);
+            if !channel.lock().removed {
+                break channel;
+            }
+        };
+        let mut state = channel.lock();
+        if state.subscribers.len() >= join.max_subscribers {
+            drop(state);
+            self.remove_if_empty(join.channel);
+            return Err(HubError::new(
+                ErrorCode::ChannelFull,
+                format!(
+                    "channel {} has its maximum of {} subscribers",
+                    join.channel, join.max_subscribers
+                ),
+            ));
+        }
+        let text = match reply(state.offset) {
+            Ok(text) => text,
+            Err(err) => {
+                drop(state);
+                self.remove_if_empty(join.channel);
+                return Err(err);
+            }
+        };
+        join.outbox.push_text(text);
+        if join.presence && !state.subscribers.is_empty() {
+            let push = Arc::new(PreparedMessage::text(protocol::presence_push(
+                "join",
+                join.channel,
+                join.client,
+            )));
+            for subscriber in state.subscribers.values() {
+                subscriber.outbox.push(push.clone());
+            }
+        }
+        state.subscribers.insert(
+            join.outbox.id,
+            Subscriber {
+                outbox: join.outbox.clone(),
+                client: join.client.clone(),
+            },
+        );
+        self.metrics.subscriptions.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Unsubscribes connection `id`; pushes `leave` to the others if
+    /// `presence`. Returns whether it was subscribed.
+    pub fn unsubscribe(&self, channel: &str, id: u64, presence: bool) -> bool {
+        let Some(live) = self.lock().live.get(channel).cloned() else {
+            return false;
+        };
+        let mut state = live.lock();
+        let Some(gone) = state.subscribers.remove(&id) else {
+            return false;
+        };
+        crate::metrics::drop_one(&self.metrics.subscriptions);
+        if presence && !state.subscribers.is_empty() {
+            let push = Arc::new(PreparedMessage::text(protocol::presence_push(
+                "leave",
+                channel,
+                &gone.client,
+            )));
+            for subscriber in state.subscribers.values() {
+                subscriber.outbox.push(push.clone());
+            }
+        }
+        let empty = state.subscribers.is_empty();
+        drop(state);
+        if empty {
+            self.remove_if_empty(channel);
+        }
+        true
+    }
+
+    /// The clients subscribed to `channel`.
+    pub fn presence(&self, channel: &str) -> Vec<ClientInfo> {
+        let Some(live) = self.lock().live.get(channel).cloned() else {
+            return Vec::new();
+        };
+        let state = live.lock();
+        let mut clients: Vec<ClientInfo> = state
+            .subscribers
+            .values()
+            .map(|s| ClientInfo::clone(&s.client))
+            .collect();
+        clients.sort_by(|a, b| a.client.cmp(&b.client));
+        clients
+    }
+
+    /// Takes a channel without subscribers out of the registry (its offset
+    /// stays known).
+    fn remove_if_empty(&self, channel: &str) {
+        let mut channels = self.lock();
+        let Some(live) = channels.live.get(channel).cloned() else {
+            return;
+        };
+        let mut state = live.lock();
+        if state.subscribers.is_empty() {
+            state.removed = true;
+            drop(state);
+            channels.live.remove(channel);
+        }
+    }
+
+    /// Channels with subscribers now.
+    pub fn live_channels(&self) -> usize {
+        self.lock().live.len()
+    }
+}
