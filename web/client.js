@@ -23,7 +23,7 @@
 //   join, leave         {channel, client: {client, user, info}}
 //   subscribed          {channel, offset, resumed, recovered}: a subscription is
 //                       (re)made; `resumed` after a reconnect, with the number of
-//                       publications recovered
+//                       publications recovered (delivered, not seen before)
 //   recovery_impossible {channel, offset}: the server's history no longer holds
 //                       what was missed; the channel is subscribed afresh and the
 //                       app should reload its history
@@ -362,7 +362,7 @@ export class HubClient extends EventTarget {
   #deliver(sub, pub, recovered) {
     if (sub.offset != null && pub.offset <= sub.offset) {
       this.stats.duplicates++;
-      return;
+      return false;
     }
     sub.offset = pub.offset;
     this.stats.delivered++;
@@ -372,6 +372,7 @@ export class HubClient extends EventTarget {
         detail: { channel: sub.channel, offset: pub.offset, time: pub.time, data: pub.data, recovered },
       }),
     );
+    return true;
   }
 
   async #subscribeNow(sub) {
@@ -408,8 +409,10 @@ export class HubClient extends EventTarget {
       this.request('unsubscribe', { channel: sub.channel }).catch(() => {});
       return;
     }
-    const recovered = resumed ? result.publications || [] : [];
-    for (const pub of recovered) this.#deliver(sub, pub, true);
+    let recovered = 0;
+    for (const pub of resumed ? result.publications || [] : []) {
+      if (this.#deliver(sub, pub, true)) recovered++;
+    }
     if (!resumed || sub.offset == null) {
       // A fresh subscription starts at the channel's current offset: older
       // publications are the app's to fetch with history().
@@ -422,7 +425,7 @@ export class HubClient extends EventTarget {
     sub.settle = null;
     this.dispatchEvent(
       new CustomEvent('subscribed', {
-        detail: { channel: sub.channel, offset: result.offset, resumed, recovered: recovered.length },
+        detail: { channel: sub.channel, offset: result.offset, resumed, recovered },
       }),
     );
   }

@@ -17,7 +17,7 @@ mod harness;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
@@ -120,28 +120,18 @@ fn listen_addr(line: &str) -> Option<SocketAddr> {
     host.trim_end_matches('/').parse().ok()
 }
 
-/// Runs `node tests/browser/<script> <server's base URL> <args...>` (bounded
-/// by [`harness::RUN_LIMIT`]) and returns the JSON report it printed last,
-/// after checking that it exited 0 and said `"ok": true`.
-fn run_script(serve: &Serve, script: &str, args: &[&str], screenshot: &str) -> Value {
-    let path = harness::script(script);
-    let _one_at_a_time = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
-    let mut command = Command::new("node");
-    command
-        .arg(&path)
-        .arg(serve.base())
-        .args(args)
+/// Runs `command` (a `node` command line) in tests/browser/, bounded by
+/// [`harness::RUN_LIMIT`], and returns its exit status, standard output and
+/// standard error.
+fn run_node(mut command: Command, what: &str) -> (ExitStatus, String, String) {
+    let started = Instant::now();
+    let mut child = command
         .current_dir(harness::browser_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(dir) = std::env::var_os("DUPLEX_SCREENSHOT_DIR") {
-        command
-            .arg("--screenshot")
-            .arg(PathBuf::from(dir).join(screenshot));
-    }
-    let started = Instant::now();
-    let mut child = command.spawn().expect("start node");
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start node");
     let read_all = |mut pipe: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut text = String::new();
@@ -159,26 +149,44 @@ fn run_script(serve: &Serve, script: &str, args: &[&str], screenshot: &str) -> V
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "{script} ran over {:?}; stderr:\n{}",
+                "{what} ran over {:?}; stderr:\n{}",
                 harness::RUN_LIMIT,
                 stderr.join().unwrap()
             );
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let stdout = stdout.join().unwrap();
-    let stderr = stderr.join().unwrap();
-    let line = stdout.lines().last().unwrap_or_default();
-    let report: Value = serde_json::from_str(line).unwrap_or_else(|e| {
-        panic!("{script} printed no JSON line ({e}); status {status}\nstdout:\n{stdout}\nstderr:\n{stderr}")
-    });
     eprintln!(
-        "{script} {args:?} ({:.1} s): {status}",
+        "{what} ({:.1} s): {status}",
         started.elapsed().as_secs_f64()
     );
+    (status, stdout.join().unwrap(), stderr.join().unwrap())
+}
+
+/// Runs `node tests/browser/<script> <server's base URL> <args...>` (one
+/// browser at a time) and returns the JSON report it printed last, after
+/// checking that it exited 0 and said `"ok": true`. With
+/// `DUPLEX_SCREENSHOT_DIR` set, asks for a screenshot named `screenshot`
+/// there.
+fn run_script(serve: &Serve, script: &str, args: &[&str], screenshot: &str) -> Value {
+    let path = harness::script(script);
+    let _one_at_a_time = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut command = Command::new("node");
+    command.arg(&path).arg(serve.base()).args(args);
+    if let Some(dir) = std::env::var_os("DUPLEX_SCREENSHOT_DIR") {
+        command
+            .arg("--screenshot")
+            .arg(PathBuf::from(dir).join(screenshot));
+    }
+    let what = format!("{script} {args:?}");
+    let (status, stdout, stderr) = run_node(command, &what);
+    let line = stdout.lines().last().unwrap_or_default();
+    let report: Value = serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!("{what} printed no JSON line ({e}); status {status}\nstdout:\n{stdout}\nstderr:\n{stderr}")
+    });
     assert!(
         status.success() && report["ok"] == true,
-        "{script} {args:?} failed ({status}): {}\nfull report: {report}\nstderr:\n{stderr}",
+        "{what} failed ({status}): {}\nfull report: {report}\nstderr:\n{stderr}",
         report["reason"]
     );
     report
@@ -415,5 +423,23 @@ fn the_ticker_page_shows_changing_simulated_prices_of_its_symbols_only() {
         report["errors"],
         Value::Array(vec![]),
         "Chromium reported errors"
+    );
+}
+
+/// The pages' client module (web/client.js) on its own, in node against a
+/// fake WebSocket: tests/browser/client.test.mjs (node's test runner).
+#[test]
+fn the_pages_client_module_passes_its_unit_tests() {
+    let mut command = Command::new("node");
+    command.args(["--test", "client.test.mjs"]);
+    let (status, out, err) = run_node(command, "node --test client.test.mjs");
+    let count = |key: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("# {key} ")))
+            .and_then(|n| n.trim().parse::<u32>().ok())
+    };
+    assert!(
+        status.success() && count("fail") == Some(0) && count("pass") >= Some(6),
+        "client.test.mjs: {status}\n{out}\n{err}"
     );
 }
