@@ -1,7 +1,7 @@
 // The chat page of `duplex serve` (/chat) in headless Chromium, as people use
 // it: each person in their own browser context, typing into the page.
 //
-//   node tests/browser/chat.mjs http://127.0.0.1:PORT/ two-users|recovery [--screenshot FILE.png]
+//   node tests/browser/chat.mjs http://127.0.0.1:PORT/ two-users|recovery|restart [--screenshot FILE.png]
 //
 // two-users: alice and bob join the room `lobby`; each sees the other in the
 //   list of who is in the room, both send messages (one full of HTML, which
@@ -25,15 +25,23 @@
 //   really fail while offline, and one made by its backoff after
 //   setOffline(false) gets through.
 //
+// restart: alice and bob are in the room and alice has said something; the
+//   script prints `stop the server` and waits for `stopped` on its standard
+//   input (the test kills the server); both pages lose their connection and
+//   their reconnection attempts are refused; it prints `start the server` and
+//   waits for `started` (a new server on the same address and data folder).
+//   Both pages reconnect by themselves, bob's next message reaches alice, and
+//   carol, who comes after, sees the whole conversation: history is on disk.
+//
 // Prints one JSON line to stdout (see run() in pages.mjs): what each page
 // showed (messages as {offset, user, text, time, markup}, people by name),
 // and for recovery the client's events and Chromium's behaviour offline.
 // Exits 0 only when everything happened as described; 1 otherwise, 2 on a
 // usage error. Everything is bounded (pages.mjs: LIMIT_MS).
 
-import { openPage, parseArgs, run, screenshot, waitIn } from './pages.mjs';
+import { ask, openPage, parseArgs, run, screenshot, waitIn } from './pages.mjs';
 
-const { base, scenario, screenshot: shotFile } = parseArgs('chat.mjs', ['two-users', 'recovery']);
+const { base, scenario, screenshot: shotFile } = parseArgs('chat.mjs', ['two-users', 'recovery', 'restart']);
 const chatUrl = new URL('/chat', base).href;
 const ROOM = 'lobby';
 // A message that would be markup if the page used innerHTML.
@@ -89,6 +97,30 @@ function waitForPeople(page, names, who) {
   }, [...names].sort());
 }
 
+/**
+ * Records what the page's client does from now on in `window.__log`: state
+ * changes, messages (with whether they were recovered), (re)subscriptions
+ * and recovery_impossible.
+ */
+function recordClient(page) {
+  return page.evaluate(() => {
+    const client = window.__hub.client;
+    window.__log = [];
+    for (const type of ['state', 'message', 'subscribed', 'recovery_impossible']) {
+      client.addEventListener(type, (e) => {
+        const d = e.detail;
+        window.__log.push(
+          type === 'message'
+            ? { type, offset: d.offset, text: d.data?.text, recovered: d.recovered }
+            : type === 'state'
+              ? { type, state: d.state, attempt: d.attempt, delayMs: d.delayMs ?? null, reason: d.reason ?? null }
+              : { type, ...d },
+        );
+      });
+    }
+  });
+}
+
 async function twoUsers(browser, errors, report) {
   const alice = await openPage(browser, chatUrl, 'alice', errors);
   const bob = await openPage(browser, chatUrl, 'bob', errors);
@@ -137,23 +169,7 @@ async function recovery(browser, errors, report) {
   await send(alice.page, 'before the outage');
   await waitForText(bob.page, 'before the outage', 'bob');
 
-  // What alice's client does from now on.
-  await alice.page.evaluate(() => {
-    const client = window.__hub.client;
-    window.__log = [];
-    for (const type of ['state', 'message', 'subscribed', 'recovery_impossible']) {
-      client.addEventListener(type, (e) => {
-        const d = e.detail;
-        window.__log.push(
-          type === 'message'
-            ? { type, offset: d.offset, text: d.data?.text, recovered: d.recovered }
-            : type === 'state'
-              ? { type, state: d.state, attempt: d.attempt, delayMs: d.delayMs ?? null, reason: d.reason ?? null }
-              : { type, ...d },
-        );
-      });
-    }
-  });
+  await recordClient(alice.page);
   const offsetBefore = await alice.page.evaluate((ch) => window.__hub.client.lastOffset(ch), `chat:${ROOM}`);
 
   await alice.context.setOffline(true);
@@ -198,8 +214,46 @@ async function recovery(browser, errors, report) {
   await screenshot(alice.page, shotFile);
 }
 
+async function restart(browser, errors, report) {
+  const alice = await openPage(browser, chatUrl, 'alice', errors);
+  const bob = await openPage(browser, chatUrl, 'bob', errors);
+  await join(alice.page, 'alice');
+  await join(bob.page, 'bob');
+  await waitForPeople(alice.page, ['alice', 'bob'], 'alice');
+  await send(alice.page, 'before the restart');
+  await waitForText(bob.page, 'before the restart', 'bob');
+  await recordClient(alice.page);
+  await recordClient(bob.page);
+
+  const refusedTwice = () =>
+    window.__log.filter((e) => e.type === 'state' && e.state === 'closed').length >= 2;
+  if ((await ask('stop the server')) !== 'stopped') throw new Error('the test did not stop the server');
+  await waitIn(alice.page, 'alice\'s page to lose its connection and be refused once', refusedTwice);
+  await waitIn(bob.page, 'bob\'s page to lose its connection and be refused once', refusedTwice);
+  report.statusWhileStopped = await alice.page.textContent('#status-text');
+  if ((await ask('start the server')) !== 'started') throw new Error('the test did not start the server');
+
+  for (const [name, page] of [['alice', alice.page], ['bob', bob.page]]) {
+    await waitIn(page, `${name}'s page to reconnect`, () => document.getElementById('status').dataset.state === 'open');
+  }
+  await waitForPeople(alice.page, ['alice', 'bob'], 'alice');
+  await waitForPeople(bob.page, ['alice', 'bob'], 'bob');
+  await send(bob.page, 'after the restart');
+  await waitForText(alice.page, 'after the restart', 'alice');
+
+  const carol = await openPage(browser, chatUrl, 'carol', errors);
+  await join(carol.page, 'carol');
+  await waitForText(carol.page, 'after the restart', 'carol');
+
+  report.messages = { alice: await messagesOf(alice.page), bob: await messagesOf(bob.page), carol: await messagesOf(carol.page) };
+  report.log = { alice: await alice.page.evaluate(() => window.__log), bob: await bob.page.evaluate(() => window.__log) };
+  report.stats = { alice: await alice.page.evaluate(() => window.__hub.client.stats) };
+  await screenshot(alice.page, shotFile);
+}
+
 await run(async (browser, errors, report) => {
   report.scenario = scenario;
   if (scenario === 'two-users') await twoUsers(browser, errors, report);
-  else await recovery(browser, errors, report);
+  else if (scenario === 'recovery') await recovery(browser, errors, report);
+  else await restart(browser, errors, report);
 });

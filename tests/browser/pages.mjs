@@ -133,3 +133,42 @@ export async function until(what, check, ms = WAIT_MS) {
 export async function screenshot(page, file) {
   if (file) await page.screenshot({ path: file, fullPage: true });
 }
+
+/** Lines of standard input not yet asked for, and who waits for the next. */
+const stdinLines = [];
+let stdinWaiter = null;
+let stdinReader = null;
+
+/**
+ * Prints `line` (a request to the test that runs this script, such as `stop
+ * the server`) and returns the next line of standard input, its answer;
+ * throws after `ms` without one.
+ */
+export async function ask(line, ms = WAIT_MS) {
+  if (!stdinReader) {
+    const { createInterface } = await import('node:readline');
+    stdinReader = createInterface({ input: process.stdin });
+    stdinReader.on('line', (l) => {
+      stdinLines.push(l.trim());
+      stdinWaiter?.();
+    });
+  }
+  console.log(line);
+  let timer;
+  try {
+    return await new Promise((resolve, reject) => {
+      const check = () => {
+        if (stdinLines.length) {
+          stdinWaiter = null;
+          resolve(stdinLines.shift());
+        }
+      };
+      stdinWaiter = check;
+      timer = setTimeout(() => reject(new Error(`no answer to ${JSON.stringify(line)} within ${ms} ms`)), ms);
+      check();
+    });
+  } finally {
+    clearTimeout(timer);
+    stdinWaiter = null;
+  }
+}

@@ -1,8 +1,12 @@
 //! Real browsers against `duplex serve`: Debian's headless Chromium, driven
 //! by playwright-core (tests/browser/chat.mjs and tests/browser/ticker.mjs),
 //! uses the pages the server itself serves (/chat, /ticker) as people would,
-//! each person in a browser context of their own. Each test starts its own
+//! each person in a browser context of their own: two people chatting, a page
+//! that goes offline and recovers what it missed, pages that ride out a
+//! server restart, and the ticker's live prices. Each test starts its own
 //! server with a fresh data folder on 127.0.0.1:0 and kills it at the end.
+//! The pages' client module also has unit tests in node
+//! (tests/browser/client.test.mjs), run from here.
 //!
 //! Needs /usr/bin/chromium (Debian's `chromium`), node, and playwright-core in
 //! tests/browser/node_modules/: `scripts/setup-browser.sh` installs them.
@@ -14,10 +18,10 @@
 #[path = "../../../tests/browser/harness.rs"]
 mod harness;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
@@ -40,10 +44,7 @@ struct Serve {
 }
 
 impl Serve {
-    /// Starts `duplex serve --listen 127.0.0.1:0 --data <fresh folder>` and
-    /// waits (at most [`START_LIMIT`]) for its first line, `listening on
-    /// ...ADDR...`. The rest of its standard output is copied to the test's
-    /// standard error.
+    /// Starts `duplex serve --listen 127.0.0.1:0 --data <fresh folder>`.
     fn start() -> Serve {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let nanos = SystemTime::now()
@@ -56,50 +57,78 @@ impl Serve {
             NEXT.fetch_add(1, Ordering::SeqCst)
         ));
         std::fs::create_dir_all(&data).expect("create the data folder");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_duplex"))
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
-            .arg("--data")
-            .arg(&data)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start duplex serve");
-        let stdout = child.stdout.take().unwrap();
-        let (first, line) = mpsc::channel();
-        // Reads the standard output to its end, so the server never blocks
-        // on a full pipe.
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(l)) = lines.next() {
-                let _ = first.send(l);
-            }
-            for l in lines.map_while(Result::ok) {
-                eprintln!("duplex serve: {l}");
-            }
-        });
-        let first = match line.recv_timeout(START_LIMIT) {
-            Ok(first) => first,
-            Err(e) => {
-                let _ = child.kill();
-                let status = child.wait();
+        let (child, addr) = match spawn_serve("127.0.0.1:0", &data) {
+            Ok(started) => started,
+            Err(message) => {
                 let _ = std::fs::remove_dir_all(&data);
-                panic!("duplex serve printed no first line ({e}); it ended with {status:?}");
+                panic!("{message}");
             }
         };
-        let addr = listen_addr(&first).unwrap_or_else(|| {
-            let _ = child.kill();
-            let _ = child.wait();
-            let _ = std::fs::remove_dir_all(&data);
-            panic!("unexpected first line of duplex serve: {first:?}")
-        });
         Serve { child, addr, data }
+    }
+
+    /// Kills the server, as a crash would: no close frames.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// After [`Serve::kill`]: starts a new server on the same address with
+    /// the same data folder.
+    fn start_again(&mut self) {
+        let (child, addr) = spawn_serve(&self.addr.to_string(), &self.data)
+            .unwrap_or_else(|message| panic!("starting again: {message}"));
+        assert_eq!(addr, self.addr, "the new server listens elsewhere");
+        self.child = child;
     }
 
     /// The pages' origin, `http://ADDR/`.
     fn base(&self) -> String {
         format!("http://{}/", self.addr)
+    }
+}
+
+/// Starts `duplex serve --listen <listen> --data <data>` and waits (at most
+/// [`START_LIMIT`]) for its first line, `listening on ...ADDR...`. The rest of
+/// its standard output is copied to the test's standard error.
+fn spawn_serve(listen: &str, data: &Path) -> Result<(Child, SocketAddr), String> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_duplex"))
+        .arg("serve")
+        .args(["--listen", listen])
+        .arg("--data")
+        .arg(data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start duplex serve");
+    let stdout = child.stdout.take().unwrap();
+    let (first, line) = mpsc::channel();
+    // Reads the standard output to its end, so the server never blocks on a
+    // full pipe.
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(l)) = lines.next() {
+            let _ = first.send(l);
+        }
+        for l in lines.map_while(Result::ok) {
+            eprintln!("duplex serve: {l}");
+        }
+    });
+    let fail = |mut child: Child, message: String| {
+        let _ = child.kill();
+        let status = child.wait();
+        Err(format!("{message}; duplex serve ended with {status:?}"))
+    };
+    match line.recv_timeout(START_LIMIT) {
+        Ok(first) => match listen_addr(&first) {
+            Some(addr) => Ok((child, addr)),
+            None => fail(
+                child,
+                format!("unexpected first line of duplex serve: {first:?}"),
+            ),
+        },
+        Err(e) => fail(child, format!("duplex serve printed no first line ({e})")),
     }
 }
 
@@ -120,28 +149,55 @@ fn listen_addr(line: &str) -> Option<SocketAddr> {
     host.trim_end_matches('/').parse().ok()
 }
 
+/// What a test does when a script prints a line: the text to write to the
+/// script's standard input in answer, if any.
+type OnLine<'a> = &'a mut dyn FnMut(&str) -> Option<String>;
+
 /// Runs `command` (a `node` command line) in tests/browser/, bounded by
 /// [`harness::RUN_LIMIT`], and returns its exit status, standard output and
-/// standard error.
-fn run_node(mut command: Command, what: &str) -> (ExitStatus, String, String) {
+/// standard error. Each line of its standard output goes to `on_line` as it
+/// comes.
+fn run_node(mut command: Command, what: &str, on_line: OnLine) -> (ExitStatus, String, String) {
     let started = Instant::now();
     let mut child = command
         .current_dir(harness::browser_dir())
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start node");
-    let read_all = |mut pipe: Box<dyn Read + Send>| {
+    let mut stdin = child.stdin.take().unwrap();
+    let (line_sender, lines) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line_sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let stderr = {
+        let mut pipe = child.stderr.take().unwrap();
         std::thread::spawn(move || {
             let mut text = String::new();
             let _ = pipe.read_to_string(&mut text);
             text
         })
     };
-    let stdout = read_all(Box::new(child.stdout.take().unwrap()));
-    let stderr = read_all(Box::new(child.stderr.take().unwrap()));
+    let mut out = String::new();
+    let mut take_lines = |out: &mut String, stdin: &mut ChildStdin| {
+        while let Ok(line) = lines.try_recv() {
+            if let Some(answer) = on_line(&line) {
+                stdin
+                    .write_all(answer.as_bytes())
+                    .expect("write to the script");
+            }
+            out.push_str(&line);
+            out.push('\n');
+        }
+    };
     let status = loop {
+        take_lines(&mut out, &mut stdin);
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
@@ -149,37 +205,49 @@ fn run_node(mut command: Command, what: &str) -> (ExitStatus, String, String) {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "{what} ran over {:?}; stderr:\n{}",
+                "{what} ran over {:?}; stdout:\n{out}\nstderr:\n{}",
                 harness::RUN_LIMIT,
                 stderr.join().unwrap()
             );
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    // The last lines, printed just before the end.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => {
+                out.push_str(&line);
+                out.push('\n');
+            }
+            Err(_) => break,
+        }
+    }
     eprintln!(
         "{what} ({:.1} s): {status}",
         started.elapsed().as_secs_f64()
     );
-    (status, stdout.join().unwrap(), stderr.join().unwrap())
+    (status, out, stderr.join().unwrap())
 }
 
-/// Runs `node tests/browser/<script> <server's base URL> <args...>` (one
+/// Runs `node tests/browser/<script> <base> <args...>` (`base` the server's
+/// origin, one
 /// browser at a time) and returns the JSON report it printed last, after
 /// checking that it exited 0 and said `"ok": true`. With
 /// `DUPLEX_SCREENSHOT_DIR` set, asks for a screenshot named `screenshot`
-/// there.
-fn run_script(serve: &Serve, script: &str, args: &[&str], screenshot: &str) -> Value {
+/// there. Lines before the report go to `on_line` (see [`run_node`]).
+fn run_script(base: &str, script: &str, args: &[&str], screenshot: &str, on_line: OnLine) -> Value {
     let path = harness::script(script);
     let _one_at_a_time = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let mut command = Command::new("node");
-    command.arg(&path).arg(serve.base()).args(args);
+    command.arg(&path).arg(base).args(args);
     if let Some(dir) = std::env::var_os("DUPLEX_SCREENSHOT_DIR") {
         command
             .arg("--screenshot")
             .arg(PathBuf::from(dir).join(screenshot));
     }
     let what = format!("{script} {args:?}");
-    let (status, stdout, stderr) = run_node(command, &what);
+    let (status, stdout, stderr) = run_node(command, &what, on_line);
     let line = stdout.lines().last().unwrap_or_default();
     let report: Value = serde_json::from_str(line).unwrap_or_else(|e| {
         panic!("{what} printed no JSON line ({e}); status {status}\nstdout:\n{stdout}\nstderr:\n{stderr}")
@@ -236,7 +304,13 @@ fn names(list: &Value) -> Vec<&str> {
 #[test]
 fn two_people_chat_in_a_room_and_see_who_is_there() {
     let serve = Serve::start();
-    let report = run_script(&serve, "chat.mjs", &["two-users"], "chat.png");
+    let report = run_script(
+        &serve.base(),
+        "chat.mjs",
+        &["two-users"],
+        "chat.png",
+        &mut |_| None,
+    );
 
     assert_eq!(names(&report["peopleBefore"]["alice"]), ["alice", "bob"]);
     assert_eq!(names(&report["peopleBefore"]["bob"]), ["alice", "bob"]);
@@ -275,7 +349,13 @@ fn two_people_chat_in_a_room_and_see_who_is_there() {
 #[test]
 fn a_page_that_lost_its_connection_shows_what_it_missed_once_and_in_order() {
     let serve = Serve::start();
-    let report = run_script(&serve, "chat.mjs", &["recovery"], "chat-recovery.png");
+    let report = run_script(
+        &serve.base(),
+        "chat.mjs",
+        &["recovery"],
+        "chat-recovery.png",
+        &mut |_| None,
+    );
 
     // What Chromium did with the open socket in offline mode (see chat.mjs).
     eprintln!("Chromium offline: {}", report["offline"]);
@@ -362,9 +442,108 @@ fn a_page_that_lost_its_connection_shows_what_it_missed_once_and_in_order() {
 }
 
 #[test]
+fn the_pages_reconnect_by_themselves_after_a_server_restart_and_history_survives() {
+    let mut serve = Serve::start();
+    let base = serve.base();
+    let mut asked = Vec::new();
+    let report = run_script(
+        &base,
+        "chat.mjs",
+        &["restart"],
+        "chat-restart.png",
+        &mut |line| match line {
+            "stop the server" => {
+                asked.push(line.to_string());
+                serve.kill();
+                Some("stopped\n".into())
+            }
+            "start the server" => {
+                asked.push(line.to_string());
+                serve.start_again();
+                Some("started\n".into())
+            }
+            _ => None,
+        },
+    );
+    assert_eq!(asked, ["stop the server", "start the server"]);
+
+    let expected: Vec<(String, String)> = [
+        ("alice", "before the restart"),
+        ("bob", "after the restart"),
+    ]
+    .map(|(u, t)| (u.to_string(), t.to_string()))
+    .into();
+    assert_eq!(shown(&report, "alice"), expected);
+    assert_eq!(shown(&report, "bob"), expected);
+    // From the new server's history: on disk across the restart.
+    assert_eq!(shown(&report, "carol"), expected);
+
+    for page in ["alice", "bob"] {
+        let log = report["log"][page].as_array().expect("log");
+        let closed: Vec<&Value> = log
+            .iter()
+            .filter(|e| e["type"] == "state" && e["state"] == "closed")
+            .collect();
+        assert!(
+            closed.len() >= 2,
+            "{page}: the lost connection and at least one refused attempt: {log:?}"
+        );
+        assert!(
+            closed.iter().all(|e| e["delayMs"].as_u64().is_some()),
+            "{page}: every one schedules a retry: {log:?}"
+        );
+        assert!(
+            log.iter()
+                .any(|e| e["type"] == "state" && e["state"] == "open"),
+            "{page}: {log:?}"
+        );
+        // Resubscribed from where it was: nothing missed, nothing reloaded.
+        assert!(
+            log.iter()
+                .any(|e| e["type"] == "subscribed" && e["resumed"] == true && e["recovered"] == 0),
+            "{page}: {log:?}"
+        );
+        assert!(
+            !log.iter().any(|e| e["type"] == "recovery_impossible"),
+            "{page}: {log:?}"
+        );
+    }
+    assert_eq!(
+        report["stats"]["alice"]["duplicates"], 0,
+        "{}",
+        report["stats"]
+    );
+    assert!(
+        report["statusWhileStopped"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("Connection lost") || s.starts_with("Reconnecting")),
+        "{}",
+        report["statusWhileStopped"]
+    );
+    // Chromium's only complaints: the attempts refused while the server was down.
+    let errors: Vec<&str> = report["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e.as_str().unwrap_or_default())
+        .collect();
+    assert!(
+        errors.iter().any(|e| e.contains("ERR_CONNECTION_REFUSED")),
+        "no attempt was refused while the server was down: {errors:?}"
+    );
+    let others: Vec<&&str> = errors
+        .iter()
+        .filter(|e| !e.contains("ERR_CONNECTION_REFUSED"))
+        .collect();
+    assert!(others.is_empty(), "Chromium reported errors: {others:?}");
+}
+
+#[test]
 fn the_ticker_page_shows_changing_simulated_prices_of_its_symbols_only() {
     let serve = Serve::start();
-    let report = run_script(&serve, "ticker.mjs", &[], "ticker.png");
+    let report = run_script(&serve.base(), "ticker.mjs", &[], "ticker.png", &mut |_| {
+        None
+    });
 
     assert_eq!(names(&report["rowsAtStart"]), ["AAPL", "MSFT", "GOOG"]);
     for symbol in ["AAPL", "MSFT", "GOOG", "NVDA"] {
@@ -432,7 +611,7 @@ fn the_ticker_page_shows_changing_simulated_prices_of_its_symbols_only() {
 fn the_pages_client_module_passes_its_unit_tests() {
     let mut command = Command::new("node");
     command.args(["--test", "client.test.mjs"]);
-    let (status, out, err) = run_node(command, "node --test client.test.mjs");
+    let (status, out, err) = run_node(command, "node --test client.test.mjs", &mut |_| None);
     let count = |key: &str| {
         out.lines()
             .find_map(|l| l.strip_prefix(&format!("# {key} ")))
