@@ -88,7 +88,7 @@ pub fn verify(token: &str, secret: &[u8], now: u64) -> Result<Claims, TokenError
     }
     let signature = decode(signature).map_err(|_| TokenError("malformed token signature"))?;
     let mut mac = HmacSha256::new_from_slice(secret).map_err(|_| TokenError("bad secret"))?;
-    mac.update(token[..header_len(token)].as_bytes());
+    mac.update(&token.as_bytes()[..header_len(token)]);
     // verify_slice compares in constant time.
     mac.verify_slice(&signature)
         .map_err(|_| TokenError("invalid token signature"))?;

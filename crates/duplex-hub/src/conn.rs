@@ -97,7 +97,6 @@ pub async fn run<S>(
     tracing::debug!(client = %session.client.client, "connection open");
 
     let (mut read, mut write) = ws.split();
-    let abuse = CancellationToken::new();
     let stop = {
         let reader = async {
             while let Some(item) = read.next().await {
@@ -125,10 +124,11 @@ pub async fn run<S>(
                 };
                 bump(&metrics.messages_in);
                 if !session.handle(text.as_str()).await {
-                    abuse.cancel();
-                    break;
+                    // Abuse: the connection is closed with 1008.
+                    return true;
                 }
             }
+            false
         };
         let mut reader = pin!(reader);
         tokio::select! {
@@ -140,12 +140,15 @@ pub async fn run<S>(
                 CloseCode::POLICY_VIOLATION,
                 format!("slow consumer: send queue full ({} messages)", limits.send_queue),
             ),
-            () = abuse.cancelled() => Stop::Close(
-                CloseCode::POLICY_VIOLATION,
-                format!("too many requests: over {} per second", limits.requests_per_second),
-            ),
             result = pump(&mut write, &mut frames) => Stop::WriteFailed(result),
-            () = &mut reader => Stop::Ended,
+            abused = &mut reader => if abused {
+                Stop::Close(
+                    CloseCode::POLICY_VIOLATION,
+                    format!("too many requests: over {} per second", limits.requests_per_second),
+                )
+            } else {
+                Stop::Ended
+            },
         }
     };
     session.leave_all();

@@ -21,7 +21,7 @@
 //! A hub on a free port, a client subscribing and publishing:
 //!
 //! ```
-//! use duplex::Message;
+//! use duplex::{CloseCode, JsonMessage, Message};
 //! use duplex_hub::{Config, Server};
 //! use futures_util::StreamExt;
 //!
@@ -49,6 +49,8 @@
 //! assert_eq!(push["data"]["text"], "hi");
 //! let ack: serde_json::Value = ws.next().await.unwrap()?.json()?;
 //! assert_eq!(ack["result"]["offset"], 1);
+//!
+//! ws.close(CloseCode::NORMAL, "done").await?;
 //!
 //! let _ = stop.send(());
 //! serving.await?;
