@@ -3,11 +3,11 @@
 //
 //   node tests/browser/chat.mjs http://127.0.0.1:PORT/ two-users|recovery|restart [--screenshot FILE.png]
 //
-// two-users: alice and bob join the room `lobby`; each sees the other in the
-//   list of who is in the room, both send messages (one full of HTML, which
-//   must show as text), each page shows both, with the right sender. carol
-//   joins later and sees the room's history. bob closes his page: alice's list
-//   drops him.
+// two-users: alice (through the index page's link) and bob join the room
+//   `lobby`; each sees the other in the list of who is in the room, both send
+//   messages (one full of HTML, which must show as text), each page shows
+//   both, with the right sender. carol joins later and sees the room's
+//   history. bob closes his page: alice's list drops him.
 //
 // recovery: alice and bob are in the room; alice's context goes offline and
 //   her connection drops; bob sends three messages; alice's context comes back
@@ -122,7 +122,12 @@ function recordClient(page) {
 }
 
 async function twoUsers(browser, errors, report) {
-  const alice = await openPage(browser, chatUrl, 'alice', errors);
+  // alice comes in through the index page.
+  const alice = await openPage(browser, base, 'alice', errors);
+  report.index = await alice.page.evaluate(() =>
+    [...document.querySelectorAll('main a')].map((a) => ({ href: a.getAttribute('href'), text: a.textContent.trim() })),
+  );
+  await Promise.all([alice.page.waitForURL(chatUrl), alice.page.click('a[href="/chat"]')]);
   const bob = await openPage(browser, chatUrl, 'bob', errors);
   await join(alice.page, 'alice');
   await join(bob.page, 'bob');

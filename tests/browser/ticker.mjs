@@ -52,7 +52,8 @@ await run(async (browser, errors, report) => {
   // Every publication that reaches the page, by symbol, in order of arrival,
   // and the replies to unsubscribe requests, read off the WebSocket.
   const frames = [];
-  const { page } = await openPage(browser, tickerUrl, 'ticker', errors, (p) =>
+  // The page is reached through the index page's link.
+  const { page } = await openPage(browser, base, 'ticker', errors, (p) =>
     p.on('websocket', (ws) => {
       const sent = new Map();
       ws.on('framesent', ({ payload }) => {
@@ -78,6 +79,7 @@ await run(async (browser, errors, report) => {
       });
     }),
   );
+  await Promise.all([page.waitForURL(tickerUrl), page.click('a[href="/ticker"]')]);
   await waitIn(page, 'the page to connect', () => document.getElementById('status').dataset.state === 'open');
 
   // Prices change: at least three different values for each symbol.

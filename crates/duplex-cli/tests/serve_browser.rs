@@ -214,14 +214,9 @@ fn run_node(mut command: Command, what: &str, on_line: OnLine) -> (ExitStatus, S
     };
     // The last lines, printed just before the end.
     let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) => {
-                out.push_str(&line);
-                out.push('\n');
-            }
-            Err(_) => break,
-        }
+    while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        out.push_str(&line);
+        out.push('\n');
     }
     eprintln!(
         "{what} ({:.1} s): {status}",
@@ -312,6 +307,18 @@ fn two_people_chat_in_a_room_and_see_who_is_there() {
         &mut |_| None,
     );
 
+    // The index page links to both applications.
+    let links: Vec<&str> = report["index"]
+        .as_array()
+        .expect("index")
+        .iter()
+        .map(|l| l["href"].as_str().unwrap_or_default())
+        .collect();
+    assert!(
+        links.contains(&"/chat") && links.contains(&"/ticker"),
+        "{}",
+        report["index"]
+    );
     assert_eq!(names(&report["peopleBefore"]["alice"]), ["alice", "bob"]);
     assert_eq!(names(&report["peopleBefore"]["bob"]), ["alice", "bob"]);
     let sent: Vec<(String, String)> = report["sent"]
