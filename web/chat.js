@@ -29,6 +29,7 @@ const els = {
   text: $('text'),
   send: $('send'),
   error: $('error'),
+  notice: $('notice'),
 };
 
 /** The current room, while joined. */
@@ -208,17 +209,20 @@ function join(nick, room) {
   });
   client.addEventListener('recovery_impossible', (e) => {
     if (e.detail.channel !== channel) return;
-    // Too much was missed: start again from the history.
-    client.addEventListener(
-      'subscribed',
-      (s) => {
-        if (s.detail.channel !== channel) return;
-        clearMessages();
-        loadHistory();
-        loadPresence();
-      },
-      { once: true },
-    );
+    // The server no longer holds all that was missed: what is shown stays,
+    // the newest of the history joins it, and the page says there is a gap.
+    const reload = (s) => {
+      if (s.detail.channel !== channel) return;
+      client.removeEventListener('subscribed', reload);
+      if (session?.client !== client) return;
+      els.notice.textContent =
+        'Some messages sent while you were disconnected are no longer kept by the server; ' +
+        'the newest ones are shown.';
+      els.notice.hidden = false;
+      loadHistory();
+      loadPresence();
+    };
+    client.addEventListener('subscribed', reload);
   });
   els.retry.onclick = () => client.reconnectNow();
 
@@ -228,6 +232,7 @@ function join(nick, room) {
   els.roomView.hidden = false;
   clearMessages();
   showError('');
+  els.notice.hidden = true;
   document.title = `#${room} · Chat · duplex`;
   const url = new URL(location.href);
   url.searchParams.set('room', room);

@@ -1,7 +1,7 @@
 // The chat page of `duplex serve` (/chat) in headless Chromium, as people use
 // it: each person in their own browser context, typing into the page.
 //
-//   node tests/browser/chat.mjs http://127.0.0.1:PORT/ two-users|recovery|restart [--screenshot FILE.png]
+//   node tests/browser/chat.mjs http://127.0.0.1:PORT/ two-users|recovery|gap|restart [--screenshot FILE.png]
 //
 // two-users: alice (through the index page's link) and bob join the room
 //   `lobby`; each sees the other in the list of who is in the room, both send
@@ -25,6 +25,12 @@
 //   really fail while offline, and one made by its backoff after
 //   setOffline(false) gets through.
 //
+// gap: as recovery, but the server keeps only 3 messages per room (the test
+//   starts it with such a config) and bob sends five: the server answers
+//   alice's resubscription with recovery_impossible, and her page keeps what
+//   it showed, adds the newest three from the history and says that some
+//   messages are no longer available.
+//
 // restart: alice and bob are in the room and alice has said something; the
 //   script prints `stop the server` and waits for `stopped` on its standard
 //   input (the test kills the server); both pages lose their connection and
@@ -41,7 +47,7 @@
 
 import { ask, openPage, parseArgs, run, screenshot, waitIn } from './pages.mjs';
 
-const { base, scenario, screenshot: shotFile } = parseArgs('chat.mjs', ['two-users', 'recovery', 'restart']);
+const { base, scenario, screenshot: shotFile } = parseArgs('chat.mjs', ['two-users', 'recovery', 'gap', 'restart']);
 const chatUrl = new URL('/chat', base).href;
 const ROOM = 'lobby';
 // A message that would be markup if the page used innerHTML.
@@ -165,23 +171,17 @@ async function twoUsers(browser, errors, report) {
   report.peopleAfterBobLeft = { alice: await peopleOf(alice.page) };
 }
 
-async function recovery(browser, errors, report) {
-  const alice = await openPage(browser, chatUrl, 'alice', errors);
-  const bob = await openPage(browser, chatUrl, 'bob', errors);
-  await join(alice.page, 'alice');
-  await join(bob.page, 'bob');
-  await waitForPeople(alice.page, ['alice', 'bob'], 'alice');
-  await send(alice.page, 'before the outage');
-  await waitForText(bob.page, 'before the outage', 'bob');
-
-  await recordClient(alice.page);
-  const offsetBefore = await alice.page.evaluate((ch) => window.__hub.client.lastOffset(ch), `chat:${ROOM}`);
-
-  await alice.context.setOffline(true);
-  await waitIn(alice.page, 'alice\'s page to be offline', () => navigator.onLine === false);
+/**
+ * Takes `who`'s context offline and makes its page's client give up its
+ * (held) socket, then waits until two reconnection attempts by the backoff
+ * have failed. Returns what Chromium did with the open socket meanwhile.
+ */
+async function goOffline(who) {
+  await who.context.setOffline(true);
+  await waitIn(who.page, 'the page to be offline', () => navigator.onLine === false);
   // The open socket is held, not closed: a ping gets no reply (bounded by
   // 1.5 s: waiting for something that does not happen).
-  const held = await alice.page.evaluate(async () => {
+  const held = await who.page.evaluate(async () => {
     const client = window.__hub.client;
     const reply = await Promise.race([
       client.request('ping').then(() => 'replied', (e) => `failed: ${e.code}`),
@@ -189,12 +189,29 @@ async function recovery(browser, errors, report) {
     ]);
     return { ping: reply, stateAfter: client.state };
   });
-  report.offline = { socketWhileOffline: held.stateAfter, pingWhileOffline: held.ping };
+  await who.page.evaluate(() => window.__hub.client.dropConnectionForTest());
+  await waitIn(who.page, 'two failed reconnection attempts while offline', () =>
+    window.__log.some((e) => e.type === 'state' && e.state === 'closed' && e.attempt >= 3));
+  return { socketWhileOffline: held.stateAfter, pingWhileOffline: held.ping };
+}
 
-  await alice.page.evaluate(() => window.__hub.client.dropConnectionForTest());
-  // At least two attempts by the backoff fail while offline.
-  await waitIn(alice.page, 'two failed reconnection attempts while offline', () =>
-    window.__log.filter((e) => e.type === 'state' && e.state === 'closed' && e.attempt >= 3).length >= 1);
+/** alice and bob in the room, alice having said `first`, her client recorded. */
+async function aliceAndBob(browser, errors, first) {
+  const alice = await openPage(browser, chatUrl, 'alice', errors);
+  const bob = await openPage(browser, chatUrl, 'bob', errors);
+  await join(alice.page, 'alice');
+  await join(bob.page, 'bob');
+  await waitForPeople(alice.page, ['alice', 'bob'], 'alice');
+  await send(alice.page, first);
+  await waitForText(bob.page, first, 'bob');
+  await recordClient(alice.page);
+  return { alice, bob };
+}
+
+async function recovery(browser, errors, report) {
+  const { alice, bob } = await aliceAndBob(browser, errors, 'before the outage');
+  const offsetBefore = await alice.page.evaluate((ch) => window.__hub.client.lastOffset(ch), `chat:${ROOM}`);
+  report.offline = await goOffline(alice);
 
   const missed = ['missed one', 'missed two', 'missed three'];
   for (const text of missed) await send(bob.page, text);
@@ -216,6 +233,26 @@ async function recovery(browser, errors, report) {
   report.log = await alice.page.evaluate(() => window.__log);
   report.stats = await alice.page.evaluate(() => window.__hub.client.stats);
   report.people = { alice: await peopleOf(alice.page), bob: await peopleOf(bob.page) };
+  report.notice = await alice.page.evaluate(() => (document.getElementById('notice').hidden ? null : document.getElementById('notice').textContent));
+  await screenshot(alice.page, shotFile);
+}
+
+async function gap(browser, errors, report) {
+  const { alice, bob } = await aliceAndBob(browser, errors, 'before the gap');
+  report.offline = await goOffline(alice);
+  report.sentWhileOffline = ['gap one', 'gap two', 'gap three', 'gap four', 'gap five'];
+  for (const text of report.sentWhileOffline) await send(bob.page, text);
+
+  await alice.context.setOffline(false);
+  await waitForText(alice.page, 'gap five', 'alice');
+  await waitIn(alice.page, 'the notice of a gap', () => !document.getElementById('notice').hidden);
+  report.notice = await alice.page.textContent('#notice');
+  await send(bob.page, 'after the gap');
+  await waitForText(alice.page, 'after the gap', 'alice');
+
+  report.messages = { alice: await messagesOf(alice.page), bob: await messagesOf(bob.page) };
+  report.log = await alice.page.evaluate(() => window.__log);
+  report.stats = await alice.page.evaluate(() => window.__hub.client.stats);
   await screenshot(alice.page, shotFile);
 }
 
@@ -260,5 +297,6 @@ await run(async (browser, errors, report) => {
   report.scenario = scenario;
   if (scenario === 'two-users') await twoUsers(browser, errors, report);
   else if (scenario === 'recovery') await recovery(browser, errors, report);
+  else if (scenario === 'gap') await gap(browser, errors, report);
   else await restart(browser, errors, report);
 });

@@ -41,11 +41,17 @@ struct Serve {
     child: Child,
     addr: SocketAddr,
     data: PathBuf,
+    config: Option<PathBuf>,
 }
 
 impl Serve {
     /// Starts `duplex serve --listen 127.0.0.1:0 --data <fresh folder>`.
     fn start() -> Serve {
+        Serve::start_with_config(None)
+    }
+
+    /// The same, with `--config <file>` holding `config` (TOML) when given.
+    fn start_with_config(config: Option<&str>) -> Serve {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -57,14 +63,24 @@ impl Serve {
             NEXT.fetch_add(1, Ordering::SeqCst)
         ));
         std::fs::create_dir_all(&data).expect("create the data folder");
-        let (child, addr) = match spawn_serve("127.0.0.1:0", &data) {
+        let config = config.map(|text| {
+            let file = data.join("duplex.toml");
+            std::fs::write(&file, text).expect("write the config file");
+            file
+        });
+        let (child, addr) = match spawn_serve("127.0.0.1:0", &data, config.as_deref()) {
             Ok(started) => started,
             Err(message) => {
                 let _ = std::fs::remove_dir_all(&data);
                 panic!("{message}");
             }
         };
-        Serve { child, addr, data }
+        Serve {
+            child,
+            addr,
+            data,
+            config,
+        }
     }
 
     /// Kills the server, as a crash would: no close frames.
@@ -76,7 +92,7 @@ impl Serve {
     /// After [`Serve::kill`]: starts a new server on the same address with
     /// the same data folder.
     fn start_again(&mut self) {
-        let (child, addr) = spawn_serve(&self.addr.to_string(), &self.data)
+        let (child, addr) = spawn_serve(&self.addr.to_string(), &self.data, self.config.as_deref())
             .unwrap_or_else(|message| panic!("starting again: {message}"));
         assert_eq!(addr, self.addr, "the new server listens elsewhere");
         self.child = child;
@@ -88,15 +104,25 @@ impl Serve {
     }
 }
 
-/// Starts `duplex serve --listen <listen> --data <data>` and waits (at most
-/// [`START_LIMIT`]) for its first line, `listening on ...ADDR...`. The rest of
-/// its standard output is copied to the test's standard error.
-fn spawn_serve(listen: &str, data: &Path) -> Result<(Child, SocketAddr), String> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_duplex"))
+/// Starts `duplex serve --listen <listen> --data <data> [--config <config>]`
+/// and waits (at most [`START_LIMIT`]) for its first line, `listening on
+/// ...ADDR...`. The rest of its standard output is copied to the test's
+/// standard error.
+fn spawn_serve(
+    listen: &str,
+    data: &Path,
+    config: Option<&Path>,
+) -> Result<(Child, SocketAddr), String> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_duplex"));
+    command
         .arg("serve")
         .args(["--listen", listen])
         .arg("--data")
-        .arg(data)
+        .arg(data);
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -427,6 +453,7 @@ fn a_page_that_lost_its_connection_shows_what_it_missed_once_and_in_order() {
     assert_eq!(report["stats"]["duplicates"], 0, "{}", report["stats"]);
     assert_eq!(names(&report["people"]["alice"]), ["alice", "bob"]);
     assert_eq!(names(&report["people"]["bob"]), ["alice", "bob"]);
+    assert_eq!(report["notice"], Value::Null, "nothing was lost");
 
     // Chromium's only complaints: the attempts refused while offline.
     let errors: Vec<&str> = report["errors"]
@@ -446,6 +473,59 @@ fn a_page_that_lost_its_connection_shows_what_it_missed_once_and_in_order() {
         .filter(|e| !e.contains("ERR_INTERNET_DISCONNECTED"))
         .collect();
     assert!(others.is_empty(), "Chromium reported errors: {others:?}");
+}
+
+/// Rooms that keep only 3 messages, for [`a_page_that_missed_more_than_the_history_holds_says_so_and_shows_the_newest`].
+const SHORT_HISTORY: &str = r#"
+[namespaces.chat]
+history_size = 3
+presence = true
+publish = true
+
+[namespaces.ticker]
+history_size = 100
+presence = false
+publish = false
+"#;
+
+#[test]
+fn a_page_that_missed_more_than_the_history_holds_says_so_and_shows_the_newest() {
+    let serve = Serve::start_with_config(Some(SHORT_HISTORY));
+    let report = run_script(
+        &serve.base(),
+        "chat.mjs",
+        &["gap"],
+        "chat-gap.png",
+        &mut |_| None,
+    );
+    // What it showed stays; of the five sent meanwhile, the three the server
+    // still holds come from the history; live messages follow.
+    let expected: Vec<(String, String)> = [
+        ("alice", "before the gap"),
+        ("bob", "gap three"),
+        ("bob", "gap four"),
+        ("bob", "gap five"),
+        ("bob", "after the gap"),
+    ]
+    .map(|(u, t)| (u.to_string(), t.to_string()))
+    .into();
+    assert_eq!(shown(&report, "alice"), expected);
+    let log = report["log"].as_array().expect("log");
+    let impossible: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["type"] == "recovery_impossible")
+        .collect();
+    assert_eq!(impossible.len(), 1, "{log:?}");
+    assert_eq!(impossible[0]["channel"], "chat:lobby");
+    assert_eq!(impossible[0]["offset"], 1, "alice had seen offset 1");
+    assert!(
+        report["notice"]
+            .as_str()
+            .is_some_and(|n| n.contains("no longer kept")),
+        "{}",
+        report["notice"]
+    );
+    assert_eq!(report["stats"]["duplicates"], 0, "{}", report["stats"]);
 }
 
 #[test]
