@@ -25,6 +25,8 @@ pub struct Config {
     pub namespaces: BTreeMap<String, NamespaceConfig>,
     /// `[feed]`: the simulated ticker feed.
     pub feed: FeedConfig,
+    /// `[docs]`: collaborative documents (`/docs/NAME`, `/editor`).
+    pub docs: crate::docs::DocsConfig,
 }
 
 /// `[server]`.
@@ -163,6 +165,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             namespaces,
             feed: FeedConfig::default(),
+            docs: crate::docs::DocsConfig::default(),
         }
     }
 }
@@ -260,6 +263,7 @@ impl Config {
                 ));
             }
         }
+        self.docs.validate().map_err(ConfigError)?;
         if self.auth.required && self.auth.hs256_secret.is_none() {
             return fail("auth.required = true needs auth.hs256_secret".into());
         }

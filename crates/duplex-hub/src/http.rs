@@ -97,6 +97,9 @@ impl Service {
         if path == "/ws" {
             return self.websocket(&mut request);
         }
+        if let Some(name) = path.strip_prefix("/docs/") {
+            return crate::docs::endpoint::handle(self, self.hub.docs(), &mut request, name);
+        }
         if upgrade::is_upgrade_request(&request) {
             return text(StatusCode::NOT_FOUND, "the WebSocket is at /ws\n");
         }
@@ -106,7 +109,9 @@ impl Service {
             "/api/publish" if method == Method::POST => self.api_publish(request).await,
             "/api/publish" => method_not_allowed("POST"),
             "/metrics" if get => {
-                let mut response = text(StatusCode::OK, self.hub.metrics().render());
+                let mut metrics = self.hub.metrics().render();
+                metrics.push_str(&self.hub.docs().metrics().render());
+                let mut response = text(StatusCode::OK, metrics);
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -24,6 +24,7 @@ pub struct Hub {
     registry: Arc<Registry>,
     store: Store,
     metrics: Arc<Metrics>,
+    docs: Arc<crate::docs::Docs>,
     next_client: AtomicU64,
     client_prefix: String,
 }
@@ -50,6 +51,8 @@ impl Hub {
             }),
         )?;
         registry.load_offsets(store.last_offsets()?);
+        let docs = crate::docs::Docs::open(config.docs.clone(), data_dir)
+            .map_err(|err| HubError::new(ErrorCode::Internal, err.to_string()))?;
         let mut prefix = [0u8; 4];
         let _ = getrandom::fill(&mut prefix);
         Ok(Arc::new(Hub {
@@ -58,6 +61,7 @@ impl Hub {
             registry,
             store,
             metrics,
+            docs,
             next_client: AtomicU64::new(1),
             client_prefix: prefix.iter().map(|b| format!("{b:02x}")).collect(),
         }))
@@ -81,6 +85,11 @@ impl Hub {
     /// The storage.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The collaborative documents.
+    pub fn docs(&self) -> &Arc<crate::docs::Docs> {
+        &self.docs
     }
 
     /// The publish API key, if the API is enabled.
@@ -178,6 +187,7 @@ impl Hub {
 
     /// Stops the storage writer once what is queued is committed.
     pub async fn shutdown(&self) {
+        self.docs.shutdown().await;
         self.store.shutdown().await;
     }
 

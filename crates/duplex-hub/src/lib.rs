@@ -64,6 +64,7 @@ pub mod auth;
 pub mod channel;
 pub mod config;
 mod conn;
+pub mod docs;
 pub mod feed;
 pub mod history;
 pub mod http;
