@@ -7,7 +7,8 @@
 //   `lobby`; each sees the other in the list of who is in the room, both send
 //   messages (one full of HTML, which must show as text), each page shows
 //   both, with the right sender. carol joins later and sees the room's
-//   history. bob closes his page: alice's list drops him.
+//   history. bob closes his page: alice's list drops him. alice leaves and
+//   joins the room `second`, which is empty.
 //
 // recovery: alice and bob are in the room; alice's context goes offline and
 //   her connection drops; bob sends three messages; alice's context comes back
@@ -169,6 +170,17 @@ async function twoUsers(browser, errors, report) {
   await bob.context.close();
   await waitForPeople(alice.page, ['alice'], 'alice');
   report.peopleAfterBobLeft = { alice: await peopleOf(alice.page) };
+
+  // alice leaves and goes to another room: empty, and only she is there.
+  await alice.page.click('#leave');
+  await waitIn(alice.page, 'the join form again', () => !document.getElementById('join').hidden);
+  await join(alice.page, 'alice', 'second');
+  await waitIn(alice.page, 'the empty room\'s placeholder', () => !document.getElementById('empty').hidden);
+  report.secondRoom = {
+    room: await alice.page.textContent('#room-name'),
+    messages: await messagesOf(alice.page),
+    people: await peopleOf(alice.page),
+  };
 }
 
 /**

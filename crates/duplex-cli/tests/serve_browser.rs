@@ -372,6 +372,11 @@ fn two_people_chat_in_a_room_and_see_who_is_there() {
     assert_eq!(shown(&report, "carol"), sent);
     // bob closed his page: alice's list dropped him.
     assert_eq!(names(&report["peopleAfterBobLeft"]["alice"]), ["alice"]);
+    // Another room has its own (empty) history.
+    let second = &report["secondRoom"];
+    assert_eq!(second["room"], "second", "{second}");
+    assert_eq!(second["messages"], Value::Array(vec![]), "{second}");
+    assert_eq!(names(&second["people"]), ["alice"]);
     assert_eq!(
         report["errors"],
         Value::Array(vec![]),
