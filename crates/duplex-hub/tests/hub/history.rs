@@ -8,7 +8,7 @@ use crate::common::*;
 
 #[tokio::test]
 async fn history_with_limit_and_before() {
-    let mut hub = TestHub::start(quiet()).await;
+    let hub = TestHub::start(quiet()).await;
     let mut c = hub.client().await;
     for i in 1..=10 {
         assert_eq!(publish(&mut c, "chat:h", json!({"n": i})).await, i);
@@ -29,12 +29,11 @@ async fn history_with_limit_and_before() {
     assert_eq!(page["offset"], 10);
     let empty = c.ok(json!({"op":"history","channel":"chat:none"})).await;
     assert_eq!(empty, json!({"offset": 0, "publications": []}));
-    hub.stop().await;
 }
 
 #[tokio::test]
 async fn recovery_after_a_reconnect_gives_exactly_what_was_missed() {
-    let mut hub = TestHub::start(quiet()).await;
+    let hub = TestHub::start(quiet()).await;
     let mut reader = hub.client().await;
     let mut writer = hub.client().await;
     subscribe(&mut reader, "chat:r").await;
@@ -71,7 +70,6 @@ async fn recovery_after_a_reconnect_gives_exactly_what_was_missed() {
         .ok(json!({"op":"subscribe","channel":"chat:r","since":{"offset":9}}))
         .await;
     assert_eq!(result, json!({"offset": 9, "publications": []}));
-    hub.stop().await;
 }
 
 #[tokio::test]
@@ -79,7 +77,7 @@ async fn recovery_while_publishing_has_no_gap_and_no_duplicate() {
     let mut config = quiet();
     config.limits.requests_per_second = 100_000;
     config.limits.burst = 100_000;
-    let mut hub = TestHub::start(config).await;
+    let hub = TestHub::start(config).await;
     let mut seed = hub.client().await;
     for i in 0..5 {
         publish(&mut seed, "chat:race", json!(i)).await;
@@ -118,14 +116,13 @@ async fn recovery_while_publishing_has_no_gap_and_no_duplicate() {
     }
     publisher.await.unwrap();
     assert!(checked >= 1);
-    hub.stop().await;
 }
 
 #[tokio::test]
 async fn recovery_is_impossible_once_history_is_trimmed() {
     let mut config = quiet();
     config.namespaces.get_mut("chat").unwrap().history_size = 3;
-    let mut hub = TestHub::start(config).await;
+    let hub = TestHub::start(config).await;
     let mut c = hub.client().await;
     for i in 1..=10 {
         publish(&mut c, "chat:t", json!(i)).await;
@@ -153,14 +150,13 @@ async fn recovery_is_impossible_once_history_is_trimmed() {
         .ok(json!({"op":"subscribe","channel":"chat:t","since":{"offset":7}}))
         .await;
     assert_eq!(offsets(&recovered["publications"]), [8, 9, 10]);
-    hub.stop().await;
 }
 
 #[tokio::test]
 async fn expired_history_is_not_recovered() {
     let mut config = quiet();
     config.namespaces.get_mut("chat").unwrap().history_ttl_secs = 1;
-    let mut hub = TestHub::start(config).await;
+    let hub = TestHub::start(config).await;
     let mut c = hub.client().await;
     publish(&mut c, "chat:ttl", json!(1)).await;
     publish(&mut c, "chat:ttl", json!(2)).await;
@@ -179,7 +175,6 @@ async fn expired_history_is_not_recovered() {
         3,
         "offsets go on"
     );
-    hub.stop().await;
 }
 
 #[tokio::test]
@@ -194,7 +189,7 @@ async fn history_and_offsets_survive_a_restart() {
     hub.stop().await;
     assert!(temp.path().join("hub.sqlite3").exists());
 
-    let mut hub = TestHub::start_in(quiet(), temp.path()).await;
+    let hub = TestHub::start_in(quiet(), temp.path()).await;
     let mut c = hub.client().await;
     let history = c.ok(json!({"op":"history","channel":"chat:p"})).await;
     assert_eq!(history["offset"], 3);
@@ -210,5 +205,4 @@ async fn history_and_offsets_survive_a_restart() {
         "offsets continue"
     );
     assert_eq!(c.push().await["offset"], 4);
-    hub.stop().await;
 }

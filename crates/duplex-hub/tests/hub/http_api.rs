@@ -6,19 +6,18 @@ use crate::common::*;
 
 #[tokio::test]
 async fn the_publish_api_is_disabled_without_a_key() {
-    let mut hub = TestHub::start(quiet()).await;
+    let hub = TestHub::start(quiet()).await;
     let body = r#"{"channel":"chat:a","data":1}"#;
     let (status, _, text) = http(hub.addr, "POST", "/api/publish", &[], body).await;
     assert_eq!(status, 403);
     assert!(text.contains("disabled"), "{text}");
-    hub.stop().await;
 }
 
 #[tokio::test]
 async fn the_publish_api_with_a_key() {
     let mut config = quiet();
     config.server.api_key = Some("s3cret".into());
-    let mut hub = TestHub::start(config).await;
+    let hub = TestHub::start(config).await;
     let mut c = hub.client().await;
     subscribe(&mut c, "ticker:AAPL").await;
     let addr = hub.addr;
@@ -86,12 +85,11 @@ async fn the_publish_api_with_a_key() {
     assert_eq!(status, 413);
     let (status, _, _) = http(addr, "GET", "/api/publish", &key, "").await;
     assert_eq!(status, 405);
-    hub.stop().await;
 }
 
 #[tokio::test]
 async fn metrics_and_healthz() {
-    let mut hub = TestHub::start(quiet()).await;
+    let hub = TestHub::start(quiet()).await;
     let (status, _, body) = http(hub.addr, "GET", "/healthz", &[], "").await;
     assert_eq!((status, body.as_str()), (200, "ok"));
 
@@ -117,12 +115,11 @@ async fn metrics_and_healthz() {
     }
     assert!(hub.metric("duplex_messages_in_total").await >= 2.0);
     assert!(hub.metric("duplex_messages_out_total").await >= 3.0);
-    hub.stop().await;
 }
 
 #[tokio::test]
 async fn pages_are_served_from_the_binary() {
-    let mut hub = TestHub::start(quiet()).await;
+    let hub = TestHub::start(quiet()).await;
     for (path, kind) in [
         ("/", "text/html"),
         ("/chat", "text/html"),
@@ -144,5 +141,4 @@ async fn pages_are_served_from_the_binary() {
     assert_eq!(status, 404);
     let (status, _, _) = http(hub.addr, "GET", "/nope", &[], "").await;
     assert_eq!(status, 404);
-    hub.stop().await;
 }

@@ -6,7 +6,7 @@ use crate::common::*;
 
 #[tokio::test]
 async fn replies_carry_ids_and_pushes_reach_subscribers() {
-    let mut hub = TestHub::start(quiet()).await;
+    let hub = TestHub::start(quiet()).await;
     let mut alice = hub.client().await;
     let mut bob = hub.client().await;
 
@@ -54,12 +54,11 @@ async fn replies_carry_ids_and_pushes_reach_subscribers() {
     // Alice unsubscribed: her next message is the reply to a ping, no push.
     alice.send_text(r#"{"id":99,"op":"ping"}"#).await;
     assert_eq!(alice.next().await.unwrap()["id"], 99);
-    hub.stop().await;
 }
 
 #[tokio::test]
 async fn every_bad_request_gets_an_error_reply() {
-    let mut hub = TestHub::start(quiet()).await;
+    let hub = TestHub::start(quiet()).await;
     let mut c = hub.client().await;
 
     for junk in [
@@ -159,12 +158,11 @@ async fn every_bad_request_gets_an_error_reply() {
     // After all that, the connection still works.
     assert_eq!(c.ok(json!({"op":"ping"})).await, json!({}));
     assert!(hub.metric("duplex_errors_total").await >= 20.0);
-    hub.stop().await;
 }
 
 #[tokio::test]
 async fn connect_info_over_a_kib_is_refused() {
-    let mut hub = TestHub::start(quiet()).await;
+    let hub = TestHub::start(quiet()).await;
     let mut c = hub.client().await;
     let msg = c
         .fails(
@@ -173,12 +171,11 @@ async fn connect_info_over_a_kib_is_refused() {
         )
         .await;
     assert!(msg.contains("1024"), "{msg}");
-    hub.stop().await;
 }
 
 #[tokio::test]
 async fn presence_lists_clients_and_pushes_joins_and_leaves() {
-    let mut hub = TestHub::start(quiet()).await;
+    let hub = TestHub::start(quiet()).await;
     let mut alice = hub.client().await;
     let hello = alice
         .ok(json!({"op":"connect","info":{"name":"alice"}}))
@@ -225,7 +222,6 @@ async fn presence_lists_clients_and_pushes_joins_and_leaves() {
     let leave = alice.push().await;
     assert_eq!(leave["push"], "leave");
     assert_eq!(leave["client"]["client"], bob_id);
-    hub.stop().await;
 }
 
 #[tokio::test]
@@ -233,7 +229,7 @@ async fn channel_and_subscriber_limits() {
     let mut config = quiet();
     config.limits.max_channels = 2;
     config.namespaces.get_mut("chat").unwrap().max_subscribers = 1;
-    let mut hub = TestHub::start(config).await;
+    let hub = TestHub::start(config).await;
     let mut c = hub.client().await;
     subscribe(&mut c, "chat:a").await;
     subscribe(&mut c, "chat:b").await;
@@ -251,7 +247,6 @@ async fn channel_and_subscriber_limits() {
     assert!(msg.contains('1'), "{msg}");
     c.ok(json!({"op":"unsubscribe","channel":"chat:a"})).await;
     subscribe(&mut other, "chat:a").await;
-    hub.stop().await;
 }
 
 #[tokio::test]
@@ -259,7 +254,7 @@ async fn the_feed_publishes_simulated_prices_into_history() {
     let mut config = Config::default();
     config.feed.interval_ms = 20;
     config.feed.symbols = vec!["AAPL".into(), "MSFT".into()];
-    let mut hub = TestHub::start(config).await;
+    let hub = TestHub::start(config).await;
     let mut c = hub.client().await;
     subscribe(&mut c, "ticker:AAPL").await;
     let first = c.push().await;
@@ -279,7 +274,6 @@ async fn the_feed_publishes_simulated_prices_into_history() {
         .ok(json!({"op":"history","channel":"ticker:AAPL","limit":1,"before":second["offset"]}))
         .await;
     assert_eq!(history["publications"][0]["data"], first["data"]);
-    hub.stop().await;
 }
 
 #[tokio::test]

@@ -52,7 +52,7 @@ async fn foreign_origins_get_403_before_the_upgrade() {
 
     let mut config = quiet();
     config.server.allowed_origins = vec!["https://app.example.com".into()];
-    let mut hub = TestHub::start(config).await;
+    let hub = TestHub::start(config).await;
     let url = hub.url();
     assert_eq!(
         refused_status(&url, Some("https://app.example.com")).await,
@@ -62,14 +62,13 @@ async fn foreign_origins_get_403_before_the_upgrade() {
         refused_status(&url, Some("https://evil.example")).await,
         Some(403)
     );
-    hub.stop().await;
 }
 
 #[tokio::test]
 async fn tokens_in_the_url() {
     let mut config = quiet();
     config.auth.hs256_secret = Some(SECRET.into());
-    let mut hub = TestHub::start(config).await;
+    let hub = TestHub::start(config).await;
     let url = hub.url();
     assert_eq!(
         refused_status(&format!("{url}?token=garbage"), None).await,
@@ -99,7 +98,6 @@ async fn tokens_in_the_url() {
     subscribe(&mut c, "chat:a").await;
     let presence = c.ok(json!({"op":"presence","channel":"chat:a"})).await;
     assert_eq!(presence["clients"][0]["user"], "alice");
-    hub.stop().await;
 }
 
 #[tokio::test]
@@ -107,7 +105,7 @@ async fn required_tokens_and_channel_claims() {
     let mut config = quiet();
     config.auth.hs256_secret = Some(SECRET.into());
     config.auth.required = true;
-    let mut hub = TestHub::start(config).await;
+    let hub = TestHub::start(config).await;
     let mut c = hub.client().await;
     assert_eq!(
         c.ok(json!({"op":"ping"})).await,
@@ -149,7 +147,6 @@ async fn required_tokens_and_channel_claims() {
     c.fails(json!({"op":"history","channel":"chat:other"}), "forbidden")
         .await;
     assert_eq!(publish(&mut c, "chat:allowed", json!("ok")).await, 1);
-    hub.stop().await;
 }
 
 #[tokio::test]
@@ -157,7 +154,7 @@ async fn the_request_rate_is_limited_and_abuse_closes() {
     let mut config = quiet();
     config.limits.requests_per_second = 1;
     config.limits.burst = 3;
-    let mut hub = TestHub::start(config).await;
+    let hub = TestHub::start(config).await;
     let mut c = hub.client().await;
     for _ in 0..3 {
         c.ok(json!({"op":"ping"})).await;
@@ -180,14 +177,13 @@ async fn the_request_rate_is_limited_and_abuse_closes() {
         "{}",
         info.reason.as_str()
     );
-    hub.stop().await;
 }
 
 #[tokio::test]
 async fn messages_over_the_size_limit_close_with_1009() {
     let mut config = quiet();
     config.limits.max_message_size = 2048;
-    let mut hub = TestHub::start(config).await;
+    let hub = TestHub::start(config).await;
     let mut c = hub.client().await;
     let big = format!(
         r#"{{"id":1,"op":"publish","channel":"chat:a","data":"{}"}}"#,
@@ -196,5 +192,4 @@ async fn messages_over_the_size_limit_close_with_1009() {
     c.send_text(&big).await;
     let info = c.closed().await;
     assert_eq!(info.code, CloseCode::MESSAGE_TOO_BIG);
-    hub.stop().await;
 }

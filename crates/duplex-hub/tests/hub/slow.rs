@@ -18,7 +18,7 @@ async fn a_slow_consumer_is_closed_and_the_fast_one_gets_everything() {
         ..Default::default()
     };
     config.namespaces.insert("flood".into(), flood);
-    let mut hub = TestHub::start(config).await;
+    let hub = TestHub::start(config).await;
 
     // The slow client reads nothing, through a small receive buffer.
     let socket = TcpSocket::new_v4().unwrap();
@@ -62,5 +62,4 @@ async fn a_slow_consumer_is_closed_and_the_fast_one_gets_everything() {
         "slow consumer: send queue full (16 messages)"
     );
     drop(fast);
-    hub.stop().await;
 }
