@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use rand_chacha::ChaCha12Rng;
 use rand_core::{Rng, SeedableRng};
 use serde_json::json;
@@ -86,12 +87,19 @@ pub async fn run(hub: Arc<Hub>, stop: CancellationToken) {
             () = stop.cancelled() => return,
             _ = interval.tick() => {}
         }
+        // One tick of every symbol at once: the writer commits them together.
+        let mut ticks = Vec::with_capacity(symbols.len());
         for (symbol, channel, namespace, price) in &mut symbols {
             let unit = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
             let next = step(*price, unit);
-            let data = tick(symbol, *price, next);
+            ticks.push((&*channel, &*namespace, tick(symbol, *price, next)));
             *price = next;
-            if let Err(err) = hub.publish(channel, namespace, &data).await {
+        }
+        let published = ticks
+            .iter()
+            .map(|(channel, namespace, data)| hub.publish(channel, namespace, data));
+        for (result, (channel, _, _)) in join_all(published).await.into_iter().zip(&ticks) {
+            if let Err(err) = result {
                 tracing::warn!(%err, %channel, "feed: publish failed");
             }
         }
