@@ -142,3 +142,30 @@ async fn pages_are_served_from_the_binary() {
     let (status, _, _) = http(hub.addr, "GET", "/nope", &[], "").await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn http2_on_the_same_port() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let hub = TestHub::start(quiet()).await;
+    let tcp = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    for (path, body) in [("/healthz", "ok"), ("/metrics", "duplex_connections 0")] {
+        let request = http::Request::get(format!("http://{}{path}", hub.addr))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = tokio::time::timeout(WAIT, sender.send_request(request))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&bytes).contains(body), "{path}");
+    }
+}
