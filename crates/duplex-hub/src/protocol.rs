@@ -394,4 +394,33 @@ mod tests {
         assert_eq!(err["id"], Value::Null);
         assert_eq!(err["error"]["code"], "forbidden");
     }
+
+    proptest::proptest! {
+        /// Whatever arrives from the network, parsing answers (a request or
+        /// an error to reply with) and never panics.
+        #[test]
+        fn parse_never_panics(text in "\\PC{0,200}") {
+            let _ = parse(&text);
+            let _ = crate::channel::ChannelName::parse(&text);
+            let _ = crate::auth::verify(&text, b"secret", 0);
+        }
+
+        #[test]
+        fn parse_answers_json_requests(
+            id in proptest::option::of(0u64..u64::MAX),
+            op in "(connect|subscribe|unsubscribe|publish|presence|history|ping|[a-z]{0,8})",
+            channel in proptest::option::of("\\PC{0,40}"),
+            limit in proptest::option::of(-5i64..5000),
+        ) {
+            let mut request = serde_json::json!({"op": op});
+            if let Some(id) = id { request["id"] = id.into(); }
+            if let Some(channel) = channel { request["channel"] = channel.into(); }
+            if let Some(limit) = limit { request["limit"] = limit.into(); }
+            let (got, result) = parse(&request.to_string());
+            proptest::prop_assert_eq!(got, id);
+            if id.is_none() {
+                proptest::prop_assert_eq!(result.unwrap_err().code, ErrorCode::BadRequest);
+            }
+        }
+    }
 }
