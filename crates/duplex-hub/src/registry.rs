@@ -222,16 +222,30 @@ impl Registry {
         join: Join<'_>,
         reply: impl FnOnce(u64) -> Result<String, HubError>,
     ) -> Result<(), HubError> {
-        let channel = loop {
+        loop {
             let channel = self.get_or_create(join.channel);
-            if !channel.lock().removed {
-                break channel;
+            let mut state = channel.lock();
+            if state.removed {
+                // Taken out between the lookup and the lock: look again.
+                continue;
             }
-        };
-        let mut state = channel.lock();
-        if state.subscribers.len() >= join.max_subscribers {
+            // Checked and joined under one lock: never a removed channel.
+            let joined = self.join_locked(&mut state, &join, reply);
             drop(state);
-            self.remove_if_empty(join.channel);
+            if joined.is_err() {
+                self.remove_if_empty(join.channel);
+            }
+            return joined;
+        }
+    }
+
+    fn join_locked(
+        &self,
+        state: &mut State,
+        join: &Join<'_>,
+        reply: impl FnOnce(u64) -> Result<String, HubError>,
+    ) -> Result<(), HubError> {
+        if state.subscribers.len() >= join.max_subscribers {
             return Err(HubError::new(
                 ErrorCode::ChannelFull,
                 format!(
@@ -240,14 +254,7 @@ impl Registry {
                 ),
             ));
         }
-        let text = match reply(state.offset) {
-            Ok(text) => text,
-            Err(err) => {
-                drop(state);
-                self.remove_if_empty(join.channel);
-                return Err(err);
-            }
-        };
+        let text = reply(state.offset)?;
         join.outbox.push_text(text);
         if join.presence && !state.subscribers.is_empty() {
             let push = Arc::new(PreparedMessage::text(protocol::presence_push(
@@ -332,5 +339,115 @@ impl Registry {
     /// Channels with subscribers now.
     pub fn live_channels(&self) -> usize {
         self.lock().live.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn client(
+        id: u64,
+        metrics: &Arc<Metrics>,
+    ) -> (
+        Outbox,
+        Arc<ClientInfo>,
+        mpsc::Receiver<Arc<PreparedMessage>>,
+    ) {
+        let (queue, frames) = mpsc::channel(4096);
+        let outbox = Outbox::new(id, queue, CancellationToken::new(), metrics.clone());
+        let info = Arc::new(ClientInfo {
+            client: format!("c{id}"),
+            user: String::new(),
+            info: json!({}),
+        });
+        (outbox, info, frames)
+    }
+
+    fn join<'a>(outbox: &'a Outbox, info: &'a Arc<ClientInfo>) -> Join<'a> {
+        Join {
+            channel: "chat:x",
+            outbox,
+            client: info,
+            presence: false,
+            max_subscribers: 10,
+        }
+    }
+
+    fn text(frame: &PreparedMessage) -> String {
+        frame.message().as_text().unwrap_or_default().to_string()
+    }
+
+    #[test]
+    fn joining_and_leaving_concurrently_never_loses_a_subscriber() {
+        let metrics = Arc::new(Metrics::default());
+        let registry = Arc::new(Registry::new(HashMap::new(), metrics.clone()));
+        let churn = |id: u64| {
+            let registry = registry.clone();
+            let metrics = metrics.clone();
+            std::thread::spawn(move || {
+                let (outbox, info, _frames) = client(id, &metrics);
+                for _ in 0..2000 {
+                    registry
+                        .subscribe(join(&outbox, &info), |offset| Ok(format!("{offset}")))
+                        .unwrap();
+                    assert!(registry.unsubscribe("chat:x", id, false));
+                }
+            })
+        };
+        let threads = [churn(1), churn(2), churn(3)];
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(registry.live_channels(), 0, "empty channels are taken out");
+
+        let (outbox, info, mut frames) = client(9, &metrics);
+        registry
+            .subscribe(join(&outbox, &info), |offset| {
+                Ok(format!("offset {offset}"))
+            })
+            .unwrap();
+        assert_eq!(text(&frames.try_recv().unwrap()), "offset 0");
+        let publication = Publication {
+            offset: 1,
+            time: 0,
+            data: Arc::from("1"),
+        };
+        registry.broadcast("chat:x", &publication);
+        assert!(text(&frames.try_recv().unwrap()).contains("\"offset\":1"));
+        assert_eq!(registry.offset("chat:x"), 1);
+    }
+
+    #[test]
+    fn a_full_queue_marks_a_slow_consumer_once() {
+        let metrics = Arc::new(Metrics::default());
+        let (queue, _frames) = mpsc::channel(2);
+        let slow = CancellationToken::new();
+        let outbox = Outbox::new(1, queue, slow.clone(), metrics.clone());
+        assert!(outbox.push_text("a".into()));
+        assert!(outbox.push_text("b".into()));
+        assert!(!slow.is_cancelled());
+        assert!(!outbox.push_text("c".into()));
+        assert!(!outbox.push_text("d".into()));
+        assert!(slow.is_cancelled());
+        assert_eq!(metrics.dropped.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_failed_recovery_does_not_subscribe() {
+        let metrics = Arc::new(Metrics::default());
+        let registry = Registry::new(HashMap::from([("chat:x".to_string(), 7)]), metrics.clone());
+        let (outbox, info, mut frames) = client(1, &metrics);
+        let err = registry
+            .subscribe(join(&outbox, &info), |offset| {
+                assert_eq!(offset, 7, "the stored offset");
+                Err(HubError::new(ErrorCode::RecoveryImpossible, "gone"))
+            })
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::RecoveryImpossible);
+        assert!(frames.try_recv().is_err(), "nothing queued");
+        assert!(!registry.unsubscribe("chat:x", 1, false));
+        assert_eq!(registry.live_channels(), 0);
     }
 }
