@@ -17,9 +17,10 @@
 //
 //   What Chromium does in offline mode (context.setOffline(true), which is
 //   DevTools' network emulation): it does not close a WebSocket that is
-//   already open. The socket stays OPEN, with frames held both ways: a ping
-//   sent then gets no reply until the context is online again, and even
-//   ws.close() does not complete (no close event) until then. New connections
+//   already open. The socket stays OPEN, with frames held both ways until
+//   the context is online again: a ping sent meanwhile gets no reply,
+//   publications the server pushes arrive only then (late, all at once), and
+//   even ws.close() does not complete (no close event) until then. New connections
 //   fail at once with net::ERR_INTERNET_DISCONNECTED. So the page's client is
 //   made to give up the held socket with dropConnectionForTest() (the same
 //   path as a heartbeat that goes unanswered); its reconnection attempts then
