@@ -115,7 +115,10 @@ function showQuote(symbol, pub) {
 }
 
 async function addSymbol(symbol) {
-  if (rows.has(symbol)) return;
+  if (rows.has(symbol)) {
+    showError(`${symbol} is already in the table.`);
+    return;
+  }
   addRow(symbol);
   const channel = `ticker:${symbol}`;
   try {
@@ -130,6 +133,8 @@ async function addSymbol(symbol) {
   try {
     const { publications = [] } = await client.history(channel, { limit: 1 });
     for (const pub of publications) showQuote(symbol, pub);
+    const row = rows.get(symbol);
+    if (!publications.length && row && !row.offset) row.when.textContent = 'no data yet';
   } catch {
     // The next tick shows it.
   }
