@@ -47,7 +47,7 @@
 // Exits 0 only when everything happened as described; 1 otherwise, 2 on a
 // usage error. Everything is bounded (pages.mjs: LIMIT_MS).
 
-import { ask, openPage, parseArgs, run, screenshot, waitIn } from './pages.mjs';
+import { ask, openPage, parseArgs, run, screenshot, unlabelledFields, waitIn } from './pages.mjs';
 
 const { base, scenario, screenshot: shotFile } = parseArgs('chat.mjs', ['two-users', 'recovery', 'gap', 'restart']);
 const chatUrl = new URL('/chat', base).href;
@@ -136,6 +136,7 @@ async function twoUsers(browser, errors, report) {
     [...document.querySelectorAll('main a')].map((a) => ({ href: a.getAttribute('href'), text: a.textContent.trim() })),
   );
   await Promise.all([alice.page.waitForURL(chatUrl), alice.page.click('a[href="/chat"]')]);
+  report.unlabelled = await unlabelledFields(alice.page);
   const bob = await openPage(browser, chatUrl, 'bob', errors);
   await join(alice.page, 'alice');
   await join(bob.page, 'bob');

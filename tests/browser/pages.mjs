@@ -172,3 +172,12 @@ export async function ask(line, ms = WAIT_MS) {
     stdinWaiter = null;
   }
 }
+
+/** The ids of the page's form fields that have no label (none, if accessible). */
+export function unlabelledFields(page) {
+  return page.evaluate(() =>
+    [...document.querySelectorAll('input, select, textarea')]
+      .filter((f) => f.type !== 'hidden' && !f.labels?.length && !f.getAttribute('aria-label'))
+      .map((f) => f.id || f.name || f.outerHTML),
+  );
+}

@@ -17,7 +17,7 @@
 //    "othersAfterUnsubscribe":N,"directions":[{"direction","colour"}],"status","errors"}
 // and exits 0 only when all of that held; 1 otherwise, 2 on a usage error.
 
-import { openPage, parseArgs, run, screenshot, until, waitIn } from './pages.mjs';
+import { openPage, parseArgs, run, screenshot, unlabelledFields, until, waitIn } from './pages.mjs';
 
 const { base, screenshot: shotFile } = parseArgs('ticker.mjs');
 const tickerUrl = new URL('/ticker', base).href;
@@ -100,6 +100,7 @@ await run(async (browser, errors, report) => {
       return symbols.every((s) => (samples[s] || []).length >= 3);
     });
   report.rowsAtStart = await rowsOf(page);
+  report.unlabelled = await unlabelledFields(page);
   await changing(['AAPL', 'MSFT', 'GOOG']);
 
   report.simulatedLabel = await page.evaluate(() => {

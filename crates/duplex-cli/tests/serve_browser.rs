@@ -345,6 +345,11 @@ fn two_people_chat_in_a_room_and_see_who_is_there() {
         "{}",
         report["index"]
     );
+    assert_eq!(
+        report["unlabelled"],
+        Value::Array(vec![]),
+        "fields without a label"
+    );
     assert_eq!(names(&report["peopleBefore"]["alice"]), ["alice", "bob"]);
     assert_eq!(names(&report["peopleBefore"]["bob"]), ["alice", "bob"]);
     let sent: Vec<(String, String)> = report["sent"]
@@ -638,6 +643,11 @@ fn the_ticker_page_shows_changing_simulated_prices_of_its_symbols_only() {
     });
 
     assert_eq!(names(&report["rowsAtStart"]), ["AAPL", "MSFT", "GOOG"]);
+    assert_eq!(
+        report["unlabelled"],
+        Value::Array(vec![]),
+        "fields without a label"
+    );
     for symbol in ["AAPL", "MSFT", "GOOG", "NVDA"] {
         let prices = report["samples"][symbol]
             .as_array()
