@@ -196,7 +196,11 @@ impl Registry {
             // and reads it.
             return;
         }
-        state.offset = state.offset.max(publication.offset);
+        if publication.offset <= state.offset {
+            // Its subscribers got it in their subscribe reply already.
+            return;
+        }
+        state.offset = publication.offset;
         if state.subscribers.is_empty() {
             return;
         }
