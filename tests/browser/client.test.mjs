@@ -1,7 +1,7 @@
 // Unit tests of web/client.js (the pages' HubClient) in node, against a fake
 // WebSocket that plays the server: requests and replies, the reconnection
-// backoff, resubscription from the last offset, in-order delivery without
-// duplicates, and recovery_impossible.
+// backoff, the heartbeat, resubscription from the last offset, in-order
+// delivery without duplicates, refused subscriptions and recovery_impossible.
 //
 //   node --test tests/browser/client.test.mjs
 //
@@ -249,5 +249,60 @@ test('join and leave pushes become events', async () => {
     events.filter((e) => e.type === 'join' || e.type === 'leave').map((e) => [e.type, e.client.info.name]),
     [['join', 'bob'], ['leave', 'bob']],
   );
+  client.close();
+});
+
+test('a ping without a reply counts as a lost connection', async () => {
+  const { client, socket, events } = await connected({ heartbeatMs: 30, requestTimeoutMs: 60 });
+  const ping = await nextRequest(socket, 'ping');
+  assert.deepEqual(Object.keys(ping).sort(), ['id', 'op']);
+  await until('the connection given up', () =>
+    events.some((e) => e.type === 'state' && e.state === 'closed' && e.reason === 'no reply to a ping'));
+  assert.equal(socket.readyState, FakeSocket.CLOSED, 'the silent socket is closed');
+  await until('a new attempt', () => sockets.length === 2);
+  client.close();
+});
+
+test('a refused subscription rejects, is reported, and is forgotten', async () => {
+  const { client, socket, events } = await connected();
+  const events2 = [];
+  client.addEventListener('subscribe_error', (e) => events2.push(e.detail));
+  const refused = client.subscribe('chat:no room');
+  socket.fail(await nextRequest(socket, 'subscribe'), 'bad_channel', 'a space is not allowed');
+  await assert.rejects(refused, (e) => e.code === 'bad_channel');
+  assert.deepEqual(events2.map((d) => [d.channel, d.error.code]), [['chat:no room', 'bad_channel']]);
+  assert.deepEqual(client.channels(), []);
+  assert.equal(events.filter((e) => e.type === 'subscribed').length, 0);
+  client.close();
+});
+
+test('a first subscription starts at the current offset: older publications are for history()', async () => {
+  const { client, socket, events } = await connected();
+  client.subscribe('chat:lobby');
+  const request = await nextRequest(socket, 'subscribe');
+  assert.equal(request.since, undefined);
+  // Pushed before the reply: offset 10 is in the history, 11 is new.
+  socket.deliver({ push: 'message', channel: 'chat:lobby', offset: 10, time: 10, data: {} });
+  socket.deliver({ push: 'message', channel: 'chat:lobby', offset: 11, time: 11, data: {} });
+  socket.reply(request, { offset: 10 });
+  await until('subscribed', () => events.some((e) => e.type === 'subscribed'));
+  assert.deepEqual(messages(events).map((e) => e.offset), [11]);
+  client.close();
+});
+
+test('requests before the connection is open fail at once; subscriptions wait for it', async () => {
+  sockets.length = 0;
+  const client = new HubClient('ws://hub.test/ws', { heartbeatMs: 0, requestTimeoutMs: 300 });
+  await assert.rejects(client.history('chat:lobby'), (e) => e.code === 'disconnected');
+  const subscribed = client.subscribe('chat:lobby');
+  client.start();
+  const socket = sockets[0];
+  socket.accept();
+  const connect = await nextRequest(socket, 'connect');
+  assert.equal(connect.info, undefined, 'no info given, none sent');
+  assert.equal(socket.sent.filter((r) => r.op === 'subscribe').length, 0, 'not before the connect reply');
+  socket.reply(connect, { client: 'c1', user: '' });
+  socket.reply(await nextRequest(socket, 'subscribe'), { offset: 0 });
+  assert.deepEqual(await subscribed, { offset: 0 });
   client.close();
 });

@@ -720,7 +720,7 @@ fn the_pages_client_module_passes_its_unit_tests() {
             .and_then(|n| n.trim().parse::<u32>().ok())
     };
     assert!(
-        status.success() && count("fail") == Some(0) && count("pass") >= Some(6),
+        status.success() && count("fail") == Some(0) && count("pass") >= Some(10),
         "client.test.mjs: {status}\n{out}\n{err}"
     );
 }
