@@ -2,8 +2,9 @@
 //! by playwright-core (tests/browser/chat.mjs and tests/browser/ticker.mjs),
 //! uses the pages the server itself serves (/chat, /ticker) as people would,
 //! each person in a browser context of their own: two people chatting, a page
-//! that goes offline and recovers what it missed, pages that ride out a
-//! server restart, and the ticker's live prices. Each test starts its own
+//! that goes offline and recovers what it missed (or, when the server no
+//! longer holds it all, says so), pages that ride out a server restart, and
+//! the ticker's live prices. Each test starts its own
 //! server with a fresh data folder on 127.0.0.1:0 and kills it at the end.
 //! The pages' client module also has unit tests in node
 //! (tests/browser/client.test.mjs), run from here.
