@@ -111,7 +111,7 @@ async fn last_price(hub: &Arc<Hub>, channel: &str) -> Option<f64> {
     let hub = hub.clone();
     let channel = channel.to_string();
     let newest = tokio::task::spawn_blocking(move || {
-        let upto = hub.registry().offset(&channel);
+        let upto = hub.registry().offset(&channel)?;
         hub.store().newest(&channel, u64::MAX, upto, 0, 1)
     })
     .await

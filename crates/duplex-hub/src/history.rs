@@ -79,7 +79,7 @@ pub fn history(
             format!("history limit {limit} is over the maximum of {MAX_HISTORY_LIMIT}"),
         ));
     }
-    let current = hub.registry().offset(channel);
+    let current = hub.registry().offset(channel)?;
     if limit == 0 {
         return Ok((current, Vec::new()));
     }

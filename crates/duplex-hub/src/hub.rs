@@ -22,7 +22,7 @@ pub struct Hub {
     config: Config,
     api_key: Option<String>,
     registry: Arc<Registry>,
-    store: Store,
+    store: Arc<Store>,
     metrics: Arc<Metrics>,
     docs: Arc<crate::docs::Docs>,
     next_client: AtomicU64,
@@ -42,7 +42,7 @@ impl Hub {
             .validate()
             .map_err(|err| HubError::new(ErrorCode::Internal, err.to_string()))?;
         let metrics = Arc::new(Metrics::default());
-        let registry = Arc::new(Registry::new(Default::default(), metrics.clone()));
+        let registry = Arc::new(Registry::new(metrics.clone()));
         let broadcast = registry.clone();
         let store = Store::open(
             data_dir,
@@ -50,7 +50,14 @@ impl Hub {
                 broadcast.broadcast(channel, publication);
             }),
         )?;
-        registry.load_offsets(store.last_offsets()?);
+        let store = Arc::new(store);
+        // Weak: the writer thread holds the registry, which must not keep
+        // the store alive.
+        let stored = Arc::downgrade(&store);
+        registry.set_stored_offset(Box::new(move |channel: &str| match stored.upgrade() {
+            Some(store) => store.last_offset(channel),
+            None => Err(HubError::new(ErrorCode::Internal, "the hub is shut down")),
+        }));
         let docs = crate::docs::Docs::open(config.docs.clone(), data_dir)
             .map_err(|err| HubError::new(ErrorCode::Internal, err.to_string()))?;
         let mut prefix = [0u8; 4];

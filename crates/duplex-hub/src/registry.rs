@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use duplex::PreparedMessage;
 use tokio::sync::mpsc::{self, error::TrySendError};
@@ -103,12 +103,8 @@ impl Channel {
     }
 }
 
-#[derive(Default)]
-struct Channels {
-    live: HashMap<String, Arc<Channel>>,
-    /// The last offset of every channel ever published to.
-    offsets: HashMap<String, u64>,
-}
+/// Reads a channel's last offset from storage.
+pub type StoredOffset = Box<dyn Fn(&str) -> Result<u64, HubError> + Send + Sync>;
 
 /// A subscription to make: who, where, with presence or not.
 pub struct Join<'a> {
@@ -124,10 +120,11 @@ pub struct Join<'a> {
     pub max_subscribers: usize,
 }
 
-/// Every channel with subscribers or publications.
+/// Every channel with subscribers: memory is kept for live channels only.
 pub struct Registry {
-    channels: Mutex<Channels>,
+    live: Mutex<HashMap<String, Arc<Channel>>>,
     metrics: Arc<Metrics>,
+    stored: OnceLock<StoredOffset>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -137,63 +134,74 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// A registry knowing each channel's stored last offset.
-    pub fn new(offsets: HashMap<String, u64>, metrics: Arc<Metrics>) -> Self {
+    /// An empty registry; channels start at offset 0 until
+    /// [`set_stored_offset`](Self::set_stored_offset) says otherwise.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
         Registry {
-            channels: Mutex::new(Channels {
-                live: HashMap::new(),
-                offsets,
-            }),
+            live: Mutex::new(HashMap::new()),
             metrics,
+            stored: OnceLock::new(),
         }
     }
 
-    /// Adds stored last offsets (at start, before anything is published).
-    pub fn load_offsets(&self, offsets: HashMap<String, u64>) {
-        let mut channels = self.lock();
-        for (channel, offset) in offsets {
-            let known = channels.offsets.entry(channel).or_insert(0);
-            *known = (*known).max(offset);
+    /// How a channel's stored last offset is read, when it becomes live
+    /// (set once, before anything is published).
+    pub fn set_stored_offset(&self, stored: StoredOffset) {
+        let _ = self.stored.set(stored);
+    }
+
+    fn stored_offset(&self, channel: &str) -> Result<u64, HubError> {
+        match self.stored.get() {
+            Some(stored) => stored(channel),
+            None => Ok(0),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Channels> {
-        self.channels.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Channel>>> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The channel's last offset: of its last publication, 0 if none.
-    pub fn offset(&self, channel: &str) -> u64 {
-        self.lock().offsets.get(channel).copied().unwrap_or(0)
+    /// May read storage: call from a blocking thread.
+    ///
+    /// # Errors
+    ///
+    /// `internal` if storage failed.
+    pub fn offset(&self, channel: &str) -> Result<u64, HubError> {
+        let live = self.lock().get(channel).cloned();
+        match live {
+            Some(live) => Ok(live.lock().offset),
+            None => self.stored_offset(channel),
+        }
     }
 
-    fn get_or_create(&self, channel: &str) -> Arc<Channel> {
-        let mut channels = self.lock();
-        if let Some(live) = channels.live.get(channel) {
-            return live.clone();
+    /// The live channel, created (its offset read from storage) if needed.
+    /// Created under the registry's lock, which [`broadcast`](Self::broadcast)
+    /// takes too: a publication committed before the read is in the offset,
+    /// one committed after finds the channel live.
+    fn get_or_create(&self, channel: &str) -> Result<Arc<Channel>, HubError> {
+        let mut live = self.lock();
+        if let Some(existing) = live.get(channel) {
+            return Ok(existing.clone());
         }
-        let offset = channels.offsets.get(channel).copied().unwrap_or(0);
+        let offset = self.stored_offset(channel)?;
         let created = Arc::new(Channel::default());
         created.lock().offset = offset;
-        channels.live.insert(channel.to_string(), created.clone());
-        created
+        live.insert(channel.to_string(), created.clone());
+        Ok(created)
     }
 
     /// Pushes a committed publication to every subscriber of `channel`:
     /// encoded once, queued without waiting. Called by storage's writer, in
     /// offset order.
     pub fn broadcast(&self, channel: &str, publication: &Publication) {
-        let live = {
-            let mut channels = self.lock();
-            let offset = channels.offsets.entry(channel.to_string()).or_insert(0);
-            *offset = (*offset).max(publication.offset);
-            channels.live.get(channel).cloned()
-        };
         bump(&self.metrics.publications);
+        let live = self.lock().get(channel).cloned();
         let Some(live) = live else { return };
         let mut state = live.lock();
         if state.removed {
-            // Its successor was created after the offset above was stored,
-            // and reads it.
+            // Its successor read the stored offset, this publication's
+            // included.
             return;
         }
         if publication.offset <= state.offset {
@@ -227,7 +235,7 @@ impl Registry {
         reply: impl FnOnce(u64) -> Result<String, HubError>,
     ) -> Result<(), HubError> {
         loop {
-            let channel = self.get_or_create(join.channel);
+            let channel = self.get_or_create(join.channel)?;
             let mut state = channel.lock();
             if state.removed {
                 // Taken out between the lookup and the lock: look again.
@@ -284,7 +292,7 @@ impl Registry {
     /// Unsubscribes connection `id`; pushes `leave` to the others if
     /// `presence`. Returns whether it was subscribed.
     pub fn unsubscribe(&self, channel: &str, id: u64, presence: bool) -> bool {
-        let Some(live) = self.lock().live.get(channel).cloned() else {
+        let Some(live) = self.lock().get(channel).cloned() else {
             return false;
         };
         let mut state = live.lock();
@@ -312,7 +320,7 @@ impl Registry {
 
     /// The clients subscribed to `channel`.
     pub fn presence(&self, channel: &str) -> Vec<ClientInfo> {
-        let Some(live) = self.lock().live.get(channel).cloned() else {
+        let Some(live) = self.lock().get(channel).cloned() else {
             return Vec::new();
         };
         let state = live.lock();
@@ -328,21 +336,21 @@ impl Registry {
     /// Takes a channel without subscribers out of the registry (its offset
     /// stays known).
     fn remove_if_empty(&self, channel: &str) {
-        let mut channels = self.lock();
-        let Some(live) = channels.live.get(channel).cloned() else {
+        let mut live = self.lock();
+        let Some(existing) = live.get(channel).cloned() else {
             return;
         };
-        let mut state = live.lock();
+        let mut state = existing.lock();
         if state.subscribers.is_empty() {
             state.removed = true;
             drop(state);
-            channels.live.remove(channel);
+            live.remove(channel);
         }
     }
 
     /// Channels with subscribers now.
     pub fn live_channels(&self) -> usize {
-        self.lock().live.len()
+        self.lock().len()
     }
 }
 
@@ -386,7 +394,7 @@ mod tests {
     #[test]
     fn joining_and_leaving_concurrently_never_loses_a_subscriber() {
         let metrics = Arc::new(Metrics::default());
-        let registry = Arc::new(Registry::new(HashMap::new(), metrics.clone()));
+        let registry = Arc::new(Registry::new(metrics.clone()));
         let churn = |id: u64| {
             let registry = registry.clone();
             let metrics = metrics.clone();
@@ -420,7 +428,7 @@ mod tests {
         };
         registry.broadcast("chat:x", &publication);
         assert!(text(&frames.try_recv().unwrap()).contains("\"offset\":1"));
-        assert_eq!(registry.offset("chat:x"), 1);
+        assert_eq!(registry.offset("chat:x").unwrap(), 1);
     }
 
     #[test]
@@ -441,7 +449,8 @@ mod tests {
     #[test]
     fn a_failed_recovery_does_not_subscribe() {
         let metrics = Arc::new(Metrics::default());
-        let registry = Registry::new(HashMap::from([("chat:x".to_string(), 7)]), metrics.clone());
+        let registry = Registry::new(metrics.clone());
+        registry.set_stored_offset(Box::new(|_| Ok(7)));
         let (outbox, info, mut frames) = client(1, &metrics);
         let err = registry
             .subscribe(join(&outbox, &info), |offset| {

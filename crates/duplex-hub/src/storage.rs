@@ -28,6 +28,8 @@ use crate::protocol::{ErrorCode, HubError, Publication};
 
 /// Publications committed in one transaction, at most.
 pub const MAX_BATCH: usize = 256;
+/// Channels whose last offset the writer keeps in memory, at most.
+const MAX_CACHED_OFFSETS: usize = 65_536;
 /// How often expired publications are deleted.
 pub const TRIM_INTERVAL: Duration = Duration::from_secs(10);
 /// Publications waiting for the writer, at most; publishers wait beyond.
@@ -198,22 +200,22 @@ impl Store {
         let _ = self.queue.try_send(Op::Trim(namespaces));
     }
 
-    /// Every channel's last offset, as stored.
+    /// A channel's last offset, as stored; 0 for a channel never
+    /// published to. Blocking.
     ///
     /// # Errors
     ///
     /// `internal` if the read failed.
-    pub fn last_offsets(&self) -> Result<HashMap<String, u64>, HubError> {
+    pub fn last_offset(&self, channel: &str) -> Result<u64, HubError> {
         let conn = self.lock_reader();
         let mut statement = conn
-            .prepare("SELECT name, last_offset FROM channels")
+            .prepare_cached("SELECT last_offset FROM channels WHERE name = ?1")
             .map_err(internal)?;
-        let rows = statement
-            .query_map([], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, u64>(1)?))
-            })
+        let offset = statement
+            .query_row([channel], |row| row.get::<_, u64>(0))
+            .optional()
             .map_err(internal)?;
-        rows.collect::<rusqlite::Result<_>>().map_err(internal)
+        Ok(offset.unwrap_or(0))
     }
 
     /// The publications of `channel` with `after < offset <= upto`, ascending,
@@ -399,6 +401,10 @@ fn commit(
         }
     }
     tx.commit()?;
+    if last.len() > MAX_CACHED_OFFSETS {
+        // A cache: what is not in it is read from the database.
+        last.clear();
+    }
     for (channel, offset) in offsets {
         last.insert(channel.to_string(), offset);
     }
@@ -470,7 +476,8 @@ mod tests {
         drop(store);
 
         let store = Store::open(dir.path(), Arc::new(|_: &str, _: &Publication| {})).unwrap();
-        assert_eq!(store.last_offsets().unwrap()["chat:a"], 5);
+        assert_eq!(store.last_offset("chat:a").unwrap(), 5);
+        assert_eq!(store.last_offset("chat:none").unwrap(), 0);
         let p = store
             .publish("chat:a", Arc::from("5"), keep(3))
             .await
