@@ -4,10 +4,12 @@
 //!   benchmarks.
 //! - `duplex connect`: a client in the manner of wscat.
 //! - `duplex bench`: load and latency figures for an echo or broadcast server.
+//! - `duplex serve`: the real-time hub (channels, presence, history, pages).
 
 mod bench;
 mod connect;
 mod echo;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -31,6 +33,9 @@ enum Command {
     /// Load a WebSocket echo (or broadcast) server and report messages/s and
     /// latency percentiles.
     Bench(bench::Args),
+    /// Run the real-time hub: channels, presence, history, the chat and
+    /// ticker pages, the publish API and metrics, on one port.
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +52,7 @@ fn main() -> ExitCode {
         Command::Echo(args) => echo::run(args),
         Command::Connect(args) => connect::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(code) => code,

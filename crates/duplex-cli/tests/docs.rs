@@ -1,0 +1,418 @@
+//! Collaborative documents of `duplex serve` with the ecosystem's own
+//! clients: the npm `yjs` and `y-websocket` packages (tests/docs/sync.mjs,
+//! with `ws` as the provider's WebSocket) and the /editor page in Debian's
+//! headless Chromium (tests/docs/editor.mjs). Each test starts the real
+//! binary on 127.0.0.1:0 with a fresh data folder, and reads the JSON report
+//! the script prints last.
+//!
+//! Needs node and tests/docs/node_modules (`scripts/setup-docs.sh`), and for
+//! the editor test /usr/bin/chromium and tests/browser/node_modules
+//! (`scripts/setup-browser.sh`). Without them these tests fail and say so.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long `duplex serve` may take to say where it listens.
+const START_LIMIT: Duration = Duration::from_secs(20);
+/// How long one script may run.
+const RUN_LIMIT: Duration = Duration::from_secs(90);
+/// One browser at a time: the machine has two cores.
+static BROWSER: Mutex<()> = Mutex::new(());
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `duplex serve` with a data folder of its own, killed on drop.
+struct Serve {
+    child: Child,
+    addr: SocketAddr,
+    data: PathBuf,
+    config: Option<PathBuf>,
+}
+
+/// A new empty folder under the system's temporary folder.
+fn fresh_folder() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let dir = std::env::temp_dir().join(format!("duplex-docs-{}-{n}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl Serve {
+    /// Starts `duplex serve` with `config` (TOML) if not empty.
+    fn start(config: &str) -> Serve {
+        let data = fresh_folder();
+        let config = (!config.is_empty()).then(|| {
+            let path = data.join("duplex.toml");
+            std::fs::write(&path, config).unwrap();
+            path
+        });
+        let (child, addr) = spawn("127.0.0.1:0", &data, config.as_deref());
+        Serve {
+            child,
+            addr,
+            data,
+            config,
+        }
+    }
+
+    fn base(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// Stops the server with `signal`: TERM (a clean shutdown) or KILL (a
+    /// crash).
+    fn stop(&mut self, signal: &str) {
+        let sent = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -s {signal} failed");
+        let status = self.child.wait().unwrap();
+        if signal == "TERM" {
+            assert!(status.success(), "duplex serve after SIGTERM: {status}");
+        }
+    }
+
+    /// After [`Serve::stop`]: the same data folder and address, a new process.
+    fn start_again(&mut self) {
+        let (child, addr) = spawn(&self.addr.to_string(), &self.data, self.config.as_deref());
+        assert_eq!(addr, self.addr);
+        self.child = child;
+    }
+
+    /// `GET path` over HTTP/1.1: the body.
+    fn get(&self, path: &str) -> String {
+        let mut tcp = TcpStream::connect(self.addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            tcp,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        tcp.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    /// The value of a metric in `/metrics`.
+    fn metric(&self, name: &str) -> u64 {
+        let body = self.get("/metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name} in {body}"))
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+fn spawn(listen: &str, data: &Path, config: Option<&Path>) -> (Child, SocketAddr) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_duplex"));
+    command
+        .args(["serve", "--listen", listen])
+        .arg("--data")
+        .arg(data);
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start duplex serve");
+    let stdout = child.stdout.take().unwrap();
+    let (first, line) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(l)) = lines.next() {
+            let _ = first.send(l);
+        }
+        for l in lines.map_while(Result::ok) {
+            eprintln!("duplex serve: {l}");
+        }
+    });
+    let first = line
+        .recv_timeout(START_LIMIT)
+        .unwrap_or_else(|e| panic!("duplex serve printed no first line: {e}"));
+    let addr = first
+        .rsplit("://")
+        .next()
+        .and_then(|a| a.trim().trim_end_matches('/').parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+    (child, addr)
+}
+
+/// Runs `node tests/docs/SCRIPT ARGS...` and returns its last line as JSON,
+/// after checking it exited 0 with `"ok": true`.
+fn node(script: &str, args: &[&str]) -> Value {
+    let dir = repo().join("tests/docs");
+    assert!(
+        dir.join("node_modules/y-websocket").is_dir(),
+        "tests/docs/node_modules is missing: run scripts/setup-docs.sh"
+    );
+    let started = Instant::now();
+    let mut child = Command::new("node")
+        .arg(script)
+        .args(args)
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start node (is it installed?)");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{script} {args:?} ran over {RUN_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    eprintln!(
+        "{script} {args:?}: {status} in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let report: Value = serde_json::from_str(out.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{script} printed no JSON ({e}):\n{out}\nstderr:\n{err}"));
+    assert!(
+        status.success() && report["ok"] == true,
+        "{script} {args:?} failed ({status}): {report}\nstderr:\n{err}"
+    );
+    report
+}
+
+fn sync(scenario: &str, serve: &Serve, doc: &str, extra: &[&str]) -> Value {
+    let base = serve.base();
+    let mut args = vec![scenario, base.as_str(), doc];
+    args.extend_from_slice(extra);
+    node("sync.mjs", &args)
+}
+
+#[test]
+fn two_providers_edit_concurrently_and_converge_and_a_late_joiner_gets_everything() {
+    let serve = Serve::start("");
+    let r = sync("converge", &serve, "notes", &[]);
+    let a = r["a"].as_str().unwrap();
+    assert_eq!(
+        a.chars().count(),
+        400,
+        "100 inserts of 2 characters each, by each"
+    );
+    assert_eq!(a.matches('a').count(), 100);
+    assert_eq!(a.matches('b').count(), 100);
+    assert_eq!(r["b"], r["a"], "the two editors converged");
+    assert_eq!(r["c"], r["a"], "the late joiner has the full text");
+    assert_eq!(r["sv_c"], r["sv_a"], "and the same state vector");
+    assert_eq!(
+        r["awareness_a"],
+        serde_json::json!(["ann", "cid"]),
+        "bob's state left with him"
+    );
+    assert_eq!(r["awareness_c"], serde_json::json!(["ann", "cid"]));
+    assert!(serve.metric("duplex_docs_updates_total") >= 200);
+}
+
+#[test]
+fn a_document_survives_restarts_byte_for_byte() {
+    let mut serve = Serve::start("");
+    let w = sync(
+        "write",
+        &serve,
+        "keep",
+        &["written before a clean restart. "],
+    );
+    let before = sync("read", &serve, "keep", &[]);
+    assert_eq!(before["text"], w["text"]);
+    assert_eq!(before["sv"], w["sv"]);
+
+    serve.stop("TERM");
+    serve.start_again();
+    let after = sync("read", &serve, "keep", &[]);
+    assert_eq!(after["text"], before["text"]);
+    assert_eq!(after["sv"], before["sv"], "same state vector");
+    assert_eq!(
+        after["state"], before["state"],
+        "same encoded state, byte for byte"
+    );
+
+    // A crash: what a client saw acknowledged by a second client is stored.
+    let w2 = sync("write", &serve, "keep", &["and before a crash."]);
+    serve.stop("KILL");
+    serve.start_again();
+    let crashed = sync("read", &serve, "keep", &[]);
+    assert_eq!(
+        crashed["text"],
+        "written before a clean restart. and before a crash."
+    );
+    assert_eq!(crashed["sv"], w2["sv"]);
+}
+
+#[test]
+fn edits_made_offline_arrive_when_the_provider_comes_back() {
+    let serve = Serve::start("");
+    let r = sync("offline", &serve, "trip", &[]);
+    let text = r["a"].as_str().unwrap();
+    assert!(text.contains("offline edit by ann"), "{text}");
+    assert!(text.contains("online edit by bob"), "{text}");
+    assert!(text.contains("shared."), "{text}");
+    assert_eq!(r["b"], r["a"]);
+    assert_eq!(r["c"], r["a"], "the server holds both");
+}
+
+#[test]
+fn a_document_unloaded_after_its_last_client_loads_again_with_everything() {
+    let serve = Serve::start("[docs]\nunload_after_ms = 50\n");
+    sync("write", &serve, "idle", &["before the unload"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while serve.metric("duplex_docs_loaded") > 0 {
+        assert!(Instant::now() < deadline, "the document was never unloaded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let loads = serve.metric("duplex_docs_loads_total");
+    let r = sync("read", &serve, "idle", &[]);
+    assert_eq!(r["text"], "before the unload");
+    assert_eq!(
+        serve.metric("duplex_docs_loads_total"),
+        loads + 1,
+        "loaded again"
+    );
+}
+
+#[test]
+fn read_only_tokens_receive_edits_but_cannot_make_them() {
+    let serve = Serve::start("[auth]\nhs256_secret = \"docs-test-secret\"\n");
+    let r = sync("readonly", &serve, "memo", &["docs-test-secret"]);
+    assert_eq!(
+        r["server"], "from the writer!",
+        "the reader's edit was not stored"
+    );
+    assert_eq!(r["writer"], "from the writer!");
+    assert_eq!(
+        r["reader_connected"], true,
+        "read-only connections stay open"
+    );
+    assert_eq!(r["no_access"], 403);
+    assert_eq!(r["bad_signature"], 401);
+    assert!(serve.metric("duplex_docs_refused_total") >= 1);
+}
+
+#[test]
+fn a_required_token_and_a_foreign_origin_are_refused_before_the_upgrade() {
+    let serve = Serve::start("[auth]\nhs256_secret = \"s\"\nrequired = true\n");
+    let upgrade = |extra: &str| {
+        let mut tcp = TcpStream::connect(serve.addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            tcp,
+            "GET /docs/memo HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n",
+            serve.addr
+        )
+        .unwrap();
+        let mut line = String::new();
+        BufReader::new(tcp).read_line(&mut line).unwrap();
+        line
+    };
+    assert!(upgrade("").starts_with("HTTP/1.1 401"), "no token");
+    assert!(
+        upgrade("Origin: http://elsewhere.example\r\n").starts_with("HTTP/1.1 403"),
+        "foreign origin"
+    );
+    let bad_name = serve.get("/docs/..%2Fx");
+    assert!(bad_name.starts_with("HTTP/1.1 400"), "{bad_name}");
+}
+
+#[test]
+fn malformed_updates_close_the_connection_with_1007_and_the_document_is_intact() {
+    let serve = Serve::start("");
+    let r = sync("malformed", &serve, "safe", &[]);
+    assert_eq!(r["bad_update"]["code"], 1007);
+    assert_eq!(r["bad_update"]["reason"], "malformed Yjs update");
+    assert_eq!(r["bad_message"]["code"], 1007);
+    assert_eq!(r["text_message"]["code"], 1003);
+    assert_eq!(r["text"], "intact");
+}
+
+#[test]
+fn two_editor_pages_see_each_others_text_and_cursors() {
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "/usr/bin/chromium is missing: run scripts/setup-browser.sh"
+    );
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let serve = Serve::start("");
+    let base = serve.base();
+    let mut args = vec![base.as_str(), "pair"];
+    let shot = std::env::var("DUPLEX_SCREENSHOT_DIR")
+        .ok()
+        .map(|d| PathBuf::from(d).join("editor.png").display().to_string());
+    if let Some(shot) = &shot {
+        args.extend(["--screenshot", shot.as_str()]);
+    }
+    let r = node("editor.mjs", &args);
+    for (me, other) in [("ann", "Bob"), ("bob", "Ann")] {
+        let page = &r[me];
+        let text = page["text"].as_str().unwrap();
+        assert!(
+            text.contains("Hello from Ann.") && text.contains("Bob was here."),
+            "{text}"
+        );
+        assert_eq!(page["shown"], page["text"], "the editor shows the document");
+        assert_eq!(
+            page["cursors"],
+            serde_json::json!([other]),
+            "{me} sees {other}'s cursor"
+        );
+        let people: Vec<&str> = page["people"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(people.len(), 2, "{people:?}");
+        assert!(people.iter().any(|p| p.starts_with(other)), "{people:?}");
+        assert_eq!(page["status"], "Connected");
+    }
+    assert_eq!(r["ann"]["text"], r["bob"]["text"]);
+    assert_eq!(
+        r["errors"],
+        serde_json::json!([]),
+        "the pages reported errors"
+    );
+}

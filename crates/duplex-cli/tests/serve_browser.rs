@@ -1,0 +1,727 @@
+//! Real browsers against `duplex serve`: Debian's headless Chromium, driven
+//! by playwright-core (tests/browser/chat.mjs and tests/browser/ticker.mjs),
+//! uses the pages the server itself serves (/chat, /ticker) as people would,
+//! each person in a browser context of their own: two people chatting, a page
+//! that goes offline and recovers what it missed (or, when the server no
+//! longer holds it all, says so), pages that ride out a server restart, and
+//! the ticker's live prices. Each test starts its own
+//! server with a fresh data folder on 127.0.0.1:0 and kills it at the end.
+//! The pages' client module also has unit tests in node
+//! (tests/browser/client.test.mjs), run from here.
+//!
+//! Needs /usr/bin/chromium (Debian's `chromium`), node, and playwright-core in
+//! tests/browser/node_modules/: `scripts/setup-browser.sh` installs them.
+//! Without them these tests fail and say so; they never skip.
+//!
+//! With `DUPLEX_SCREENSHOT_DIR=/some/dir` the scripts also save screenshots of
+//! the pages there (chat.png, chat-recovery.png, ticker.png, ...).
+
+#[path = "../../../tests/browser/harness.rs"]
+mod harness;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+/// One browser at a time: the machine has two cores.
+static BROWSER: Mutex<()> = Mutex::new(());
+
+/// How long `duplex serve` may take to say where it listens.
+const START_LIMIT: Duration = Duration::from_secs(20);
+
+/// A `duplex serve` process with a data folder of its own; on drop the
+/// process is killed and the folder removed.
+struct Serve {
+    child: Child,
+    addr: SocketAddr,
+    data: PathBuf,
+    config: Option<PathBuf>,
+}
+
+impl Serve {
+    /// Starts `duplex serve --listen 127.0.0.1:0 --data <fresh folder>`.
+    fn start() -> Serve {
+        Serve::start_with_config(None)
+    }
+
+    /// The same, with `--config <file>` holding `config` (TOML) when given.
+    fn start_with_config(config: Option<&str>) -> Serve {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let data = std::env::temp_dir().join(format!(
+            "duplex-serve-browser-{}-{}-{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&data).expect("create the data folder");
+        let config = config.map(|text| {
+            let file = data.join("duplex.toml");
+            std::fs::write(&file, text).expect("write the config file");
+            file
+        });
+        let (child, addr) = match spawn_serve("127.0.0.1:0", &data, config.as_deref()) {
+            Ok(started) => started,
+            Err(message) => {
+                let _ = std::fs::remove_dir_all(&data);
+                panic!("{message}");
+            }
+        };
+        Serve {
+            child,
+            addr,
+            data,
+            config,
+        }
+    }
+
+    /// Kills the server, as a crash would: no close frames.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// After [`Serve::kill`]: starts a new server on the same address with
+    /// the same data folder.
+    fn start_again(&mut self) {
+        let (child, addr) = spawn_serve(&self.addr.to_string(), &self.data, self.config.as_deref())
+            .unwrap_or_else(|message| panic!("starting again: {message}"));
+        assert_eq!(addr, self.addr, "the new server listens elsewhere");
+        self.child = child;
+    }
+
+    /// The pages' origin, `http://ADDR/`.
+    fn base(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+}
+
+/// Starts `duplex serve --listen <listen> --data <data> [--config <config>]`
+/// and waits (at most [`START_LIMIT`]) for its first line, `listening on
+/// ...ADDR...`. The rest of its standard output is copied to the test's
+/// standard error.
+fn spawn_serve(
+    listen: &str,
+    data: &Path,
+    config: Option<&Path>,
+) -> Result<(Child, SocketAddr), String> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_duplex"));
+    command
+        .arg("serve")
+        .args(["--listen", listen])
+        .arg("--data")
+        .arg(data);
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start duplex serve");
+    let stdout = child.stdout.take().unwrap();
+    let (first, line) = mpsc::channel();
+    // Reads the standard output to its end, so the server never blocks on a
+    // full pipe.
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(l)) = lines.next() {
+            let _ = first.send(l);
+        }
+        for l in lines.map_while(Result::ok) {
+            eprintln!("duplex serve: {l}");
+        }
+    });
+    let fail = |mut child: Child, message: String| {
+        let _ = child.kill();
+        let status = child.wait();
+        Err(format!("{message}; duplex serve ended with {status:?}"))
+    };
+    match line.recv_timeout(START_LIMIT) {
+        Ok(first) => match listen_addr(&first) {
+            Some(addr) => Ok((child, addr)),
+            None => fail(
+                child,
+                format!("unexpected first line of duplex serve: {first:?}"),
+            ),
+        },
+        Err(e) => fail(child, format!("duplex serve printed no first line ({e})")),
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// The address in `listening on ADDR`, `listening on http://ADDR` or
+/// `listening on http://ADDR/ ...`.
+fn listen_addr(line: &str) -> Option<SocketAddr> {
+    let rest = line.split("listening on ").nth(1)?;
+    let word = rest.split_whitespace().next()?;
+    let host = word.rsplit("://").next()?;
+    host.trim_end_matches('/').parse().ok()
+}
+
+/// What a test does when a script prints a line: the text to write to the
+/// script's standard input in answer, if any.
+type OnLine<'a> = &'a mut dyn FnMut(&str) -> Option<String>;
+
+/// Runs `command` (a `node` command line) in tests/browser/, bounded by
+/// [`harness::RUN_LIMIT`], and returns its exit status, standard output and
+/// standard error. Each line of its standard output goes to `on_line` as it
+/// comes.
+fn run_node(mut command: Command, what: &str, on_line: OnLine) -> (ExitStatus, String, String) {
+    let started = Instant::now();
+    let mut child = command
+        .current_dir(harness::browser_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start node");
+    let mut stdin = child.stdin.take().unwrap();
+    let (line_sender, lines) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line_sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let stderr = {
+        let mut pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let mut out = String::new();
+    let mut take_lines = |out: &mut String, stdin: &mut ChildStdin| {
+        while let Ok(line) = lines.try_recv() {
+            if let Some(answer) = on_line(&line) {
+                stdin
+                    .write_all(answer.as_bytes())
+                    .expect("write to the script");
+            }
+            out.push_str(&line);
+            out.push('\n');
+        }
+    };
+    let status = loop {
+        take_lines(&mut out, &mut stdin);
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > harness::RUN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{what} ran over {:?}; stdout:\n{out}\nstderr:\n{}",
+                harness::RUN_LIMIT,
+                stderr.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The last lines, printed just before the end.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    eprintln!(
+        "{what} ({:.1} s): {status}",
+        started.elapsed().as_secs_f64()
+    );
+    (status, out, stderr.join().unwrap())
+}
+
+/// Runs `node tests/browser/<script> <base> <args...>` (`base` the server's
+/// origin, one
+/// browser at a time) and returns the JSON report it printed last, after
+/// checking that it exited 0 and said `"ok": true`. With
+/// `DUPLEX_SCREENSHOT_DIR` set, asks for a screenshot named `screenshot`
+/// there. Lines before the report go to `on_line` (see [`run_node`]).
+fn run_script(base: &str, script: &str, args: &[&str], screenshot: &str, on_line: OnLine) -> Value {
+    let path = harness::script(script);
+    let _one_at_a_time = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut command = Command::new("node");
+    command.arg(&path).arg(base).args(args);
+    if let Some(dir) = std::env::var_os("DUPLEX_SCREENSHOT_DIR") {
+        command
+            .arg("--screenshot")
+            .arg(PathBuf::from(dir).join(screenshot));
+    }
+    let what = format!("{script} {args:?}");
+    let (status, stdout, stderr) = run_node(command, &what, on_line);
+    let line = stdout.lines().last().unwrap_or_default();
+    let report: Value = serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!("{what} printed no JSON line ({e}); status {status}\nstdout:\n{stdout}\nstderr:\n{stderr}")
+    });
+    assert!(
+        status.success() && report["ok"] == true,
+        "{what} failed ({status}): {}\nfull report: {report}\nstderr:\n{stderr}",
+        report["reason"]
+    );
+    report
+}
+
+/// The `(user, text)` of each message a page showed, top to bottom, after
+/// checking that their offsets go up and that no text became markup.
+fn shown(report: &Value, page: &str) -> Vec<(String, String)> {
+    let messages = report["messages"][page]
+        .as_array()
+        .unwrap_or_else(|| panic!("no messages for {page}: {report}"));
+    let offsets: Vec<u64> = messages
+        .iter()
+        .map(|m| m["offset"].as_u64().expect("an offset"))
+        .collect();
+    assert!(
+        offsets.windows(2).all(|w| w[0] < w[1]),
+        "{page}'s messages are not in offset order: {offsets:?}"
+    );
+    for m in messages {
+        assert_eq!(m["markup"], 0, "{page} shows data as markup: {m}");
+        assert!(
+            m["time"].as_str().is_some_and(|t| t.starts_with("20")),
+            "{page} shows no time for {m}"
+        );
+    }
+    messages
+        .iter()
+        .map(|m| {
+            (
+                m["user"].as_str().unwrap_or_default().to_string(),
+                m["text"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The names in a list of people, as strings.
+fn names(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a list of people: {list}"))
+        .iter()
+        .map(|n| n.as_str().unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn two_people_chat_in_a_room_and_see_who_is_there() {
+    let serve = Serve::start();
+    let report = run_script(
+        &serve.base(),
+        "chat.mjs",
+        &["two-users"],
+        "chat.png",
+        &mut |_| None,
+    );
+
+    // The index page links to both applications.
+    let links: Vec<&str> = report["index"]
+        .as_array()
+        .expect("index")
+        .iter()
+        .map(|l| l["href"].as_str().unwrap_or_default())
+        .collect();
+    assert!(
+        links.contains(&"/chat") && links.contains(&"/ticker"),
+        "{}",
+        report["index"]
+    );
+    assert_eq!(
+        report["unlabelled"],
+        Value::Array(vec![]),
+        "fields without a label"
+    );
+    assert_eq!(names(&report["peopleBefore"]["alice"]), ["alice", "bob"]);
+    assert_eq!(names(&report["peopleBefore"]["bob"]), ["alice", "bob"]);
+    let sent: Vec<(String, String)> = report["sent"]
+        .as_array()
+        .expect("sent")
+        .iter()
+        .map(|m| {
+            (
+                m["user"].as_str().unwrap().to_string(),
+                m["text"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(sent.len(), 3, "{report}");
+    assert!(
+        sent.iter().any(|(_, text)| text.contains("<script>")),
+        "one message is full of markup"
+    );
+    // Each sees the other's messages with the right sender, and their own.
+    assert_eq!(shown(&report, "alice"), sent);
+    assert_eq!(shown(&report, "bob"), sent);
+    // None of the markup ran.
+    assert_eq!(report["pwned"], Value::Null);
+    // Who comes later sees the room's history.
+    assert_eq!(shown(&report, "carol"), sent);
+    // bob closed his page: alice's list dropped him.
+    assert_eq!(names(&report["peopleAfterBobLeft"]["alice"]), ["alice"]);
+    // Another room has its own (empty) history.
+    let second = &report["secondRoom"];
+    assert_eq!(second["room"], "second", "{second}");
+    assert_eq!(second["messages"], Value::Array(vec![]), "{second}");
+    assert_eq!(names(&second["people"]), ["alice"]);
+    assert_eq!(
+        report["errors"],
+        Value::Array(vec![]),
+        "Chromium reported errors"
+    );
+}
+
+#[test]
+fn a_page_that_lost_its_connection_shows_what_it_missed_once_and_in_order() {
+    let serve = Serve::start();
+    let report = run_script(
+        &serve.base(),
+        "chat.mjs",
+        &["recovery"],
+        "chat-recovery.png",
+        &mut |_| None,
+    );
+
+    // What Chromium did with the open socket in offline mode (see chat.mjs).
+    eprintln!("Chromium offline: {}", report["offline"]);
+    let missed = ["missed one", "missed two", "missed three"];
+    let while_offline = report["aliceWhileOffline"]
+        .as_array()
+        .expect("aliceWhileOffline");
+    assert!(
+        !while_offline.iter().any(|t| missed.iter().any(|m| t == m)),
+        "alice's page showed bob's messages while offline: {while_offline:?}"
+    );
+
+    let expected: Vec<(String, String)> = [("alice", "before the outage")]
+        .into_iter()
+        .chain(missed.iter().map(|m| ("bob", *m)))
+        .chain([("bob", "after the outage")])
+        .map(|(u, t)| (u.to_string(), t.to_string()))
+        .collect();
+    // Exactly once each, in order (the room had nothing else).
+    assert_eq!(shown(&report, "alice"), expected);
+    assert_eq!(shown(&report, "bob"), expected);
+
+    // They came through the client's recovery, not as live pushes.
+    let log = report["log"].as_array().expect("log");
+    for text in missed {
+        let deliveries: Vec<&Value> = log
+            .iter()
+            .filter(|e| e["type"] == "message" && e["text"] == text)
+            .collect();
+        assert_eq!(deliveries.len(), 1, "{text:?} delivered {deliveries:?}");
+        assert_eq!(deliveries[0]["recovered"], true, "{text:?}: {log:?}");
+    }
+    let resumed: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["type"] == "subscribed" && e["resumed"] == true)
+        .collect();
+    assert_eq!(resumed.len(), 1, "{log:?}");
+    assert_eq!(resumed[0]["recovered"], 3, "{log:?}");
+    assert_eq!(
+        report["offsetBefore"], 1,
+        "the client had seen the room's first message"
+    );
+    // The reconnection went through the backoff: attempts failed while
+    // offline, each after a delay, and then one got through.
+    let closes: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["type"] == "state" && e["state"] == "closed")
+        .collect();
+    assert!(closes.len() >= 3, "a drop and two failed attempts: {log:?}");
+    assert!(
+        closes
+            .iter()
+            .all(|e| e["delayMs"].as_u64().is_some_and(|d| d > 0 && d <= 10_000)),
+        "every lost connection schedules a retry: {closes:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|e| e["type"] == "state" && e["state"] == "open"),
+        "{log:?}"
+    );
+    assert_eq!(report["stats"]["connections"], 2, "{}", report["stats"]);
+    assert_eq!(report["stats"]["duplicates"], 0, "{}", report["stats"]);
+    assert_eq!(names(&report["people"]["alice"]), ["alice", "bob"]);
+    assert_eq!(names(&report["people"]["bob"]), ["alice", "bob"]);
+    assert_eq!(report["notice"], Value::Null, "nothing was lost");
+
+    // Chromium's only complaints: the attempts refused while offline.
+    let errors: Vec<&str> = report["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e.as_str().unwrap_or_default())
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("ERR_INTERNET_DISCONNECTED")),
+        "no reconnection attempt was refused while offline: {errors:?}"
+    );
+    let others: Vec<&&str> = errors
+        .iter()
+        .filter(|e| !e.contains("ERR_INTERNET_DISCONNECTED"))
+        .collect();
+    assert!(others.is_empty(), "Chromium reported errors: {others:?}");
+}
+
+/// Rooms that keep only 3 messages, for [`a_page_that_missed_more_than_the_history_holds_says_so_and_shows_the_newest`].
+const SHORT_HISTORY: &str = r#"
+[namespaces.chat]
+history_size = 3
+presence = true
+publish = true
+
+[namespaces.ticker]
+history_size = 100
+presence = false
+publish = false
+"#;
+
+#[test]
+fn a_page_that_missed_more_than_the_history_holds_says_so_and_shows_the_newest() {
+    let serve = Serve::start_with_config(Some(SHORT_HISTORY));
+    let report = run_script(
+        &serve.base(),
+        "chat.mjs",
+        &["gap"],
+        "chat-gap.png",
+        &mut |_| None,
+    );
+    // What it showed stays; of the five sent meanwhile, the three the server
+    // still holds come from the history; live messages follow.
+    let expected: Vec<(String, String)> = [
+        ("alice", "before the gap"),
+        ("bob", "gap three"),
+        ("bob", "gap four"),
+        ("bob", "gap five"),
+        ("bob", "after the gap"),
+    ]
+    .map(|(u, t)| (u.to_string(), t.to_string()))
+    .into();
+    assert_eq!(shown(&report, "alice"), expected);
+    let log = report["log"].as_array().expect("log");
+    let impossible: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["type"] == "recovery_impossible")
+        .collect();
+    assert_eq!(impossible.len(), 1, "{log:?}");
+    assert_eq!(impossible[0]["channel"], "chat:lobby");
+    assert_eq!(impossible[0]["offset"], 1, "alice had seen offset 1");
+    assert!(
+        report["notice"]
+            .as_str()
+            .is_some_and(|n| n.contains("no longer kept")),
+        "{}",
+        report["notice"]
+    );
+    assert_eq!(report["stats"]["duplicates"], 0, "{}", report["stats"]);
+}
+
+#[test]
+fn the_pages_reconnect_by_themselves_after_a_server_restart_and_history_survives() {
+    let mut serve = Serve::start();
+    let base = serve.base();
+    let mut asked = Vec::new();
+    let report = run_script(
+        &base,
+        "chat.mjs",
+        &["restart"],
+        "chat-restart.png",
+        &mut |line| match line {
+            "stop the server" => {
+                asked.push(line.to_string());
+                serve.kill();
+                Some("stopped\n".into())
+            }
+            "start the server" => {
+                asked.push(line.to_string());
+                serve.start_again();
+                Some("started\n".into())
+            }
+            _ => None,
+        },
+    );
+    assert_eq!(asked, ["stop the server", "start the server"]);
+
+    let expected: Vec<(String, String)> = [
+        ("alice", "before the restart"),
+        ("bob", "after the restart"),
+    ]
+    .map(|(u, t)| (u.to_string(), t.to_string()))
+    .into();
+    assert_eq!(shown(&report, "alice"), expected);
+    assert_eq!(shown(&report, "bob"), expected);
+    // From the new server's history: on disk across the restart.
+    assert_eq!(shown(&report, "carol"), expected);
+
+    for page in ["alice", "bob"] {
+        let log = report["log"][page].as_array().expect("log");
+        let closed: Vec<&Value> = log
+            .iter()
+            .filter(|e| e["type"] == "state" && e["state"] == "closed")
+            .collect();
+        assert!(
+            closed.len() >= 2,
+            "{page}: the lost connection and at least one refused attempt: {log:?}"
+        );
+        assert!(
+            closed.iter().all(|e| e["delayMs"].as_u64().is_some()),
+            "{page}: every one schedules a retry: {log:?}"
+        );
+        assert!(
+            log.iter()
+                .any(|e| e["type"] == "state" && e["state"] == "open"),
+            "{page}: {log:?}"
+        );
+        // Resubscribed from where it was: nothing missed, nothing reloaded.
+        assert!(
+            log.iter()
+                .any(|e| e["type"] == "subscribed" && e["resumed"] == true && e["recovered"] == 0),
+            "{page}: {log:?}"
+        );
+        assert!(
+            !log.iter().any(|e| e["type"] == "recovery_impossible"),
+            "{page}: {log:?}"
+        );
+    }
+    assert_eq!(
+        report["stats"]["alice"]["duplicates"], 0,
+        "{}",
+        report["stats"]
+    );
+    assert!(
+        report["statusWhileStopped"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("Connection lost") || s.starts_with("Reconnecting")),
+        "{}",
+        report["statusWhileStopped"]
+    );
+    // Chromium's only complaints: the attempts refused while the server was down.
+    let errors: Vec<&str> = report["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e.as_str().unwrap_or_default())
+        .collect();
+    assert!(
+        errors.iter().any(|e| e.contains("ERR_CONNECTION_REFUSED")),
+        "no attempt was refused while the server was down: {errors:?}"
+    );
+    let others: Vec<&&str> = errors
+        .iter()
+        .filter(|e| !e.contains("ERR_CONNECTION_REFUSED"))
+        .collect();
+    assert!(others.is_empty(), "Chromium reported errors: {others:?}");
+}
+
+#[test]
+fn the_ticker_page_shows_changing_simulated_prices_of_its_symbols_only() {
+    let serve = Serve::start();
+    let report = run_script(&serve.base(), "ticker.mjs", &[], "ticker.png", &mut |_| {
+        None
+    });
+
+    assert_eq!(names(&report["rowsAtStart"]), ["AAPL", "MSFT", "GOOG"]);
+    assert_eq!(
+        report["unlabelled"],
+        Value::Array(vec![]),
+        "fields without a label"
+    );
+    for symbol in ["AAPL", "MSFT", "GOOG", "NVDA"] {
+        let prices = report["samples"][symbol]
+            .as_array()
+            .unwrap_or_else(|| panic!("no prices of {symbol}: {report}"));
+        assert!(prices.len() >= 3, "{symbol}: {prices:?}");
+        for price in prices {
+            let value: f64 = price
+                .as_str()
+                .and_then(|p| p.replace(',', "").parse().ok())
+                .unwrap_or_else(|| panic!("{symbol}: not a price: {price}"));
+            assert!(value > 0.0, "{symbol}: {value}");
+        }
+    }
+    let label = &report["simulatedLabel"];
+    assert_eq!(label["visible"], true, "{label}");
+    assert!(
+        label["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("Simulated") && t.contains("random walk")),
+        "{label}"
+    );
+    // GOOG unsubscribed: its row went, and nothing of it arrived after the
+    // server's reply while the others went on.
+    assert_eq!(names(&report["rowsAtEnd"]), ["AAPL", "MSFT", "NVDA"]);
+    assert_eq!(report["unsubscribeReply"]["ok"], true, "{report}");
+    assert_eq!(report["gogAfterUnsubscribe"], 0, "{report}");
+    assert!(
+        report["othersAfterUnsubscribe"].as_u64() >= Some(8),
+        "{report}"
+    );
+    // Never subscribed, never sent.
+    let frames = report["framesBySymbol"]
+        .as_object()
+        .expect("framesBySymbol");
+    for symbol in ["AMZN", "TSLA"] {
+        assert!(
+            !frames.contains_key(symbol),
+            "{symbol} reached the page: {frames:?}"
+        );
+    }
+    // Colours by direction (style.css, light scheme).
+    let directions = report["directions"].as_array().expect("directions");
+    assert!(!directions.is_empty(), "no price moved: {report}");
+    for d in directions {
+        let want = match d["direction"].as_str() {
+            Some("up") => "rgb(21, 127, 59)",
+            Some("down") => "rgb(194, 49, 43)",
+            other => panic!("unexpected direction {other:?}"),
+        };
+        assert_eq!(d["colour"], want, "{d}");
+    }
+    assert_eq!(report["status"], "Connected");
+    assert_eq!(
+        report["errors"],
+        Value::Array(vec![]),
+        "Chromium reported errors"
+    );
+}
+
+/// The pages' client module (web/client.js) on its own, in node against a
+/// fake WebSocket: tests/browser/client.test.mjs (node's test runner).
+#[test]
+fn the_pages_client_module_passes_its_unit_tests() {
+    let mut command = Command::new("node");
+    command.args(["--test", "client.test.mjs"]);
+    let (status, out, err) = run_node(command, "node --test client.test.mjs", &mut |_| None);
+    let count = |key: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("# {key} ")))
+            .and_then(|n| n.trim().parse::<u32>().ok())
+    };
+    assert!(
+        status.success() && count("fail") == Some(0) && count("pass") >= Some(10),
+        "client.test.mjs: {status}\n{out}\n{err}"
+    );
+}

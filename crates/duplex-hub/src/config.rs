@@ -1,0 +1,344 @@
+//! The hub's configuration: a TOML file (`duplex.toml`), every key optional,
+//! unknown keys refused.
+//!
+//! Without a file, [`Config::default`] gives the defaults of the contract: the
+//! `chat` namespace (presence, client publishes, 1000 messages for 24 hours) and
+//! the `ticker` namespace (no presence, no client publishes, 100 messages), the
+//! simulated feed on, same-origin pages only, no API key, no token required.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[server]`: origins and the publish API key.
+    pub server: ServerConfig,
+    /// `[auth]`: JWT tokens.
+    pub auth: AuthConfig,
+    /// `[limits]`: per-connection limits.
+    pub limits: LimitsConfig,
+    /// `[namespaces.NAME]`: the namespaces channels live in (`NAME:channel`).
+    pub namespaces: BTreeMap<String, NamespaceConfig>,
+    /// `[feed]`: the simulated ticker feed.
+    pub feed: FeedConfig,
+    /// `[docs]`: collaborative documents (`/docs/NAME`, `/editor`).
+    pub docs: crate::docs::DocsConfig,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Origins (`https://example.com`) whose pages may open a WebSocket.
+    /// Empty (the default): only pages served by the hub itself.
+    pub allowed_origins: Vec<String>,
+    /// The key `POST /api/publish` wants as `Authorization: Bearer KEY`.
+    /// Unset (the default) and no `DUPLEX_API_KEY` in the environment: the
+    /// publish API is disabled and answers 403.
+    pub api_key: Option<String>,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The HS256 secret tokens are signed with. Unset: tokens are refused
+    /// (and, unless `required`, not needed).
+    pub hs256_secret: Option<String>,
+    /// Whether a connection needs a valid token before anything but
+    /// `connect` and `ping`. Default: false.
+    pub required: bool,
+}
+
+/// `[limits]`: per connection.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Requests per second a connection may make on average. Default: 50.
+    pub requests_per_second: u32,
+    /// Requests a connection may make in a burst. Default: 100.
+    pub burst: u32,
+    /// Channels one connection may subscribe to. Default: 100.
+    pub max_channels: usize,
+    /// The largest WebSocket message a client may send, in bytes; more
+    /// closes the connection with 1009. Default: 65536.
+    pub max_message_size: usize,
+    /// The largest `data` of a publication, in bytes of JSON; more gets
+    /// `message_too_big`. Default: 16384.
+    pub max_publication_size: usize,
+    /// Frames queued for one connection; a connection with a full queue is
+    /// closed as a slow consumer. Default: 1024.
+    pub send_queue: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            requests_per_second: 50,
+            burst: 100,
+            max_channels: 100,
+            max_message_size: 64 * 1024,
+            max_publication_size: 16 * 1024,
+            send_queue: 1024,
+        }
+    }
+}
+
+/// `[namespaces.NAME]`: the rules of the channels `NAME:*`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NamespaceConfig {
+    /// Publications kept per channel. Default: 1000.
+    pub history_size: usize,
+    /// How long publications are kept, in seconds; 0 keeps them until
+    /// `history_size` pushes them out. Default: 86400 (24 hours).
+    pub history_ttl_secs: u64,
+    /// Whether subscribers are listed (`presence`) and `join`/`leave` are
+    /// pushed. Default: true.
+    pub presence: bool,
+    /// Whether clients may publish (the publish API always may). Default: true.
+    pub publish: bool,
+    /// Subscribers one channel may have. Default: 10000.
+    pub max_subscribers: usize,
+}
+
+impl Default for NamespaceConfig {
+    fn default() -> Self {
+        NamespaceConfig {
+            history_size: 1000,
+            history_ttl_secs: 86_400,
+            presence: true,
+            publish: true,
+            max_subscribers: 10_000,
+        }
+    }
+}
+
+/// `[feed]`: the simulated random-walk ticker.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedConfig {
+    /// Whether it runs. Default: true.
+    pub enabled: bool,
+    /// Milliseconds between two prices of one symbol. Default: 500.
+    pub interval_ms: u64,
+    /// The symbols, published to `NAMESPACE:SYMBOL`. Default: AAPL, MSFT,
+    /// GOOG, AMZN, TSLA, NVDA.
+    pub symbols: Vec<String>,
+    /// The namespace it publishes to. Default: `ticker`.
+    pub namespace: String,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        FeedConfig {
+            enabled: true,
+            interval_ms: 500,
+            symbols: ["AAPL", "MSFT", "GOOG", "AMZN", "TSLA", "NVDA"]
+                .map(String::from)
+                .to_vec(),
+            namespace: "ticker".into(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut namespaces = BTreeMap::new();
+        namespaces.insert("chat".to_string(), NamespaceConfig::default());
+        namespaces.insert(
+            "ticker".to_string(),
+            NamespaceConfig {
+                history_size: 100,
+                presence: false,
+                publish: false,
+                ..NamespaceConfig::default()
+            },
+        );
+        Config {
+            server: ServerConfig::default(),
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
+            namespaces,
+            feed: FeedConfig::default(),
+            docs: crate::docs::DocsConfig::default(),
+        }
+    }
+}
+
+/// A configuration that could not be read or makes no sense.
+#[derive(Debug)]
+pub struct ConfigError(String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Parses a TOML document. A file without `[namespaces]` gets the default
+    /// `chat` and `ticker`; one with it gets exactly the namespaces it lists.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the key and line: a syntax error, an unknown
+    /// key, a wrong type, or a value out of range.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text)
+            .map_err(|err| ConfigError(format!("invalid configuration: {err}")))?;
+        if config.namespaces.is_empty() {
+            config.namespaces = Config::default().namespaces;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses a TOML file.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_toml`](Self::from_toml), with the path, or the file could not
+    /// be read.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| ConfigError(format!("cannot read {}: {err}", path.display())))?;
+        Config::from_toml(&text).map_err(|err| ConfigError(format!("{}: {err}", path.display())))
+    }
+
+    /// The publish API key: `server.api_key`, else the `DUPLEX_API_KEY`
+    /// environment variable, else none (the API is disabled).
+    pub fn api_key(&self) -> Option<String> {
+        self.server
+            .api_key
+            .clone()
+            .or_else(|| std::env::var("DUPLEX_API_KEY").ok())
+            .filter(|key| !key.is_empty())
+    }
+
+    /// Checks values that parse but make no sense.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |msg: String| Err(ConfigError(msg));
+        let l = &self.limits;
+        if l.requests_per_second == 0 || l.burst == 0 {
+            return fail("limits.requests_per_second and limits.burst must be at least 1".into());
+        }
+        if l.max_channels == 0 || l.send_queue == 0 {
+            return fail("limits.max_channels and limits.send_queue must be at least 1".into());
+        }
+        if l.max_message_size < 1024 {
+            return fail(format!(
+                "limits.max_message_size = {} is too small: at least 1024 bytes",
+                l.max_message_size
+            ));
+        }
+        if l.max_publication_size == 0 {
+            return fail("limits.max_publication_size must be at least 1".into());
+        }
+        for (name, ns) in &self.namespaces {
+            if !crate::channel::valid_namespace(name) {
+                return fail(format!(
+                    "namespaces.{name}: a namespace name is 1 to 32 of a-z, 0-9, _ and -"
+                ));
+            }
+            if ns.history_size > 100_000 {
+                return fail(format!(
+                    "namespaces.{name}.history_size = {} is over the maximum of 100000",
+                    ns.history_size
+                ));
+            }
+            if ns.max_subscribers == 0 {
+                return fail(format!(
+                    "namespaces.{name}.max_subscribers must be at least 1"
+                ));
+            }
+        }
+        self.docs.validate().map_err(ConfigError)?;
+        if self.auth.required && self.auth.hs256_secret.is_none() {
+            return fail("auth.required = true needs auth.hs256_secret".into());
+        }
+        if self.feed.enabled {
+            if self.feed.interval_ms == 0 {
+                return fail("feed.interval_ms must be at least 1".into());
+            }
+            if !self.namespaces.contains_key(&self.feed.namespace) {
+                return fail(format!(
+                    "feed.namespace = {:?} is not a configured namespace",
+                    self.feed.namespace
+                ));
+            }
+            for symbol in &self.feed.symbols {
+                let channel = format!("{}:{symbol}", self.feed.namespace);
+                if crate::channel::ChannelName::parse(&channel).is_err() {
+                    return fail(format!(
+                        "feed.symbols: {symbol:?} is not a valid channel name"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_defaults() {
+        let config = Config::from_toml("").unwrap();
+        assert_eq!(config, Config::default());
+        assert!(config.namespaces["chat"].publish);
+        assert!(!config.namespaces["ticker"].publish);
+        assert_eq!(config.namespaces["ticker"].history_size, 100);
+        assert_eq!(config.feed.symbols.len(), 6);
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let config = Config::from_toml(include_str!("../../../duplex.example.toml")).unwrap();
+        assert!(config.namespaces.contains_key("chat"));
+        assert_eq!(config.limits.send_queue, 1024);
+    }
+
+    #[test]
+    fn namespaces_replace_the_defaults() {
+        let config = Config::from_toml(
+            "[feed]\nenabled = false\n[namespaces.room]\nhistory_size = 5\npresence = false\n",
+        )
+        .unwrap();
+        assert_eq!(config.namespaces.len(), 1);
+        let room = &config.namespaces["room"];
+        assert_eq!(room.history_size, 5);
+        assert!(!room.presence);
+        assert!(room.publish, "unset keys keep their default");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let err = Config::from_toml("[limits]\nrequests_per_sec = 5\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("requests_per_sec"), "{text}");
+        let err = Config::from_toml("[nope]\n").unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn nonsense_values_are_refused() {
+        assert!(Config::from_toml("[limits]\nburst = 0\n").is_err());
+        assert!(Config::from_toml("[auth]\nrequired = true\n").is_err());
+        assert!(Config::from_toml("[namespaces.\"Bad Name\"]\n").is_err());
+        assert!(Config::from_toml("[feed]\nnamespace = \"nope\"\n").is_err());
+        assert!(Config::from_toml("[limits]\nsend_queue = \"x\"\n").is_err());
+    }
+}

@@ -1,0 +1,464 @@
+//! One WebSocket connection: requests in, replies and pushes out.
+//!
+//! The reader handles one request at a time and queues exactly one reply
+//! for it; the writer drains the connection's bounded queue (replies and
+//! pushes alike) to the socket, flushing when the queue runs dry. The
+//! connection ends when the client closes, when its queue overflows (1008,
+//! slow consumer), when it keeps going over the rate limit (1008), or when the
+//! server shuts down (1001). Its subscriptions end with it (with `leave`
+//! pushed where presence is on).
+
+use std::collections::HashSet;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duplex::{CloseCode, Message, PreparedMessage, WebSocket, WriteHalf};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Claims;
+use crate::history;
+use crate::hub::Hub;
+use crate::limits::TokenBucket;
+use crate::metrics::{bump, drop_one};
+use crate::protocol::{
+    self, ClientInfo, DEFAULT_HISTORY_LIMIT, ErrorCode, HubError, MAX_INFO_SIZE, Request, Since,
+};
+use crate::registry::{Join, Outbox};
+
+/// How long a connection being closed gets to answer the close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Frames written between two flushes at most.
+const MAX_BATCH: usize = 64;
+
+/// Why the connection stops.
+enum Stop {
+    Ended,
+    Close(CloseCode, String),
+    WriteFailed(duplex::Result<()>),
+}
+
+/// The state of one connection.
+struct Session {
+    hub: Arc<Hub>,
+    outbox: Outbox,
+    client: Arc<ClientInfo>,
+    claims: Option<Claims>,
+    /// `connect` succeeded.
+    connected: bool,
+    /// A request other than `connect` and `ping` was made.
+    started: bool,
+    subscriptions: HashSet<String>,
+    bucket: TokenBucket,
+    /// Requests refused for the rate limit in a row.
+    refused: u32,
+}
+
+type Reply = Result<Option<String>, HubError>;
+
+/// Runs a connection until it ends. `claims` are those of a valid token in
+/// the URL; `closing` is cancelled when the server shuts down.
+pub async fn run<S>(
+    hub: Arc<Hub>,
+    ws: WebSocket<S>,
+    claims: Option<Claims>,
+    closing: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let metrics = hub.metrics().clone();
+    bump(&metrics.connections);
+    bump(&metrics.connections_total);
+    let limits = hub.config().limits.clone();
+    let (queue, mut frames) = mpsc::channel::<Arc<PreparedMessage>>(limits.send_queue);
+    let slow = CancellationToken::new();
+    let (id, client_id) = hub.new_client_id();
+    let outbox = Outbox::new(id, queue, slow.clone(), metrics.clone());
+    let user = claims.as_ref().map(|c| c.sub.clone()).unwrap_or_default();
+    let mut session = Session {
+        client: Arc::new(ClientInfo {
+            client: client_id,
+            user,
+            info: Value::Object(Default::default()),
+        }),
+        claims,
+        connected: false,
+        started: false,
+        subscriptions: HashSet::new(),
+        bucket: TokenBucket::new(limits.requests_per_second, limits.burst, Instant::now()),
+        refused: 0,
+        outbox,
+        hub: hub.clone(),
+    };
+    tracing::debug!(client = %session.client.client, "connection open");
+
+    let (mut read, mut write) = ws.split();
+    let stop = {
+        let reader = async {
+            while let Some(item) = read.next().await {
+                let message = match item {
+                    Ok(message) => message,
+                    Err(err) => {
+                        tracing::debug!(%err, "connection failed");
+                        break;
+                    }
+                };
+                let text = match message {
+                    Message::Text(text) => text,
+                    Message::Binary(_) => {
+                        bump(&metrics.messages_in);
+                        session.reply_error(
+                            None,
+                            HubError::new(
+                                ErrorCode::BadRequest,
+                                "binary messages are not part of the protocol: send JSON text",
+                            ),
+                        );
+                        continue;
+                    }
+                    _ => continue,
+                };
+                bump(&metrics.messages_in);
+                if !session.handle(text.as_str()).await {
+                    // Abuse: the connection is closed with 1008.
+                    return true;
+                }
+            }
+            false
+        };
+        let mut reader = pin!(reader);
+        tokio::select! {
+            biased;
+            () = closing.cancelled() => {
+                Stop::Close(CloseCode::GOING_AWAY, "the server is shutting down".into())
+            }
+            () = slow.cancelled() => Stop::Close(
+                CloseCode::POLICY_VIOLATION,
+                format!("slow consumer: send queue full ({} messages)", limits.send_queue),
+            ),
+            result = pump(&mut write, &mut frames) => Stop::WriteFailed(result),
+            abused = &mut reader => if abused {
+                Stop::Close(
+                    CloseCode::POLICY_VIOLATION,
+                    format!("too many requests: over {} per second", limits.requests_per_second),
+                )
+            } else {
+                Stop::Ended
+            },
+        }
+    };
+    session.leave_all();
+    // What the client sends while its connection closes is read and dropped.
+    let mut reader = pin!(async { while read.next().await.is_some() {} });
+    drop(frames);
+    match stop {
+        Stop::Ended => {}
+        Stop::Close(code, reason) => {
+            let closing = async {
+                if let Err(err) = write.close(code, &reason).await {
+                    tracing::debug!(%err, "sending the close frame failed");
+                }
+                std::future::pending::<()>().await;
+            };
+            let handshake = async {
+                tokio::select! {
+                    biased;
+                    () = closing => {}
+                    () = &mut reader => {}
+                }
+            };
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, handshake).await;
+        }
+        Stop::WriteFailed(result) => {
+            if let Err(err) = result {
+                tracing::debug!(%err, "writing failed");
+            }
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, reader).await;
+        }
+    }
+    drop_one(&metrics.connections);
+    tracing::debug!(client = %session.client.client, "connection closed");
+}
+
+/// Writes queued frames, flushing when the queue is momentarily empty.
+async fn pump<S>(
+    write: &mut WriteHalf<S>,
+    frames: &mut mpsc::Receiver<Arc<PreparedMessage>>,
+) -> duplex::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut batch = 0;
+    while let Some(frame) = frames.recv().await {
+        write.feed_prepared(&frame).await?;
+        batch += 1;
+        if frames.is_empty() || batch == MAX_BATCH {
+            write.flush().await?;
+            batch = 0;
+        }
+    }
+    Ok(())
+}
+
+impl Session {
+    fn reply_error(&self, id: Option<u64>, error: HubError) {
+        bump(&self.hub.metrics().errors);
+        self.outbox.push_text(protocol::error_reply(id, &error));
+    }
+
+    /// Handles one text message; false when the connection should be closed
+    /// for abuse.
+    async fn handle(&mut self, text: &str) -> bool {
+        let (id, request) = protocol::parse(text);
+        if !self.bucket.take(Instant::now()) {
+            bump(&self.hub.metrics().rate_limited);
+            self.refused += 1;
+            let limits = &self.hub.config().limits;
+            let error = HubError::new(
+                ErrorCode::TooManyRequests,
+                format!(
+                    "over the limit of {} requests per second (burst {}); retry in {} ms",
+                    limits.requests_per_second,
+                    limits.burst,
+                    self.bucket.retry_after().as_millis().max(1)
+                ),
+            );
+            self.reply_error(id, error);
+            // Twice the burst refused in a row: the client is not listening.
+            return self.refused < limits.burst.saturating_mul(2).max(10);
+        }
+        self.refused = 0;
+        let reply = match (id, request) {
+            (id, Err(error)) => Err((id, error)),
+            (None, Ok(_)) => unreachable_id(),
+            (Some(id), Ok(request)) => self.dispatch(id, request).await.map_err(|e| (Some(id), e)),
+        };
+        match reply {
+            Ok(Some(text)) => {
+                self.outbox.push_text(text);
+            }
+            Ok(None) => {}
+            Err((id, error)) => self.reply_error(id, error),
+        }
+        true
+    }
+
+    async fn dispatch(&mut self, id: u64, request: Request) -> Reply {
+        let auth = &self.hub.config().auth;
+        let is_connect = matches!(request, Request::Connect { .. });
+        if !matches!(request, Request::Connect { .. } | Request::Ping) {
+            self.started = true;
+            if auth.required && self.claims.is_none() {
+                return Err(HubError::new(
+                    ErrorCode::Unauthorized,
+                    "this hub requires a token: send {\"op\":\"connect\",\"token\":...} first, \
+                     or open /ws?token=...",
+                ));
+            }
+        }
+        let ok = |result: String| Ok(Some(protocol::ok_reply(id, &result)));
+        match request {
+            Request::Connect { token, info } => self.connect(token, info).map(|r| {
+                debug_assert!(is_connect);
+                Some(protocol::ok_reply(id, &r))
+            }),
+            Request::Ping => ok("{}".into()),
+            Request::Subscribe { channel, since } => self.subscribe(id, channel, since).await,
+            Request::Unsubscribe { channel } => {
+                let (channel, namespace) = self.hub.channel(&channel)?;
+                if !self.subscriptions.remove(channel.as_str()) {
+                    return Err(HubError::new(
+                        ErrorCode::NotSubscribed,
+                        format!("not subscribed to {channel}"),
+                    ));
+                }
+                self.hub.registry().unsubscribe(
+                    channel.as_str(),
+                    self.outbox.id,
+                    namespace.presence,
+                );
+                ok("{}".into())
+            }
+            Request::Publish { channel, data } => {
+                let (channel, namespace) = self.hub.channel(&channel)?;
+                if !namespace.publish {
+                    return Err(HubError::new(
+                        ErrorCode::Forbidden,
+                        format!(
+                            "clients may not publish to namespace {:?} (publish = false); \
+                             only the server does",
+                            channel.namespace()
+                        ),
+                    ));
+                }
+                self.check_allowed(&channel)?;
+                let namespace = namespace.clone();
+                let publication = self.hub.publish(&channel, &namespace, &data).await?;
+                ok(format!("{{\"offset\":{}}}", publication.offset))
+            }
+            Request::Presence { channel } => {
+                let (channel, namespace) = self.hub.channel(&channel)?;
+                if !namespace.presence {
+                    return Err(HubError::new(
+                        ErrorCode::Forbidden,
+                        format!("presence is off in namespace {:?}", channel.namespace()),
+                    ));
+                }
+                self.check_allowed(&channel)?;
+                let clients = self.hub.registry().presence(channel.as_str());
+                ok(serde_json::json!({ "clients": clients }).to_string())
+            }
+            Request::History {
+                channel,
+                limit,
+                before,
+            } => {
+                let (channel, namespace) = self.hub.channel(&channel)?;
+                self.check_allowed(&channel)?;
+                let namespace = namespace.clone();
+                let hub = self.hub.clone();
+                let limit = limit.unwrap_or(DEFAULT_HISTORY_LIMIT as u64);
+                let (current, publications) = blocking(move || {
+                    history::history(&hub, channel.as_str(), &namespace, limit, before)
+                })
+                .await?;
+                ok(protocol::publications_result(current, &publications))
+            }
+        }
+    }
+
+    fn connect(&mut self, token: Option<String>, info: Option<Value>) -> Result<String, HubError> {
+        if self.connected || self.started {
+            return Err(HubError::new(
+                ErrorCode::BadRequest,
+                "connect must be the first request, and only one",
+            ));
+        }
+        let info = info.unwrap_or_else(|| Value::Object(Default::default()));
+        let size = info.to_string().len();
+        if size > MAX_INFO_SIZE {
+            return Err(HubError::new(
+                ErrorCode::MessageTooBig,
+                format!("connect info is {size} bytes, over the limit of {MAX_INFO_SIZE}"),
+            ));
+        }
+        if let Some(token) = token {
+            let claims = self
+                .hub
+                .verify_token(&token)
+                .map_err(|err| HubError::new(ErrorCode::Unauthorized, err.0))?;
+            self.claims = Some(claims);
+        }
+        let user = self
+            .claims
+            .as_ref()
+            .map(|c| c.sub.clone())
+            .unwrap_or_default();
+        self.client = Arc::new(ClientInfo {
+            client: self.client.client.clone(),
+            user,
+            info,
+        });
+        self.connected = true;
+        Ok(serde_json::json!({"client": self.client.client, "user": self.client.user}).to_string())
+    }
+
+    fn check_allowed(&self, channel: &crate::channel::ChannelName) -> Result<(), HubError> {
+        match &self.claims {
+            Some(claims) if !claims.allows(channel) => Err(HubError::new(
+                ErrorCode::Forbidden,
+                format!("the token does not allow channel {channel}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    async fn subscribe(&mut self, id: u64, channel: String, since: Option<Since>) -> Reply {
+        let (channel, namespace) = self.hub.channel(&channel)?;
+        self.check_allowed(&channel)?;
+        if self.subscriptions.contains(channel.as_str()) {
+            return Err(HubError::new(
+                ErrorCode::AlreadySubscribed,
+                format!("already subscribed to {channel}"),
+            ));
+        }
+        let max = self.hub.config().limits.max_channels;
+        if self.subscriptions.len() >= max {
+            return Err(HubError::new(
+                ErrorCode::TooManyChannels,
+                format!(
+                    "a connection may subscribe to at most {max} channels (limits.max_channels)"
+                ),
+            ));
+        }
+        let namespace = namespace.clone();
+        let hub = self.hub.clone();
+        let outbox = self.outbox.clone();
+        let client = self.client.clone();
+        let name = channel.as_str().to_string();
+        blocking(move || {
+            let join = Join {
+                channel: &name,
+                outbox: &outbox,
+                client: &client,
+                presence: namespace.presence,
+                max_subscribers: namespace.max_subscribers,
+            };
+            hub.registry().subscribe(join, |current| {
+                let result = match since {
+                    None => format!("{{\"offset\":{current}}}"),
+                    Some(since) => {
+                        let publications =
+                            history::recover(&hub, &name, &namespace, since.offset, current)?;
+                        protocol::publications_result(current, &publications)
+                    }
+                };
+                Ok(protocol::ok_reply(id, &result))
+            })
+        })
+        .await?;
+        self.subscriptions.insert(channel.as_str().to_string());
+        Ok(None)
+    }
+
+    /// Ends every subscription, pushing `leave` where presence is on.
+    fn leave_all(&mut self) {
+        for channel in self.subscriptions.drain() {
+            let presence = self
+                .hub
+                .channel(&channel)
+                .map(|(_, ns)| ns.presence)
+                .unwrap_or(false);
+            self.hub
+                .registry()
+                .unsubscribe(&channel, self.outbox.id, presence);
+        }
+    }
+}
+
+/// `protocol::parse` never returns a request without an id.
+fn unreachable_id() -> Result<Option<String>, (Option<u64>, HubError)> {
+    Err((
+        None,
+        HubError::new(ErrorCode::BadRequest, "a request needs an \"id\""),
+    ))
+}
+
+/// Runs blocking work (SQLite reads, a channel lock held across one) off the
+/// async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, HubError> + Send + 'static,
+) -> Result<T, HubError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|err| {
+            Err(HubError::new(
+                ErrorCode::Internal,
+                format!("hub task failed: {err}"),
+            ))
+        })
+}

@@ -1,0 +1,346 @@
+//! `/docs/NAME`: the checks before the upgrade, and one y-websocket
+//! connection after it.
+//!
+//! Before the upgrade: the document name (400), the Origin (403, the policy
+//! of `/ws`), the token in `?token=` (401 if invalid, or missing while
+//! `auth.required`), its `docs` claim (403 without access). After it, the
+//! connection reads binary y-websocket messages and hands them to its
+//! document; it closes with 1003 on a text message, 1007 on a malformed
+//! message or update, 1008 over the message rate or on too much awareness,
+//! 1009 when the document would be over its size limit, 1001 on shutdown,
+//! and 1008 as a slow consumer when its send queue fills.
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use duplex::{CloseCode, Message, PreparedMessage, WebSocket, WriteHalf, upgrade};
+use futures_util::{SinkExt, StreamExt};
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming as Body;
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::doc::Cmd;
+use super::sync::{self, Incoming};
+use super::{Access, Docs, Peer, access, valid_name};
+use crate::http::Service;
+use crate::limits::TokenBucket;
+use crate::metrics::{bump, drop_one};
+use crate::registry::Outbox;
+
+/// How long a connection being closed gets to answer the close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Frames written between two flushes at most.
+const MAX_BATCH: usize = 64;
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// The claims of a token the hub has verified, as JSON (for the `docs`
+/// claim, which the hub's own claims do not carry).
+fn claims_json(token: &str) -> Option<Value> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The `token` parameter of a query string (`%XX` decoded).
+fn query_token(query: Option<&str>) -> Option<String> {
+    let value = query?.split('&').find_map(|p| p.strip_prefix("token="))?;
+    if value.is_empty() || value.len() > crate::auth::MAX_TOKEN_LEN * 3 {
+        return None;
+    }
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Answers a request for `/docs/NAME`: refuses it, or upgrades it and runs
+/// the connection on the service's tracker.
+pub fn handle(
+    service: &Service,
+    docs: &Arc<Docs>,
+    request: &mut Request<Body>,
+    name: &str,
+) -> Response<Full<Bytes>> {
+    let metrics = service.hub.metrics();
+    if !docs.config().enabled {
+        return text(
+            StatusCode::NOT_FOUND,
+            "documents are disabled (docs.enabled = false)\n".into(),
+        );
+    }
+    if !valid_name(name) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "a document name is 1 to 128 of A-Z a-z 0-9 - _ . (not starting with .)\n".into(),
+        );
+    }
+    if let Err(reject) = service.origins.check(request.headers(), request.uri()) {
+        bump(&metrics.connections_refused);
+        tracing::info!(origin = ?request.headers().get(header::ORIGIN), "document WebSocket refused: origin");
+        return text(reject.status(), "origin not allowed\n".into());
+    }
+    let claims = match query_token(request.uri().query()) {
+        None if service.hub.config().auth.required => {
+            bump(&metrics.connections_refused);
+            return text(
+                StatusCode::UNAUTHORIZED,
+                "this hub requires a token: open /docs/NAME?token=...\n".into(),
+            );
+        }
+        None => None,
+        Some(token) => match service.hub.verify_token(&token) {
+            Ok(_) => claims_json(&token),
+            Err(err) => {
+                bump(&metrics.connections_refused);
+                return text(StatusCode::UNAUTHORIZED, format!("{err}\n"));
+            }
+        },
+    };
+    let Some(access) = access(claims.as_ref(), name) else {
+        bump(&metrics.connections_refused);
+        return text(
+            StatusCode::FORBIDDEN,
+            format!("the token gives no access to document {name:?}\n"),
+        );
+    };
+    let max = docs.config().max_message_size;
+    let builder = service
+        .websocket
+        .clone()
+        .max_message_size(max)
+        .max_frame_size(max);
+    let (response, pending) = match upgrade::upgrade(request, &builder) {
+        Ok(accepted) => accepted,
+        Err(refused) => {
+            bump(&metrics.connections_refused);
+            return refused.into_response();
+        }
+    };
+    let docs = docs.clone();
+    let hub = service.hub.clone();
+    let closing = service.closing.clone();
+    let name = name.to_string();
+    service.tracker.spawn(async move {
+        match pending.await {
+            Ok(ws) => {
+                let (id, _) = hub.new_client_id();
+                run(
+                    docs,
+                    hub.metrics().clone(),
+                    ws,
+                    id,
+                    name,
+                    access,
+                    hub.config().limits.send_queue,
+                    closing,
+                )
+                .await;
+            }
+            Err(err) => tracing::debug!(%err, "the upgrade did not complete"),
+        }
+    });
+    response
+}
+
+/// Runs one document connection until it ends.
+#[allow(clippy::too_many_arguments)]
+pub async fn run<S>(
+    docs: Arc<Docs>,
+    hub_metrics: Arc<crate::metrics::Metrics>,
+    ws: WebSocket<S>,
+    id: u64,
+    name: String,
+    access: Access,
+    send_queue: usize,
+    closing: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let metrics = &docs.metrics;
+    bump(&metrics.connections);
+    let (queue, mut frames) = mpsc::channel::<Arc<PreparedMessage>>(send_queue);
+    let slow = CancellationToken::new();
+    let peer = Arc::new(Peer {
+        id,
+        outbox: Outbox::new(id, queue, slow.clone(), hub_metrics),
+        writable: access == Access::Write,
+        close: Default::default(),
+        closing: CancellationToken::new(),
+    });
+    let (mut read, mut write) = ws.split();
+    let config = docs.config().clone();
+    let joined = tokio::select! {
+        () = closing.cancelled() => None,
+        joined = docs.join(&name, peer.clone()) => match joined {
+            Ok(commands) => Some(commands),
+            Err(err) => {
+                tracing::warn!(doc = %name, error = err.0, "a connection could not join its document");
+                None
+            }
+        },
+    };
+    let Some(commands) = joined else {
+        let _ = write
+            .close(CloseCode::TRY_AGAIN_LATER, "the document is unavailable")
+            .await;
+        drop_one(&metrics.connections);
+        return;
+    };
+    tracing::debug!(doc = %name, peer = id, read_only = !peer.writable, "document connection open");
+    let stop: Option<(CloseCode, String)> = {
+        let reader = async {
+            let mut bucket =
+                TokenBucket::new(config.messages_per_second, config.burst, Instant::now());
+            while let Some(item) = read.next().await {
+                let bytes = match item {
+                    Ok(Message::Binary(bytes)) => bytes,
+                    Ok(Message::Text(_)) => {
+                        return Some((
+                            CloseCode::UNSUPPORTED_DATA,
+                            "y-websocket messages are binary".to_string(),
+                        ));
+                    }
+                    Ok(_) => continue,
+                    Err(err) => {
+                        tracing::debug!(%err, "document connection failed");
+                        return None;
+                    }
+                };
+                bump(&metrics.messages_in);
+                if !bucket.take(Instant::now()) {
+                    return Some((
+                        CloseCode::POLICY_VIOLATION,
+                        format!(
+                            "too many messages: over {} per second (docs.messages_per_second, burst {})",
+                            config.messages_per_second, config.burst
+                        ),
+                    ));
+                }
+                let message = match sync::decode(&bytes) {
+                    Ok(message) => message,
+                    Err(err) => {
+                        bump(&metrics.refused);
+                        return Some((CloseCode::INVALID_PAYLOAD, err.0.to_string()));
+                    }
+                };
+                if let Incoming::Update(_) = &message {
+                    if !peer.writable {
+                        bump(&metrics.refused);
+                        tracing::info!(doc = %name, peer = id, "update ignored: read-only access");
+                        continue;
+                    }
+                }
+                if commands
+                    .send(Cmd::Message { peer: id, message })
+                    .await
+                    .is_err()
+                {
+                    return Some((CloseCode::GOING_AWAY, "the document was closed".into()));
+                }
+            }
+            None
+        };
+        let mut reader = pin!(reader);
+        tokio::select! {
+            biased;
+            () = closing.cancelled() => Some((CloseCode::GOING_AWAY, "the server is shutting down".into())),
+            () = peer.closing.cancelled() => peer.close_reason(),
+            () = slow.cancelled() => Some((
+                CloseCode::POLICY_VIOLATION,
+                format!("slow consumer: send queue full ({send_queue} messages)"),
+            )),
+            result = pump(&mut write, &mut frames) => {
+                if let Err(err) = result {
+                    tracing::debug!(%err, "writing failed");
+                }
+                None
+            }
+            stop = &mut reader => stop,
+        }
+    };
+    let _ = commands.send(Cmd::Leave { peer: id }).await;
+    drop(frames);
+    if let Some((code, reason)) = stop {
+        tracing::info!(doc = %name, peer = id, code = code.0, %reason, "closing a document connection");
+        let mut rest = pin!(async { while read.next().await.is_some() {} });
+        let handshake = async {
+            let _ = write.close(code, &reason).await;
+            (&mut rest).await;
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, handshake).await;
+    }
+    drop_one(&metrics.connections);
+    tracing::debug!(doc = %name, peer = id, "document connection closed");
+}
+
+/// Writes queued frames, flushing when the queue is momentarily empty.
+async fn pump<S>(
+    write: &mut WriteHalf<S>,
+    frames: &mut mpsc::Receiver<Arc<PreparedMessage>>,
+) -> duplex::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut batch = 0;
+    while let Some(frame) = frames.recv().await {
+        write.feed_prepared(&frame).await?;
+        batch += 1;
+        if frames.is_empty() || batch == MAX_BATCH {
+            write.flush().await?;
+            batch = 0;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_and_claims() {
+        assert_eq!(query_token(Some("token=a.b")), Some("a.b".into()));
+        assert_eq!(query_token(Some("x=1&token=a%2Eb")), Some("a.b".into()));
+        assert_eq!(query_token(Some("token=%")), Some("%".into()));
+        assert_eq!(query_token(Some("token=%4")), Some("%4".into()));
+        assert_eq!(query_token(Some("token=")), None);
+        assert_eq!(query_token(None), None);
+        let claims = crate::auth::Claims {
+            sub: "ann".into(),
+            ..Default::default()
+        };
+        let token = crate::auth::sign(&claims, b"k");
+        assert_eq!(claims_json(&token).unwrap()["sub"], "ann");
+        assert_eq!(claims_json("garbage"), None);
+    }
+}

@@ -1,0 +1,344 @@
+//! The documents end to end inside the crate: peers joined to [`Docs`]
+//! directly (no sockets), a real SQLite store in a temporary folder.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use duplex::{CloseCode, Message as WsMessage, PreparedMessage};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use yrs::sync::{Message, SyncMessage};
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
+
+use super::doc::Cmd;
+use super::sync::Incoming;
+use super::{Docs, DocsConfig, Peer};
+use crate::metrics::Metrics;
+use crate::registry::Outbox;
+
+struct Client {
+    peer: Arc<Peer>,
+    frames: mpsc::Receiver<Arc<PreparedMessage>>,
+    commands: mpsc::Sender<Cmd>,
+    doc: Doc,
+}
+
+static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+async fn join(docs: &Arc<Docs>, name: &str, writable: bool) -> Client {
+    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (queue, frames) = mpsc::channel(4096);
+    let peer = Arc::new(Peer {
+        id,
+        outbox: Outbox::new(
+            id,
+            queue,
+            CancellationToken::new(),
+            Arc::new(Metrics::default()),
+        ),
+        writable,
+        close: Default::default(),
+        closing: CancellationToken::new(),
+    });
+    let commands = docs.join(name, peer.clone()).await.unwrap();
+    let mut client = Client {
+        peer,
+        frames,
+        commands,
+        doc: Doc::new(),
+    };
+    // The server's SyncStep1 comes first; the answer carries our state.
+    match client.next().await {
+        Message::Sync(SyncMessage::SyncStep1(_)) => {}
+        other => panic!("expected SyncStep1, got {other:?}"),
+    }
+    let sv = client.doc.transact().state_vector();
+    client.send(Incoming::SyncStep1(sv)).await;
+    match client.next().await {
+        Message::Sync(SyncMessage::SyncStep2(update)) => client.apply(&update),
+        other => panic!("expected SyncStep2, got {other:?}"),
+    }
+    client
+}
+
+impl Client {
+    async fn next(&mut self) -> Message {
+        let frame = tokio::time::timeout(Duration::from_secs(10), self.frames.recv())
+            .await
+            .expect("a message within 10 s")
+            .expect("the queue is open");
+        let WsMessage::Binary(bytes) = frame.message() else {
+            panic!("not binary");
+        };
+        Message::decode_v1(bytes).expect("a y-websocket message")
+    }
+
+    async fn send(&self, message: Incoming) {
+        self.commands
+            .send(Cmd::Message {
+                peer: self.peer.id,
+                message,
+            })
+            .await
+            .unwrap();
+    }
+
+    fn apply(&self, update: &[u8]) {
+        self.doc
+            .transact_mut()
+            .apply_update(Update::decode_v1(update).unwrap())
+            .unwrap();
+    }
+
+    /// Types `text` at the end and sends the update.
+    async fn type_text(&self, text: &str) -> Vec<u8> {
+        let t = self.doc.get_or_insert_text("text");
+        let before = self.doc.transact().state_vector();
+        {
+            let mut txn = self.doc.transact_mut();
+            let len = t.len(&txn);
+            t.insert(&mut txn, len, text);
+        }
+        let update = self.doc.transact().encode_diff_v1(&before);
+        self.send(Incoming::Update(update.clone())).await;
+        update
+    }
+
+    /// Receives the next Update and applies it.
+    async fn receive_update(&mut self) {
+        loop {
+            match self.next().await {
+                Message::Sync(SyncMessage::Update(u) | SyncMessage::SyncStep2(u)) => {
+                    self.apply(&u);
+                    return;
+                }
+                Message::Awareness(_) => continue,
+                other => panic!("expected an update, got {other:?}"),
+            }
+        }
+    }
+
+    fn text(&self) -> String {
+        let t = self.doc.get_or_insert_text("text");
+        t.get_string(&self.doc.transact())
+    }
+
+    async fn leave(self) {
+        let _ = self.commands.send(Cmd::Leave { peer: self.peer.id }).await;
+    }
+
+    async fn closed(&self) -> (CloseCode, String) {
+        tokio::time::timeout(Duration::from_secs(10), self.peer.closing.cancelled())
+            .await
+            .expect("closed within 10 s");
+        self.peer.close_reason().unwrap()
+    }
+}
+
+fn config() -> DocsConfig {
+    DocsConfig {
+        unload_after_ms: 60_000,
+        ..DocsConfig::default()
+    }
+}
+
+async fn stored_text(docs: &Docs, name: &str) -> (String, usize) {
+    let stored = docs.store.load(name).await.unwrap();
+    let (doc, failed) = super::doc::build(&stored);
+    let t = doc.get_or_insert_text("text");
+    let text = t.get_string(&doc.transact());
+    (text, failed)
+}
+
+#[tokio::test]
+async fn updates_are_stored_and_sent_to_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = Docs::open(config(), dir.path()).unwrap();
+    let a = join(&docs, "n", true).await;
+    let mut b = join(&docs, "n", true).await;
+    a.type_text("hello").await;
+    b.receive_update().await;
+    assert_eq!(b.text(), "hello");
+    // B got it, so it is stored.
+    assert_eq!(stored_text(&docs, "n").await, ("hello".to_string(), 0));
+    let mut c = join(&docs, "n", true).await;
+    assert_eq!(
+        c.text(),
+        "hello",
+        "a late joiner gets everything in SyncStep2"
+    );
+    b.type_text(", world").await;
+    c.receive_update().await;
+    assert_eq!(c.text(), "hello, world");
+    docs.shutdown().await;
+}
+
+#[tokio::test]
+async fn read_only_updates_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = Docs::open(config(), dir.path()).unwrap();
+    let a = join(&docs, "n", true).await;
+    let mut reader = join(&docs, "n", false).await;
+    reader.type_text("forbidden").await;
+    a.type_text("allowed").await;
+    reader.receive_update().await;
+    assert!(
+        !reader.peer.closing.is_cancelled(),
+        "read-only stays connected"
+    );
+    assert_eq!(stored_text(&docs, "n").await.0, "allowed");
+    assert_eq!(
+        docs.metrics()
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    docs.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_updates_close_with_1007_and_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = Docs::open(config(), dir.path()).unwrap();
+    let a = join(&docs, "n", true).await;
+    a.type_text("intact").await;
+    let bad = join(&docs, "n", true).await;
+    bad.send(Incoming::Update(vec![5, 0xff, 0xff, 1, 2, 3]))
+        .await;
+    let (code, reason) = bad.closed().await;
+    assert_eq!(code, CloseCode::INVALID_PAYLOAD);
+    assert_eq!(reason, "malformed Yjs update");
+    // An update that decodes but whose content is cut short.
+    let other = Doc::new();
+    other
+        .get_or_insert_text("text")
+        .insert(&mut other.transact_mut(), 0, "xyz");
+    let mut update = other
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    update.truncate(update.len() - 3);
+    let bad2 = join(&docs, "n", true).await;
+    bad2.send(Incoming::Update(update)).await;
+    assert_eq!(bad2.closed().await.0, CloseCode::INVALID_PAYLOAD);
+    let stored = docs.store.load("n").await.unwrap();
+    assert_eq!(stored.updates.len(), 1, "only the good update is stored");
+    assert_eq!(stored_text(&docs, "n").await, ("intact".to_string(), 0));
+    let fresh = join(&docs, "n", true).await;
+    assert_eq!(fresh.text(), "intact");
+    docs.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_log_is_compacted_and_survives_a_reopen_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = Docs::open(
+        DocsConfig {
+            compact_every: 4,
+            ..config()
+        },
+        dir.path(),
+    )
+    .unwrap();
+    let a = join(&docs, "n", true).await;
+    let mut b = join(&docs, "n", true).await;
+    for i in 0..10 {
+        a.type_text(&format!("{i} ")).await;
+        b.receive_update().await;
+    }
+    let stored = docs.store.load("n").await.unwrap();
+    assert!(stored.snapshot.is_some(), "compacted");
+    assert!(
+        stored.updates.len() < 4,
+        "{} updates left",
+        stored.updates.len()
+    );
+    assert_eq!(stored.last_seq, 10);
+    let sv = a.doc.transact().state_vector();
+    let state = a
+        .doc
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    docs.shutdown().await;
+    drop(docs);
+
+    let docs = Docs::open(config(), dir.path()).unwrap();
+    let c = join(&docs, "n", true).await;
+    assert_eq!(c.text(), "0 1 2 3 4 5 6 7 8 9 ");
+    assert_eq!(c.doc.transact().state_vector(), sv);
+    assert_eq!(
+        c.doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default()),
+        state
+    );
+    docs.shutdown().await;
+}
+
+#[tokio::test]
+async fn joining_while_the_document_unloads_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = Docs::open(
+        DocsConfig {
+            unload_after_ms: 1,
+            compact_every: 3,
+            ..DocsConfig::default()
+        },
+        dir.path(),
+    )
+    .unwrap();
+    let mut expected = String::new();
+    for i in 0..60 {
+        let a = join(&docs, "n", true).await;
+        assert_eq!(a.text(), expected, "round {i}");
+        let word = format!("{i},");
+        a.type_text(&word).await;
+        expected.push_str(&word);
+        // A second connection sees the update: it is stored.
+        let b = join(&docs, "n", true).await;
+        assert_eq!(b.text(), expected, "round {i}");
+        a.leave().await;
+        b.leave().await;
+        // Every few rounds, wait for the unload to finish.
+        if i % 3 == 0 {
+            while docs.loaded() > 0 {
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+    assert!(
+        docs.metrics()
+            .loads
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 20,
+        "the document was unloaded and loaded again"
+    );
+    docs.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_document_over_its_size_limit_refuses_updates_with_1009() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = Docs::open(
+        DocsConfig {
+            max_document_size: 4096,
+            ..config()
+        },
+        dir.path(),
+    )
+    .unwrap();
+    let a = join(&docs, "n", true).await;
+    let chunk = "x".repeat(1000);
+    for _ in 0..3 {
+        a.type_text(&chunk).await;
+    }
+    a.type_text(&chunk).await;
+    let (code, reason) = a.closed().await;
+    assert_eq!(code, CloseCode::MESSAGE_TOO_BIG);
+    assert!(reason.contains("4096"), "{reason}");
+    let stored = docs.store.load("n").await.unwrap();
+    assert!(stored.size() <= 4096, "{}", stored.size());
+    assert_eq!(stored_text(&docs, "n").await.0.len(), 3000);
+    docs.shutdown().await;
+}

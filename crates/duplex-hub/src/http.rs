@@ -1,0 +1,318 @@
+//! The HTTP service: the routes of one port.
+//!
+//! - `GET /`, `/chat`, `/ticker`, `/static/FILE`: the embedded pages;
+//! - `/ws`: the hub's WebSocket (HTTP/1.1 upgrade or HTTP/2 extended
+//!   CONNECT); a foreign `Origin` gets 403, a bad `?token=` 401, both before
+//!   any upgrade;
+//! - `POST /api/publish`: publish from a back end, with the API key;
+//! - `GET /metrics`: Prometheus text; `GET /healthz`: `ok`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use duplex::upgrade;
+use duplex::{Origins, ServerBuilder};
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::MAX_TOKEN_LEN;
+use crate::conn;
+use crate::hub::Hub;
+use crate::metrics::bump;
+use crate::pages;
+use crate::protocol::{ErrorCode, HubError};
+
+/// The body of every response.
+pub type Body = Full<Bytes>;
+
+/// What the routes need: the hub, the WebSocket settings, and the tasks and
+/// token of the server's shutdown.
+#[derive(Clone)]
+pub struct Service {
+    /// The hub.
+    pub hub: Arc<Hub>,
+    /// The WebSocket settings (limits, origins).
+    pub websocket: ServerBuilder,
+    /// The origin policy, checked before the token.
+    pub origins: Origins,
+    /// Where WebSocket tasks are tracked.
+    pub tracker: TaskTracker,
+    /// Cancelled when shutdown starts.
+    pub closing: CancellationToken,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").finish_non_exhaustive()
+    }
+}
+
+/// The origin policy of a configuration: same-origin if the list is empty.
+pub fn origins(allowed: &[String]) -> Origins {
+    if allowed.is_empty() {
+        Origins::same_origin()
+    } else {
+        Origins::allow(allowed)
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn json(status: StatusCode, value: &Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn json_error(status: StatusCode, error: &HubError) -> Response<Body> {
+    json(
+        status,
+        &serde_json::json!({"error": {"code": error.code.as_str(), "message": error.message}}),
+    )
+}
+
+impl Service {
+    /// Answers one request.
+    pub async fn handle(&self, mut request: Request<Incoming>) -> Response<Body> {
+        let path = request.uri().path().to_string();
+        if path == "/ws" {
+            return self.websocket(&mut request);
+        }
+        if let Some(name) = path.strip_prefix("/docs/") {
+            return crate::docs::endpoint::handle(self, self.hub.docs(), &mut request, name);
+        }
+        if upgrade::is_upgrade_request(&request) {
+            return text(StatusCode::NOT_FOUND, "the WebSocket is at /ws\n");
+        }
+        let method = request.method().clone();
+        let get = method == Method::GET || method == Method::HEAD;
+        match path.as_str() {
+            "/api/publish" if method == Method::POST => self.api_publish(request).await,
+            "/api/publish" => method_not_allowed("POST"),
+            "/metrics" if get => {
+                let mut metrics = self.hub.metrics().render();
+                metrics.push_str(&self.hub.docs().metrics().render());
+                let mut response = text(StatusCode::OK, metrics);
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                response
+            }
+            "/healthz" if get => text(StatusCode::OK, "ok"),
+            _ => match pages::page(&path) {
+                Some(page) if get => {
+                    let mut response =
+                        Response::new(Full::new(Bytes::from_static(page.body.as_bytes())));
+                    let headers = response.headers_mut();
+                    headers.insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static(page.content_type),
+                    );
+                    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                    response
+                }
+                Some(_) => method_not_allowed("GET, HEAD"),
+                None if matches!(path.as_str(), "/metrics" | "/healthz") => {
+                    method_not_allowed("GET, HEAD")
+                }
+                None => text(StatusCode::NOT_FOUND, "not found\n"),
+            },
+        }
+    }
+
+    /// `/ws`: origin (403), token in the URL (401), then the upgrade.
+    fn websocket(&self, request: &mut Request<Incoming>) -> Response<Body> {
+        let metrics = self.hub.metrics();
+        if let Err(reject) = self.origins.check(request.headers(), request.uri()) {
+            bump(&metrics.connections_refused);
+            tracing::info!(origin = ?request.headers().get(header::ORIGIN), "WebSocket refused: origin");
+            return text(reject.status(), "origin not allowed\n");
+        }
+        let claims = match query_token(request.uri().query()) {
+            None => None,
+            Some(token) => match self.hub.verify_token(&token) {
+                Ok(claims) => Some(claims),
+                Err(err) => {
+                    bump(&metrics.connections_refused);
+                    return text(StatusCode::UNAUTHORIZED, format!("{err}\n"));
+                }
+            },
+        };
+        let (response, pending) = match upgrade::upgrade(request, &self.websocket) {
+            Ok(accepted) => accepted,
+            Err(refused) => {
+                bump(&metrics.connections_refused);
+                tracing::info!(status = %refused.status(), error = %refused.error(), "WebSocket refused");
+                return refused.into_response();
+            }
+        };
+        let hub = self.hub.clone();
+        let closing = self.closing.clone();
+        self.tracker.spawn(async move {
+            match pending.await {
+                Ok(ws) => conn::run(hub, ws, claims, closing).await,
+                Err(err) => tracing::debug!(%err, "the upgrade did not complete"),
+            }
+        });
+        response
+    }
+
+    /// `POST /api/publish`.
+    async fn api_publish(&self, request: Request<Incoming>) -> Response<Body> {
+        let Some(key) = self.hub.api_key() else {
+            return json_error(
+                StatusCode::FORBIDDEN,
+                &HubError::new(
+                    ErrorCode::Forbidden,
+                    "the publish API is disabled: set server.api_key in the configuration \
+                     or DUPLEX_API_KEY in the environment",
+                ),
+            );
+        };
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Comparing digests: the time taken says nothing about the key.
+        if Sha256::digest(given.as_bytes()) != Sha256::digest(key.as_bytes()) {
+            return json_error(
+                StatusCode::UNAUTHORIZED,
+                &HubError::new(
+                    ErrorCode::Unauthorized,
+                    "missing or wrong API key: send Authorization: Bearer KEY",
+                ),
+            );
+        }
+        let max = self.hub.config().limits.max_publication_size;
+        // Room for the channel and the JSON around the data.
+        let limit = max.saturating_add(1024);
+        let body = match Limited::new(request.into_body(), limit).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(_) => {
+                return json_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &HubError::new(
+                        ErrorCode::MessageTooBig,
+                        format!(
+                            "the request body is over {limit} bytes (limits.max_publication_size = {max})"
+                        ),
+                    ),
+                );
+            }
+        };
+        #[derive(Deserialize)]
+        struct ApiPublish {
+            channel: String,
+            data: Value,
+        }
+        let parsed: ApiPublish = match serde_json::from_slice(&body) {
+            Ok(parsed) => parsed,
+            Err(err) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    &HubError::new(
+                        ErrorCode::BadRequest,
+                        format!("the body must be {{\"channel\":\"ns:name\",\"data\":...}}: {err}"),
+                    ),
+                );
+            }
+        };
+        let (channel, namespace) = match self.hub.channel(&parsed.channel) {
+            Ok(found) => found,
+            Err(err) => return json_error(status_of(err.code), &err),
+        };
+        let namespace = namespace.clone();
+        match self.hub.publish(&channel, &namespace, &parsed.data).await {
+            Ok(publication) => json(
+                StatusCode::OK,
+                &serde_json::json!({"offset": publication.offset}),
+            ),
+            Err(err) => json_error(status_of(err.code), &err),
+        }
+    }
+}
+
+fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::UnknownNamespace => StatusCode::NOT_FOUND,
+        ErrorCode::MessageTooBig => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// The `token` parameter of a query string, if any (a JWT is URL-safe; `%`
+/// escapes are decoded anyway).
+fn query_token(query: Option<&str>) -> Option<String> {
+    let value = query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))?;
+    if value.is_empty() {
+        return None;
+    }
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len().min(MAX_TOKEN_LEN + 1));
+    let mut i = 0;
+    while i < bytes.len() && out.len() <= MAX_TOKEN_LEN {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_from_queries() {
+        assert_eq!(query_token(Some("token=a.b.c")), Some("a.b.c".into()));
+        assert_eq!(query_token(Some("x=1&token=a%2Eb")), Some("a.b".into()));
+        assert_eq!(query_token(Some("token=")), None);
+        assert_eq!(query_token(Some("tok=1")), None);
+        assert_eq!(query_token(None), None);
+        assert_eq!(query_token(Some("token=%")), Some("%".into()));
+        assert_eq!(query_token(Some("token=%4")), Some("%4".into()));
+    }
+}

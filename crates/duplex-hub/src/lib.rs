@@ -1,0 +1,83 @@
+//! duplex-hub: the real-time hub of duplex, as a library; `duplex serve` runs it.
+//!
+//! Clients open a WebSocket at `/ws` and speak a small JSON protocol
+//! (docs/PROTOCOL.md): subscribe to channels `namespace:name`, publish to
+//! them, see who else is there (presence), read history, and after a
+//! reconnect recover exactly what they missed (`since`). Publications are
+//! stored in SQLite before they are acknowledged or broadcast, so history and
+//! offsets survive a restart. The same port serves the pages (`/`, `/chat`,
+//! `/ticker`), a publish API for back ends (`POST /api/publish`), Prometheus
+//! metrics (`/metrics`) and `/healthz`; a simulated ticker feed publishes to
+//! `ticker:*`.
+//!
+//! - [`Config`]: the TOML configuration (namespaces, limits, auth, origins,
+//!   feed), with the defaults of [`Config::default`].
+//! - [`Server`]: opens the hub on a data folder and serves a listener until a
+//!   shutdown future completes.
+//! - [`Hub`]: the core (channels, storage, metrics), for embedding.
+//!
+//! # Example
+//!
+//! A hub on a free port, a client subscribing and publishing:
+//!
+//! ```
+//! use duplex::{CloseCode, JsonMessage, Message};
+//! use duplex_hub::{Config, Server};
+//! use futures_util::StreamExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let data = tempfile::tempdir()?;
+//! let mut config = Config::default();
+//! config.feed.enabled = false;
+//! let server = Server::open(config, data.path())?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let serving = tokio::spawn(server.serve(listener, async {
+//!     let _ = stopped.await;
+//! }));
+//!
+//! let mut ws = duplex::connect(format!("ws://{addr}/ws")).await?;
+//! ws.send(Message::text(r#"{"id":1,"op":"subscribe","channel":"chat:lobby"}"#)).await?;
+//! let reply: serde_json::Value = ws.next().await.unwrap()?.json()?;
+//! assert_eq!(reply["result"]["offset"], 0);
+//!
+//! ws.send(Message::text(r#"{"id":2,"op":"publish","channel":"chat:lobby","data":{"text":"hi"}}"#)).await?;
+//! let push: serde_json::Value = ws.next().await.unwrap()?.json()?;
+//! assert_eq!(push["push"], "message");
+//! assert_eq!(push["data"]["text"], "hi");
+//! let ack: serde_json::Value = ws.next().await.unwrap()?.json()?;
+//! assert_eq!(ack["result"]["offset"], 1);
+//!
+//! ws.close(CloseCode::NORMAL, "done").await?;
+//!
+//! let _ = stop.send(());
+//! serving.await?;
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod channel;
+pub mod config;
+mod conn;
+pub mod docs;
+pub mod feed;
+pub mod history;
+pub mod http;
+pub mod hub;
+pub mod limits;
+pub mod metrics;
+pub mod pages;
+pub mod protocol;
+pub mod registry;
+pub mod server;
+pub mod storage;
+
+pub use crate::config::{Config, ConfigError};
+pub use crate::hub::Hub;
+pub use crate::protocol::{ErrorCode, HubError};
+pub use crate::server::Server;

@@ -1,0 +1,184 @@
+//! Counters and a latency histogram, rendered as Prometheus text
+//! (`GET /metrics`).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The upper bounds of the publish latency histogram, in seconds.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// The hub's counters; every field is updated without locks.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// WebSocket connections open now.
+    pub connections: AtomicU64,
+    /// WebSocket connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// WebSocket requests refused (origin, token, bad handshake).
+    pub connections_refused: AtomicU64,
+    /// Subscriptions now, over every connection.
+    pub subscriptions: AtomicU64,
+    /// Protocol messages received from clients.
+    pub messages_in: AtomicU64,
+    /// Frames queued to clients: replies and pushes.
+    pub messages_out: AtomicU64,
+    /// Publications stored and broadcast (clients, the API, the feed).
+    pub publications: AtomicU64,
+    /// Connections closed as slow consumers (a full send queue).
+    pub dropped: AtomicU64,
+    /// Requests refused for the rate limit.
+    pub rate_limited: AtomicU64,
+    /// Error replies sent.
+    pub errors: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_micros: AtomicU64,
+}
+
+/// Adds one to a counter.
+pub fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Takes one from a gauge, never below zero.
+pub fn drop_one(gauge: &AtomicU64) {
+    let _ = gauge.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_sub(1))
+    });
+}
+
+impl Metrics {
+    /// Records the latency of one publication, from the request to the
+    /// moment it was stored and queued for every subscriber.
+    pub fn observe_publish(&self, latency: Duration) {
+        let secs = latency.as_secs_f64();
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+            if secs <= *bound {
+                bump(bucket);
+            }
+        }
+        bump(&self.latency_count);
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.latency_sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = String::with_capacity(2048);
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {value}");
+        };
+        metric(
+            "duplex_connections",
+            "gauge",
+            "WebSocket connections open.",
+            get(&self.connections),
+        );
+        metric(
+            "duplex_connections_total",
+            "counter",
+            "WebSocket connections accepted.",
+            get(&self.connections_total),
+        );
+        metric(
+            "duplex_connections_refused_total",
+            "counter",
+            "WebSocket requests refused (origin, token, handshake).",
+            get(&self.connections_refused),
+        );
+        metric(
+            "duplex_subscriptions",
+            "gauge",
+            "Channel subscriptions, over every connection.",
+            get(&self.subscriptions),
+        );
+        metric(
+            "duplex_messages_in_total",
+            "counter",
+            "Protocol messages received from clients.",
+            get(&self.messages_in),
+        );
+        metric(
+            "duplex_messages_out_total",
+            "counter",
+            "Frames queued to clients (replies and pushes).",
+            get(&self.messages_out),
+        );
+        metric(
+            "duplex_publications_total",
+            "counter",
+            "Publications stored and broadcast.",
+            get(&self.publications),
+        );
+        metric(
+            "duplex_dropped_connections_total",
+            "counter",
+            "Connections closed as slow consumers (send queue full).",
+            get(&self.dropped),
+        );
+        metric(
+            "duplex_rate_limited_total",
+            "counter",
+            "Requests refused for the rate limit.",
+            get(&self.rate_limited),
+        );
+        metric(
+            "duplex_errors_total",
+            "counter",
+            "Error replies sent.",
+            get(&self.errors),
+        );
+
+        let name = "duplex_publish_latency_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} From a publish request to its publication stored and queued for every subscriber."
+        );
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", get(bucket));
+        }
+        let count = get(&self.latency_count);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = get(&self.latency_sum_micros) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {count}");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let m = Metrics::default();
+        m.observe_publish(Duration::from_micros(300));
+        m.observe_publish(Duration::from_millis(3));
+        m.observe_publish(Duration::from_secs(10));
+        let text = m.render();
+        assert!(text.contains("duplex_publish_latency_seconds_bucket{le=\"0.0005\"} 1\n"));
+        assert!(text.contains("duplex_publish_latency_seconds_bucket{le=\"0.005\"} 2\n"));
+        assert!(text.contains("duplex_publish_latency_seconds_bucket{le=\"2.5\"} 2\n"));
+        assert!(text.contains("duplex_publish_latency_seconds_bucket{le=\"+Inf\"} 3\n"));
+        assert!(text.contains("duplex_publish_latency_seconds_count 3\n"));
+        assert!(text.contains("duplex_publish_latency_seconds_sum 10.0033\n"));
+    }
+
+    #[test]
+    fn gauges_do_not_underflow() {
+        let m = Metrics::default();
+        drop_one(&m.connections);
+        bump(&m.dropped);
+        let text = m.render();
+        assert!(text.contains("duplex_connections 0\n"));
+        assert!(text.contains("duplex_dropped_connections_total 1\n"));
+    }
+}

@@ -1,0 +1,10 @@
+//! The hub over real sockets and a real SQLite database: the protocol,
+//! presence, history and recovery, persistence, slow consumers, security and
+//! limits, the HTTP routes.
+
+mod common;
+mod history;
+mod http_api;
+mod protocol;
+mod security;
+mod slow;

@@ -1,0 +1,308 @@
+// Unit tests of web/client.js (the pages' HubClient) in node, against a fake
+// WebSocket that plays the server: requests and replies, the reconnection
+// backoff, the heartbeat, resubscription from the last offset, in-order
+// delivery without duplicates, refused subscriptions and recovery_impossible.
+//
+//   node --test tests/browser/client.test.mjs
+//
+// Run by crates/duplex-cli/tests/serve_browser.rs; the pages themselves are
+// tested in Chromium by chat.mjs and ticker.mjs.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+/** Every socket the client opened, newest last. */
+const sockets = [];
+
+/** A stand-in for the browser's WebSocket, driven by the test. */
+class FakeSocket {
+  static CONNECTING = 0;
+  static OPEN = 1;
+  static CLOSED = 3;
+  constructor(url) {
+    this.url = url;
+    this.readyState = FakeSocket.CONNECTING;
+    /** The requests sent, parsed. */
+    this.sent = [];
+    sockets.push(this);
+  }
+  send(text) {
+    if (this.readyState !== FakeSocket.OPEN) throw new Error('not open');
+    this.sent.push(JSON.parse(text));
+  }
+  close() {
+    this.readyState = FakeSocket.CLOSED;
+  }
+  // ---- what the server does ----
+  accept() {
+    this.readyState = FakeSocket.OPEN;
+    this.onopen?.({});
+  }
+  refuse() {
+    this.readyState = FakeSocket.CLOSED;
+    this.onerror?.({});
+    this.onclose?.({ code: 1006, reason: '' });
+  }
+  drop() {
+    this.refuse();
+  }
+  deliver(message) {
+    this.onmessage?.({ data: JSON.stringify(message) });
+  }
+  reply(request, result) {
+    this.deliver({ id: request.id, ok: true, result });
+  }
+  fail(request, code, message = code) {
+    this.deliver({ id: request.id, ok: false, error: { code, message } });
+  }
+}
+globalThis.WebSocket = FakeSocket;
+
+const { HubClient, HubError } = await import('../../web/client.js');
+
+/** Waits until `check()` is truthy (polling every 2 ms, at most 2 s). */
+async function until(what, check) {
+  const deadline = Date.now() + 2000;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  return check();
+}
+
+/** The next request with `op` on `socket` not yet looked at. */
+async function nextRequest(socket, op) {
+  socket.seen ??= new Set();
+  const request = await until(`a ${op} request`, () =>
+    socket.sent.find((r) => r.op === op && !socket.seen.has(r.id)),
+  );
+  socket.seen.add(request.id);
+  return request;
+}
+
+/** A client with short delays, its events, and its connection made. */
+async function connected(options = {}) {
+  sockets.length = 0;
+  const client = new HubClient('ws://hub.test/ws', {
+    info: { name: 'alice' },
+    minDelayMs: 20,
+    maxDelayMs: 160,
+    heartbeatMs: 0,
+    requestTimeoutMs: 300,
+    ...options,
+  });
+  const events = [];
+  for (const type of ['state', 'message', 'subscribed', 'recovery_impossible', 'join', 'leave']) {
+    client.addEventListener(type, (e) => events.push({ type, ...e.detail }));
+  }
+  client.start();
+  const socket = sockets[0];
+  socket.accept();
+  socket.reply(await nextRequest(socket, 'connect'), { client: 'c1', user: '' });
+  await until('open', () => client.state === 'open');
+  return { client, socket, events };
+}
+
+const messages = (events, channel) =>
+  events.filter((e) => e.type === 'message' && (!channel || e.channel === channel));
+
+test('connect carries the info; replies resolve and errors reject with their code', async () => {
+  const { client, socket } = await connected();
+  assert.deepEqual(socket.sent[0].info, { name: 'alice' });
+  assert.equal(client.clientId, 'c1');
+
+  const published = client.publish('chat:lobby', { text: 'hi' });
+  const request = await nextRequest(socket, 'publish');
+  assert.deepEqual(request.data, { text: 'hi' });
+  socket.reply(request, { offset: 7 });
+  assert.deepEqual(await published, { offset: 7 });
+
+  const refused = client.publish('ticker:AAPL', {});
+  socket.fail(await nextRequest(socket, 'publish'), 'forbidden', 'clients may not publish');
+  await assert.rejects(refused, (e) => e instanceof HubError && e.code === 'forbidden');
+
+  // No reply: a timeout.
+  await assert.rejects(client.presence('chat:lobby'), (e) => e.code === 'timeout');
+  client.close();
+});
+
+test('a lost connection rejects what is pending and reconnects with growing, jittered delays', async () => {
+  const { client, socket, events } = await connected();
+  const pending = client.history('chat:lobby');
+  socket.drop();
+  await assert.rejects(pending, (e) => e.code === 'disconnected');
+  // Requests while not connected fail at once.
+  await assert.rejects(client.publish('chat:lobby', {}), (e) => e.code === 'disconnected');
+
+  // Three refused attempts, then one that works.
+  for (let i = 1; i <= 3; i++) {
+    await until(`attempt ${i}`, () => sockets.length === i + 1);
+    sockets[i].refuse();
+  }
+  await until('attempt 4', () => sockets.length === 5);
+  sockets[4].accept();
+  const again = await nextRequest(sockets[4], 'connect');
+  assert.deepEqual(again.info, { name: 'alice' }, 'connect is sent again, with the same info');
+  sockets[4].reply(again, { client: 'c2', user: '' });
+  await until('open again', () => client.state === 'open');
+
+  const delays = events.filter((e) => e.type === 'state' && e.state === 'closed').map((e) => e.delayMs);
+  assert.equal(delays.length, 4);
+  // Ceilings 20, 40, 80, 160 ms; each delay in the upper half of its own.
+  [20, 40, 80, 160].forEach((ceiling, i) => {
+    assert.ok(delays[i] >= ceiling / 2 && delays[i] <= ceiling, `delay ${i}: ${delays[i]} for ${ceiling}`);
+  });
+  client.close();
+  assert.equal(client.state, 'closed');
+});
+
+test('after a reconnection, missed publications come first, in order, each once', async () => {
+  const { client, socket, events } = await connected();
+  const subscribed = client.subscribe('chat:lobby');
+  socket.reply(await nextRequest(socket, 'subscribe'), { offset: 40 });
+  assert.deepEqual(await subscribed, { offset: 40 });
+  socket.deliver({ push: 'message', channel: 'chat:lobby', offset: 41, time: 1, data: { text: 'a' } });
+  assert.equal(client.lastOffset('chat:lobby'), 41);
+
+  socket.drop();
+  await until('a new socket', () => sockets.length === 2);
+  const next = sockets[1];
+  next.accept();
+  next.reply(await nextRequest(next, 'connect'), { client: 'c2', user: '' });
+  const resubscribe = await nextRequest(next, 'subscribe');
+  assert.deepEqual(resubscribe.since, { offset: 41 });
+  // A live publication before the reply waits for the recovered ones; those
+  // already seen are dropped.
+  next.deliver({ push: 'message', channel: 'chat:lobby', offset: 45, time: 5, data: { text: 'e' } });
+  next.reply(resubscribe, {
+    offset: 44,
+    publications: [41, 42, 43, 44].map((offset) => ({ offset, time: offset, data: { text: String(offset) } })),
+  });
+  next.deliver({ push: 'message', channel: 'chat:lobby', offset: 45, time: 5, data: { text: 'e' } });
+  next.deliver({ push: 'message', channel: 'chat:lobby', offset: 46, time: 6, data: { text: 'f' } });
+
+  await until('the resubscription', () => events.some((e) => e.type === 'subscribed' && e.resumed));
+  const got = messages(events, 'chat:lobby').map((e) => [e.offset, e.recovered]);
+  assert.deepEqual(got, [[41, false], [42, true], [43, true], [44, true], [45, false], [46, false]]);
+  assert.equal(client.stats.duplicates, 2);
+  const resumed = events.find((e) => e.type === 'subscribed' && e.resumed);
+  assert.equal(resumed.recovered, 3);
+  client.close();
+});
+
+test('recovery_impossible tells the app and subscribes afresh', async () => {
+  const { client, socket, events } = await connected();
+  client.subscribe('chat:lobby');
+  socket.reply(await nextRequest(socket, 'subscribe'), { offset: 3 });
+  socket.drop();
+  await until('a new socket', () => sockets.length === 2);
+  const next = sockets[1];
+  next.accept();
+  next.reply(await nextRequest(next, 'connect'), { client: 'c2', user: '' });
+  const withSince = await nextRequest(next, 'subscribe');
+  assert.deepEqual(withSince.since, { offset: 3 });
+  next.fail(withSince, 'recovery_impossible', 'history no longer holds offset 4');
+  const fresh = await nextRequest(next, 'subscribe');
+  assert.equal(fresh.since, undefined);
+  next.reply(fresh, { offset: 2000 });
+  await until('subscribed', () => events.some((e) => e.type === 'subscribed'));
+  assert.deepEqual(
+    events.filter((e) => e.type === 'recovery_impossible').map((e) => [e.channel, e.offset]),
+    [['chat:lobby', 3]],
+  );
+  assert.equal(client.lastOffset('chat:lobby'), 2000);
+  client.close();
+});
+
+test('an unsubscribed channel is not subscribed again on reconnection, and its pushes are ignored', async () => {
+  const { client, socket, events } = await connected();
+  client.subscribe('ticker:AAPL');
+  client.subscribe('ticker:GOOG');
+  socket.reply(await nextRequest(socket, 'subscribe'), { offset: 1 });
+  socket.reply(await nextRequest(socket, 'subscribe'), { offset: 1 });
+  const unsubscribed = client.unsubscribe('ticker:GOOG');
+  socket.reply(await nextRequest(socket, 'unsubscribe'), {});
+  await unsubscribed;
+  socket.deliver({ push: 'message', channel: 'ticker:GOOG', offset: 2, time: 2, data: {} });
+  assert.equal(messages(events, 'ticker:GOOG').length, 0);
+  assert.deepEqual(client.channels(), ['ticker:AAPL']);
+
+  socket.drop();
+  await until('a new socket', () => sockets.length === 2);
+  sockets[1].accept();
+  sockets[1].reply(await nextRequest(sockets[1], 'connect'), { client: 'c2', user: '' });
+  const again = await nextRequest(sockets[1], 'subscribe');
+  assert.equal(again.channel, 'ticker:AAPL');
+  // The client sends every resubscription at once, on the connect reply.
+  assert.equal(sockets[1].sent.filter((r) => r.op === 'subscribe').length, 1);
+  client.close();
+});
+
+test('join and leave pushes become events', async () => {
+  const { client, socket, events } = await connected();
+  client.subscribe('chat:lobby');
+  socket.reply(await nextRequest(socket, 'subscribe'), { offset: 0 });
+  const bob = { client: 'c9', user: '', info: { name: 'bob' } };
+  socket.deliver({ push: 'join', channel: 'chat:lobby', client: bob });
+  socket.deliver({ push: 'leave', channel: 'chat:lobby', client: bob });
+  assert.deepEqual(
+    events.filter((e) => e.type === 'join' || e.type === 'leave').map((e) => [e.type, e.client.info.name]),
+    [['join', 'bob'], ['leave', 'bob']],
+  );
+  client.close();
+});
+
+test('a ping without a reply counts as a lost connection', async () => {
+  const { client, socket, events } = await connected({ heartbeatMs: 30, requestTimeoutMs: 60 });
+  const ping = await nextRequest(socket, 'ping');
+  assert.deepEqual(Object.keys(ping).sort(), ['id', 'op']);
+  await until('the connection given up', () =>
+    events.some((e) => e.type === 'state' && e.state === 'closed' && e.reason === 'no reply to a ping'));
+  assert.equal(socket.readyState, FakeSocket.CLOSED, 'the silent socket is closed');
+  await until('a new attempt', () => sockets.length === 2);
+  client.close();
+});
+
+test('a refused subscription rejects, is reported, and is forgotten', async () => {
+  const { client, socket, events } = await connected();
+  const events2 = [];
+  client.addEventListener('subscribe_error', (e) => events2.push(e.detail));
+  const refused = client.subscribe('chat:no room');
+  socket.fail(await nextRequest(socket, 'subscribe'), 'bad_channel', 'a space is not allowed');
+  await assert.rejects(refused, (e) => e.code === 'bad_channel');
+  assert.deepEqual(events2.map((d) => [d.channel, d.error.code]), [['chat:no room', 'bad_channel']]);
+  assert.deepEqual(client.channels(), []);
+  assert.equal(events.filter((e) => e.type === 'subscribed').length, 0);
+  client.close();
+});
+
+test('a first subscription starts at the current offset: older publications are for history()', async () => {
+  const { client, socket, events } = await connected();
+  client.subscribe('chat:lobby');
+  const request = await nextRequest(socket, 'subscribe');
+  assert.equal(request.since, undefined);
+  // Pushed before the reply: offset 10 is in the history, 11 is new.
+  socket.deliver({ push: 'message', channel: 'chat:lobby', offset: 10, time: 10, data: {} });
+  socket.deliver({ push: 'message', channel: 'chat:lobby', offset: 11, time: 11, data: {} });
+  socket.reply(request, { offset: 10 });
+  await until('subscribed', () => events.some((e) => e.type === 'subscribed'));
+  assert.deepEqual(messages(events).map((e) => e.offset), [11]);
+  client.close();
+});
+
+test('requests before the connection is open fail at once; subscriptions wait for it', async () => {
+  sockets.length = 0;
+  const client = new HubClient('ws://hub.test/ws', { heartbeatMs: 0, requestTimeoutMs: 300 });
+  await assert.rejects(client.history('chat:lobby'), (e) => e.code === 'disconnected');
+  const subscribed = client.subscribe('chat:lobby');
+  client.start();
+  const socket = sockets[0];
+  socket.accept();
+  const connect = await nextRequest(socket, 'connect');
+  assert.equal(connect.info, undefined, 'no info given, none sent');
+  assert.equal(socket.sent.filter((r) => r.op === 'subscribe').length, 0, 'not before the connect reply');
+  socket.reply(connect, { client: 'c1', user: '' });
+  socket.reply(await nextRequest(socket, 'subscribe'), { offset: 0 });
+  assert.deepEqual(await subscribed, { offset: 0 });
+  client.close();
+});
