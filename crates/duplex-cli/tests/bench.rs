@@ -157,6 +157,41 @@ fn fan_out_counts_every_delivery() {
     );
 }
 
+/// Fan-out through the hub protocol against `duplex serve`, configured as
+/// `bench/fanout.sh` runs it: every subscriber of the channel gets every
+/// publication.
+#[test]
+fn fan_out_through_a_hub_channel() {
+    let data = std::env::temp_dir().join(format!("duplex-bench-hub-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/hub-fanout.toml");
+    let hub = Echo::serve(&["--data", data.to_str().unwrap(), "--config", config]);
+    let url = format!("ws://{}/ws", hub.addr);
+    let report = bench(&[
+        &url,
+        "--subscribers",
+        "20",
+        "--hub",
+        "fanout:bench",
+        "--size",
+        "64",
+        "--duration",
+        "1",
+        "--rate",
+        "200",
+    ]);
+    drop(hub);
+    let _ = std::fs::remove_dir_all(&data);
+    assert_sane(&report, 64);
+    let published = report["published"].as_u64().unwrap();
+    let delivered = report["messages"].as_u64().unwrap();
+    assert!(published >= 150, "{report}");
+    assert!(
+        delivered + 40 >= published * 20 && delivered <= published * 20 + 40,
+        "{report}"
+    );
+}
+
 /// A server that completes the handshake and then never answers: `duplex
 /// bench` must still end soon after its measurement, counting errors, instead
 /// of waiting for echoes that never come.

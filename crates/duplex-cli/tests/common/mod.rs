@@ -18,13 +18,23 @@ impl Echo {
     /// Starts `duplex echo --listen 127.0.0.1:0` with `args`, and waits for the
     /// address it prints.
     pub fn start(args: &[&str]) -> Echo {
+        Echo::spawn("echo", args)
+    }
+
+    /// Starts `duplex serve --listen 127.0.0.1:0` with `args` the same way
+    /// (it prints `listening on http://ADDR` first).
+    pub fn serve(args: &[&str]) -> Echo {
+        Echo::spawn("serve", args)
+    }
+
+    fn spawn(command: &str, args: &[&str]) -> Echo {
         let mut child = Command::new(env!("CARGO_BIN_EXE_duplex"))
-            .args(["echo", "--listen", "127.0.0.1:0"])
+            .args([command, "--listen", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("start duplex echo");
+            .unwrap_or_else(|err| panic!("start duplex {command}: {err}"));
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
