@@ -108,7 +108,9 @@ showStatus()
 const users = $('users')
 function showUsers () {
   users.replaceChildren()
-  const states = [...awareness.getStates().entries()].sort(([a], [b]) => a - b)
+  // You first, then the others in a stable order.
+  const states = [...awareness.getStates().entries()]
+    .sort(([a], [b]) => (b === ydoc.clientID) - (a === ydoc.clientID) || a - b)
   for (const [client, state] of states) {
     if (!state.user) continue
     const li = document.createElement('li')

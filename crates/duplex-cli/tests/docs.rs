@@ -416,3 +416,22 @@ fn two_editor_pages_see_each_others_text_and_cursors() {
         "the pages reported errors"
     );
 }
+
+#[test]
+fn connections_over_the_message_rate_or_size_are_closed() {
+    let serve =
+        Serve::start("[docs]\nmessages_per_second = 5\nburst = 10\nmax_message_size = 65536\n");
+    let r = sync("limits", &serve, "busy", &[]);
+    assert_eq!(r["flood"]["code"], 1008);
+    let reason = r["flood"]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("too many messages: over 5 per second"),
+        "{reason}"
+    );
+    assert_eq!(r["too_big"]["code"], 1009);
+    assert_eq!(r["awareness"]["code"], 1009);
+    assert_eq!(
+        r["awareness"]["reason"],
+        "awareness states over 16384 bytes"
+    );
+}

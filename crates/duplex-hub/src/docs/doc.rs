@@ -114,6 +114,7 @@ pub(crate) async fn run(
         Err(err) => {
             tracing::error!(%err, doc = %name, "loading a document failed");
             docs.remove(&name, generation);
+            drop_gauge(&docs);
             // Joiners see their reply dropped and try again.
             return;
         }
