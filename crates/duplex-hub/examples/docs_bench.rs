@@ -10,7 +10,9 @@
 //! Defaults: 100 editors, 10 updates a second each, 10 seconds measured
 //! after 2 seconds of warm-up, against a hub started in this process on
 //! 127.0.0.1 with a temporary data folder (give a URL to load a running
-//! `duplex serve` instead). Prints the updates applied (stored and
+//! `duplex serve` instead; its `/metrics` gives the updates applied, and
+//! its `limits.send_queue` should be large enough for the load). Prints the
+//! updates applied (stored and
 //! broadcast) per second, the messages delivered to editors per second, the
 //! delivery latency seen by one editor (p50, p99, max), and one JSON line.
 
@@ -87,9 +89,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         started.elapsed().as_secs_f64()
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let applied = |hub: &Option<Arc<duplex_hub::Hub>>| {
-        hub.as_ref()
-            .map(|h| h.docs().metrics().updates.load(Ordering::Relaxed))
+    let metrics_addr = external
+        .as_deref()
+        .and_then(|url| url.strip_prefix("ws://"))
+        .map(|host| host.trim_end_matches('/').to_string());
+    let applied = |hub: &Option<Arc<duplex_hub::Hub>>| match (hub, &metrics_addr) {
+        (Some(h), _) => Some(h.docs().metrics().updates.load(Ordering::Relaxed)),
+        (None, Some(addr)) => updates_metric(addr),
+        (None, None) => None,
     };
     let (sent0, received0, applied0) = (
         totals.sent.load(Ordering::Relaxed),
@@ -148,6 +155,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         hub.shutdown().await;
     }
     Ok(())
+}
+
+/// `duplex_docs_updates_total` from `GET /metrics` of a running hub.
+fn updates_metric(addr: &str) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr).ok()?;
+    write!(
+        tcp,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut body = String::new();
+    tcp.read_to_string(&mut body).ok()?;
+    body.lines()
+        .find_map(|l| l.strip_prefix("duplex_docs_updates_total "))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 async fn editor<S>(
