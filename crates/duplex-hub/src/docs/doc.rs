@@ -92,7 +92,10 @@ pub(crate) fn build(stored: &Stored) -> (Doc, usize) {
         for bytes in stored.snapshot.iter().chain(stored.updates.iter()) {
             let applied = Update::decode_v1(bytes)
                 .map_err(|err| err.to_string())
-                .and_then(|u| txn.apply_update(u).map_err(|err| err.to_string()));
+                .and_then(|u| match guarded(|| txn.apply_update(u)) {
+                    Some(result) => result.map_err(|err| err.to_string()),
+                    None => Err("yrs panicked".to_string()),
+                });
             if let Err(err) = applied {
                 failed += 1;
                 tracing::error!(%err, "a stored document update could not be applied");
@@ -192,7 +195,20 @@ fn drop_gauge(docs: &Docs) {
     crate::metrics::drop_one(&docs.metrics.loaded);
 }
 
+/// Runs `f`, returning `None` if it panics: `yrs` may panic on crafted
+/// updates, and one document's bad input must not end its task.
+fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok()
+}
+
 impl DocTask {
+    /// The whole document as one update (pending parts included).
+    fn encode_all(&self) -> Vec<u8> {
+        self.doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default())
+    }
+
     fn handle(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Join { peer, reply } => {
@@ -221,8 +237,17 @@ impl DocTask {
         };
         match message {
             Incoming::SyncStep1(sv) => {
-                let diff = self.doc.transact().encode_diff_v1(&sv);
-                self.send(&peer, sync::sync_step2(diff));
+                let doc = &self.doc;
+                match guarded(|| doc.transact().encode_diff_v1(&sv)) {
+                    Some(diff) => self.send(&peer, sync::sync_step2(diff)),
+                    None => {
+                        tracing::error!(doc = %self.name, "the document could not be encoded");
+                        peer.close(
+                            CloseCode::INTERNAL_ERROR,
+                            "the document could not be encoded".into(),
+                        );
+                    }
+                }
             }
             Incoming::Awareness(update) => self.awareness_from(&peer, update),
             Incoming::QueryAwareness => {
@@ -311,7 +336,22 @@ impl DocTask {
                 return;
             }
         };
-        let applied = self.doc.transact_mut().apply_update(decoded);
+        let doc = &self.doc;
+        let applied = match guarded(|| doc.transact_mut().apply_update(decoded)) {
+            Some(Ok(())) => Ok(()),
+            Some(Err(err)) => Err(err.to_string()),
+            None => Err("yrs panicked applying it".to_string()),
+        };
+        // An update that leaves parts waiting for others must still let the
+        // document be encoded (yrs can fail there on crafted input): try it
+        // now rather than when the next client joins.
+        let applied = applied.and_then(|()| {
+            let missing = self.doc.transact().has_missing_updates();
+            match missing && guarded(|| self.encode_all()).is_none() {
+                true => Err("the document could not be encoded after it".to_string()),
+                false => Ok(()),
+            }
+        });
         if let Err(err) = applied {
             bump(&metrics.refused);
             tracing::info!(doc = %self.name, %err, "update refused: it does not apply");
@@ -384,10 +424,10 @@ impl DocTask {
         if self.since_snapshot == 0 {
             return;
         }
-        let snapshot = self
-            .doc
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default());
+        let Some(snapshot) = guarded(|| self.encode_all()) else {
+            tracing::error!(doc = %self.name, "the document could not be encoded: no snapshot");
+            return;
+        };
         let size = snapshot.len();
         match store(&self.docs)
             .compact(&self.name, self.last_seq, snapshot)

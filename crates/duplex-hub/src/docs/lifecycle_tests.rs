@@ -342,3 +342,31 @@ async fn a_document_over_its_size_limit_refuses_updates_with_1009() {
     assert_eq!(stored_text(&docs, "n").await.0.len(), 3000);
     docs.shutdown().await;
 }
+
+/// Found by mutating a valid update: yrs applies it (its parts wait for
+/// others), then panics encoding the document. The update is refused and
+/// the document stays usable.
+const POISON: &str = "01039f990a8fbff6cf0f52000401047465787403773020819f99a88fbff6cf0f0205849f99a88fbff6cf0f073e2077332077342077352077362077372077382077392077313020773131207731322077313320773134207731352077313620773137207731382077313920019f99a88fbff6cf0f010305";
+
+#[tokio::test]
+async fn regression_an_update_that_makes_yrs_panic_when_encoding_is_refused() {
+    let bytes: Vec<u8> = (0..POISON.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&POISON[i..i + 2], 16).unwrap())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let docs = Docs::open(config(), dir.path()).unwrap();
+    let a = join(&docs, "n", true).await;
+    a.type_text("intact").await;
+    let bad = join(&docs, "n", true).await;
+    bad.send(Incoming::Update(bytes)).await;
+    let (code, reason) = bad.closed().await;
+    assert_eq!(code, CloseCode::INVALID_PAYLOAD);
+    assert_eq!(reason, "the Yjs update does not apply to the document");
+    // The document still answers SyncStep1 (which encodes it) and holds
+    // only the good update.
+    let fresh = join(&docs, "n", true).await;
+    assert_eq!(fresh.text(), "intact");
+    assert_eq!(docs.store.load("n").await.unwrap().updates.len(), 1);
+    docs.shutdown().await;
+}
