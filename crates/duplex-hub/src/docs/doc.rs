@@ -195,6 +195,45 @@ fn drop_gauge(docs: &Docs) {
     crate::metrics::drop_one(&docs.metrics.loaded);
 }
 
+/// Why an update was not integrated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// It does not decode: the document is untouched.
+    Malformed(String),
+    /// It decodes but does not apply, or leaves the document unencodable:
+    /// the document may hold part of it and must be reloaded.
+    DoesNotApply(String),
+}
+
+/// Decodes `update` and applies it to `doc`, checking that an update whose
+/// parts wait for others still lets the document be encoded (`yrs` can
+/// panic there on crafted input): whatever is accepted can be sent on.
+pub(crate) fn integrate(doc: &Doc, update: &[u8]) -> Result<(), Refusal> {
+    let decoded = match guarded(|| Update::decode_v1(update)) {
+        Some(Ok(decoded)) => decoded,
+        Some(Err(err)) => return Err(Refusal::Malformed(err.to_string())),
+        None => return Err(Refusal::Malformed("yrs panicked decoding it".into())),
+    };
+    match guarded(|| doc.transact_mut().apply_update(decoded)) {
+        Some(Ok(())) => {}
+        Some(Err(err)) => return Err(Refusal::DoesNotApply(err.to_string())),
+        None => return Err(Refusal::DoesNotApply("yrs panicked applying it".into())),
+    }
+    let missing = doc.transact().has_missing_updates();
+    if missing
+        && guarded(|| {
+            doc.transact()
+                .encode_state_as_update_v1(&StateVector::default())
+        })
+        .is_none()
+    {
+        return Err(Refusal::DoesNotApply(
+            "the document could not be encoded after it".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Runs `f`, returning `None` if it panics: `yrs` may panic on crafted
 /// updates, and one document's bad input must not end its task.
 fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
@@ -327,32 +366,14 @@ impl DocTask {
             );
             return;
         }
-        let decoded = match Update::decode_v1(&update) {
-            Ok(decoded) => decoded,
-            Err(err) => {
-                bump(&metrics.refused);
-                tracing::info!(doc = %self.name, %err, "malformed update refused");
-                peer.close(CloseCode::INVALID_PAYLOAD, "malformed Yjs update".into());
-                return;
-            }
-        };
-        let doc = &self.doc;
-        let applied = match guarded(|| doc.transact_mut().apply_update(decoded)) {
-            Some(Ok(())) => Ok(()),
-            Some(Err(err)) => Err(err.to_string()),
-            None => Err("yrs panicked applying it".to_string()),
-        };
-        // An update that leaves parts waiting for others must still let the
-        // document be encoded (yrs can fail there on crafted input): try it
-        // now rather than when the next client joins.
-        let applied = applied.and_then(|()| {
-            let missing = self.doc.transact().has_missing_updates();
-            match missing && guarded(|| self.encode_all()).is_none() {
-                true => Err("the document could not be encoded after it".to_string()),
-                false => Ok(()),
-            }
-        });
-        if let Err(err) = applied {
+        let applied = integrate(&self.doc, &update);
+        if let Err(Refusal::Malformed(err)) = &applied {
+            bump(&metrics.refused);
+            tracing::info!(doc = %self.name, %err, "malformed update refused");
+            peer.close(CloseCode::INVALID_PAYLOAD, "malformed Yjs update".into());
+            return;
+        }
+        if let Err(Refusal::DoesNotApply(err)) = applied {
             bump(&metrics.refused);
             tracing::info!(doc = %self.name, %err, "update refused: it does not apply");
             peer.close(

@@ -370,3 +370,60 @@ async fn regression_an_update_that_makes_yrs_panic_when_encoding_is_refused() {
     assert_eq!(docs.store.load("n").await.unwrap().updates.len(), 1);
     docs.shutdown().await;
 }
+
+#[test]
+fn whatever_is_integrated_can_be_encoded_whatever_the_mutation() {
+    // Valid updates, mutated (bytes changed, removed, inserted), applied to
+    // a document with content: no panic gets out, and a document that took
+    // an update can still be encoded (as SyncStep2 and snapshots need).
+    let source = Doc::new();
+    let t = source.get_or_insert_text("text");
+    for i in 0..12 {
+        let mut txn = source.transact_mut();
+        let len = t.len(&txn);
+        t.insert(&mut txn, len, &format!("w{i} "));
+    }
+    t.remove_range(&mut source.transact_mut(), 3, 5);
+    let valid = source
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let (mut accepted, mut refused) = (0, 0);
+    for _ in 0..3000 {
+        let mut bytes = valid.clone();
+        for _ in 0..1 + next() % 3 {
+            let at = (next() as usize) % bytes.len();
+            match next() % 3 {
+                0 => bytes[at] = next() as u8,
+                1 if bytes.len() > 1 => {
+                    bytes.remove(at);
+                }
+                _ => bytes.insert(at, next() as u8),
+            }
+        }
+        let doc = Doc::new();
+        doc.get_or_insert_text("text")
+            .insert(&mut doc.transact_mut(), 0, "abc");
+        match super::doc::integrate(&doc, &bytes) {
+            Ok(()) => {
+                accepted += 1;
+                let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    doc.transact()
+                        .encode_state_as_update_v1(&StateVector::default())
+                }));
+                assert!(encoded.is_ok(), "accepted but not encodable: {bytes:02x?}");
+            }
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(
+        accepted > 100 && refused > 100,
+        "{accepted} accepted, {refused} refused"
+    );
+}
