@@ -266,8 +266,12 @@ pub async fn run<S>(
                         ));
                     }
                 }
-                if let Incoming::Update(_) = &message {
+                if let Incoming::Update(update) = &message {
                     if !peer.writable {
+                        // The SyncStep2 of a reader with nothing new.
+                        if update.len() <= 2 && update.iter().all(|&b| b == 0) {
+                            continue;
+                        }
                         bump(&metrics.refused);
                         tracing::info!(doc = %name, peer = id, "update ignored: read-only access");
                         continue;
