@@ -22,6 +22,7 @@ struct Client {
     frames: mpsc::Receiver<Arc<PreparedMessage>>,
     commands: mpsc::Sender<Cmd>,
     doc: Doc,
+    awareness_at_join: Vec<yrs::sync::AwarenessUpdate>,
 }
 
 static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -47,6 +48,7 @@ async fn join(docs: &Arc<Docs>, name: &str, writable: bool) -> Client {
         frames,
         commands,
         doc: Doc::new(),
+        awareness_at_join: Vec::new(),
     };
     // The server's SyncStep1 comes first; the answer carries our state.
     match client.next().await {
@@ -55,9 +57,16 @@ async fn join(docs: &Arc<Docs>, name: &str, writable: bool) -> Client {
     }
     let sv = client.doc.transact().state_vector();
     client.send(Incoming::SyncStep1(sv)).await;
-    match client.next().await {
-        Message::Sync(SyncMessage::SyncStep2(update)) => client.apply(&update),
-        other => panic!("expected SyncStep2, got {other:?}"),
+    // The awareness states, if anyone is there, then the answer.
+    loop {
+        match client.next().await {
+            Message::Sync(SyncMessage::SyncStep2(update)) => {
+                client.apply(&update);
+                break;
+            }
+            Message::Awareness(update) => client.awareness_at_join.push(update),
+            other => panic!("expected SyncStep2, got {other:?}"),
+        }
     }
     client
 }
@@ -426,4 +435,73 @@ fn whatever_is_integrated_can_be_encoded_whatever_the_mutation() {
         accepted > 100 && refused > 100,
         "{accepted} accepted, {refused} refused"
     );
+}
+
+fn awareness_of(entries: &[(u64, u32, &str)]) -> Incoming {
+    use yrs::sync::AwarenessUpdate;
+    use yrs::sync::awareness::AwarenessUpdateEntry;
+    Incoming::Awareness(AwarenessUpdate {
+        clients: entries
+            .iter()
+            .map(|&(id, clock, json)| {
+                (
+                    yrs::block::ClientID::new(id),
+                    AwarenessUpdateEntry {
+                        clock,
+                        json: json.into(),
+                    },
+                )
+            })
+            .collect(),
+    })
+}
+
+/// The next awareness message, skipping anything else.
+async fn next_awareness(client: &mut Client) -> yrs::sync::AwarenessUpdate {
+    loop {
+        if let Message::Awareness(update) = client.next().await {
+            return update;
+        }
+    }
+}
+
+#[tokio::test]
+async fn awareness_is_relayed_queried_and_removed_when_its_connection_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = Docs::open(config(), dir.path()).unwrap();
+    let mut a = join(&docs, "n", true).await;
+    let mut b = join(&docs, "n", true).await;
+    a.send(awareness_of(&[(7, 1, r#"{"user":{"name":"ann"}}"#)]))
+        .await;
+    // To both, the sender too.
+    for client in [&mut a, &mut b] {
+        let update = next_awareness(client).await;
+        assert_eq!(
+            &*update.clients[&yrs::block::ClientID::new(7)].json,
+            r#"{"user":{"name":"ann"}}"#
+        );
+    }
+    // An echo at the same clock (as providers send) is not sent on; a query
+    // gets every state.
+    b.send(awareness_of(&[(7, 1, r#"{"user":{"name":"ann"}}"#)]))
+        .await;
+    b.send(Incoming::QueryAwareness).await;
+    let all = next_awareness(&mut b).await;
+    assert_eq!(all.clients.len(), 1);
+    // A newcomer gets the states right after SyncStep1.
+    let mut c = join(&docs, "n", true).await;
+    assert_eq!(c.awareness_at_join.len(), 1);
+    assert_eq!(c.awareness_at_join[0].clients.len(), 1);
+    a.leave().await;
+    // B and C hear that ann left: null at the same clock.
+    for client in [&mut b, &mut c] {
+        let gone = next_awareness(client).await;
+        let entry = &gone.clients[&yrs::block::ClientID::new(7)];
+        assert_eq!((&*entry.json, entry.clock), ("null", 1));
+    }
+    // One connection may not speak for more than 8 clients.
+    let many: Vec<(u64, u32, &str)> = (100..110).map(|id| (id, 0, "{}")).collect();
+    c.send(awareness_of(&many)).await;
+    assert_eq!(c.closed().await.0, CloseCode::POLICY_VIOLATION);
+    docs.shutdown().await;
 }
