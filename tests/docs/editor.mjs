@@ -1,10 +1,17 @@
-// Two people edit one document in /editor, each in a Chromium context of
+// People editing one document in /editor, each in a Chromium context of
 // their own (Debian's /usr/bin/chromium, driven by playwright-core from
-// tests/browser/node_modules): both type, each sees the other's text, the
-// other's cursor with their name (y-codemirror.next's .cm-ySelectionInfo)
-// and the other in the list of people; the status says Connected.
+// tests/browser/node_modules).
 //
-//   node editor.mjs BASE DOC [--screenshot FILE.png]
+//   node editor.mjs BASE DOC [--scenario pair|offline|readonly] [--secret S] [--screenshot FILE.png]
+//
+// pair (default): both type; each sees the other's text, the other's cursor
+//   with their name (y-codemirror.next's .cm-ySelectionInfo) and the other in
+//   the list of people; the status says Connected.
+// offline: Bob's page loses its connection (its provider disconnects), the
+//   status says so, both type meanwhile; once Bob is back both pages show
+//   both edits.
+// readonly: Rita opens the page with a read-only token (HS256 with S): the
+//   page says Read-only, typing changes nothing, Ann's edits arrive.
 //
 // Prints one JSON line; exits 0 when ok.
 import { createRequire } from 'node:module'
@@ -15,18 +22,26 @@ const { chromium } = require('playwright-core')
 const WAIT_MS = 15000
 const LIMIT_MS = 60000
 const [base, doc, ...rest] = process.argv.slice(2)
-const screenshot = rest[0] === '--screenshot' ? rest[1] : null
+const flag = (name) => {
+  const i = rest.indexOf(name)
+  return i >= 0 ? rest[i + 1] : null
+}
+const screenshot = flag('--screenshot')
+const scenario = flag('--scenario') || 'pair'
+const secret = flag('--secret')
 
 async function main (browser, errors) {
-  const open = async (name) => {
+  const open = async (name, query = '') => {
     const context = await browser.newContext({ viewport: { width: 1100, height: 700 } })
     const page = await context.newPage()
     page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') errors.push(`${name}: ${m.text()}`) })
     page.on('pageerror', (e) => errors.push(`${name}: ${e.message}`))
-    await page.goto(`${base.replace(/\/$/, '')}/editor?doc=${encodeURIComponent(doc)}&name=${name}`)
+    await page.goto(`${base.replace(/\/$/, '')}/editor?doc=${encodeURIComponent(doc)}&name=${name}${query}`)
     await page.waitForSelector('#status[data-sync="synced"]', { timeout: WAIT_MS })
     return page
   }
+  if (scenario === 'offline') return offline(open)
+  if (scenario === 'readonly') return readonly(open)
   const ann = await open('Ann')
   const bob = await open('Bob')
   await ann.click('.cm-content')
@@ -37,7 +52,6 @@ async function main (browser, errors) {
   // Ann types more while Bob's edits arrive.
   await ann.keyboard.type(' And more.', { delay: 15 })
   const both = (text) => text.includes('Hello from Ann.') && text.includes('Bob was here.') && text.includes('And more.')
-  const textOf = (page) => page.evaluate(() => window.duplexEditor.ytext.toString())
   for (const page of [ann, bob]) {
     await page.waitForFunction(() => {
       const t = window.duplexEditor.ytext.toString()
@@ -59,6 +73,69 @@ async function main (browser, errors) {
   }
   if (screenshot) await ann.screenshot({ path: screenshot, fullPage: true })
   report.converged = report.ann.text === report.bob.text && both(report.ann.text)
+  return report
+}
+
+const textOf = (page) => page.evaluate(() => window.duplexEditor.ytext.toString())
+const waitText = (page, parts) => page.waitForFunction((parts) => {
+  const t = window.duplexEditor.ytext.toString()
+  return parts.every((p) => t.includes(p)) && window.duplexEditor.view.state.doc.toString() === t
+}, parts, { timeout: WAIT_MS })
+
+async function offline (open) {
+  const ann = await open('Ann')
+  const bob = await open('Bob')
+  await ann.click('.cm-content')
+  await ann.keyboard.type('Before. ', { delay: 10 })
+  await waitText(bob, ['Before. '])
+  await bob.evaluate(() => window.duplexEditor.provider.disconnect())
+  await bob.waitForSelector('#status[data-sync="disconnected"]', { timeout: WAIT_MS })
+  const statusOffline = await bob.textContent('#status-text')
+  await bob.click('.cm-content')
+  await bob.keyboard.press('Control+End')
+  await bob.keyboard.type('Bob offline.', { delay: 10 })
+  await ann.keyboard.type('Ann online. ', { delay: 10 })
+  const annSawBobEarly = (await textOf(ann)).includes('Bob offline.')
+  await bob.evaluate(() => window.duplexEditor.provider.connect())
+  await bob.waitForSelector('#status[data-sync="synced"]', { timeout: WAIT_MS })
+  const parts = ['Before. ', 'Bob offline.', 'Ann online. ']
+  await waitText(ann, parts)
+  await waitText(bob, parts)
+  if (screenshot) await bob.screenshot({ path: screenshot, fullPage: true })
+  const report = {
+    status_offline: statusOffline,
+    status_back: await bob.textContent('#status-text'),
+    ann_saw_bob_while_offline: annSawBobEarly,
+    ann: await textOf(ann),
+    bob: await textOf(bob)
+  }
+  report.converged = report.ann === report.bob && !annSawBobEarly
+  return report
+}
+
+async function readonly (open) {
+  const { createHmac } = await import('node:crypto')
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url')
+  const head = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub: 'rita', docs: { '*': 'read' } })}`
+  const token = `${head}.${createHmac('sha256', secret).update(head).digest('base64url')}`
+  const ann = await open('Ann')
+  const rita = await open('Rita', `&token=${token}`)
+  await ann.click('.cm-content')
+  await ann.keyboard.type('Only Ann writes. ', { delay: 10 })
+  await waitText(rita, ['Only Ann writes. '])
+  await rita.click('.cm-content')
+  await rita.keyboard.type('Rita tries.', { delay: 10 })
+  // Ann's next edit arrives after anything Rita could have sent.
+  await ann.keyboard.type('Again.', { delay: 10 })
+  await waitText(rita, ['Again.'])
+  await waitText(ann, ['Again.'])
+  if (screenshot) await rita.screenshot({ path: screenshot, fullPage: true })
+  const report = {
+    badge: await rita.isVisible('#access'),
+    ann: await textOf(ann),
+    rita: await textOf(rita)
+  }
+  report.converged = report.ann === report.rita && !report.rita.includes('Rita')
   return report
 }
 

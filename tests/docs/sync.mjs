@@ -9,6 +9,7 @@
 //   readonly BASE DOC SECRET  tokens (HS256 with SECRET): read-only sees edits,
 //                        its own are ignored; no access, bad token: refused
 //   malformed BASE DOC   a bad update closes with 1007, the document is intact
+//   limits BASE DOC      over the message rate: 1008; over the message size: 1009
 import { Y, provider, synced, textIs, until, stateVector, run, raw } from './lib.mjs'
 import * as encoding from 'lib0/encoding'
 import { createHmac } from 'node:crypto'
@@ -149,6 +150,41 @@ const scenarios = {
       bad_signature: await status('?token=' + token({ sub: 'x' }).slice(0, -4) + 'AAAA')
     }
     writer.destroy(); reader.destroy(); check.destroy()
+    return result
+  },
+
+  async limits () {
+    // Run against a hub with [docs] messages_per_second = 5, burst = 10,
+    // max_message_size = 65536.
+    const flood = raw(base, name)
+    await flood.opened
+    for (let i = 0; i < 40; i++) flood.ws.send(new Uint8Array([3]))
+    await flood.closed
+    const big = raw(base, name)
+    await big.opened
+    const e = encoding.createEncoder()
+    encoding.writeVarUint(e, 0)
+    encoding.writeVarUint(e, 2)
+    encoding.writeVarUint8Array(e, new Uint8Array(70000))
+    big.ws.send(encoding.toUint8Array(e))
+    await big.closed
+    const aw = raw(base, name)
+    await aw.opened
+    const a = encoding.createEncoder()
+    encoding.writeVarUint(a, 1)
+    const inner = encoding.createEncoder()
+    encoding.writeVarUint(inner, 1)
+    encoding.writeVarUint(inner, 77)
+    encoding.writeVarUint(inner, 1)
+    encoding.writeVarString(inner, JSON.stringify({ user: { name: 'x'.repeat(20000) } }))
+    encoding.writeVarUint8Array(a, encoding.toUint8Array(inner))
+    aw.ws.send(encoding.toUint8Array(a))
+    await aw.closed
+    // A well-behaved provider still works.
+    const p = provider(base, name)
+    await synced(p)
+    const result = { ok: true, flood: flood.close, too_big: big.close, awareness: aw.close }
+    p.destroy()
     return result
   },
 

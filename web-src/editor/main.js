@@ -33,7 +33,7 @@ function storedName () {
 }
 
 let userName = params.get('name') || storedName() || `${pick(ANIMALS)}-${Math.floor(Math.random() * 90 + 10)}`
-const userColor = pick(COLORS)
+let userColor = pick(COLORS)
 
 /** The access the token's `docs` claim gives, as the server decides it. */
 function accessOf (jwt, name) {
@@ -102,13 +102,27 @@ function showStatus () {
 }
 provider.on('status', ({ status }) => { connection = status; showStatus() })
 provider.on('sync', showStatus)
+// Once the others are known, take a colour none of them has, if one is left.
+provider.once('sync', () => {
+  const taken = new Set([...awareness.getStates().entries()]
+    .filter(([client, state]) => client !== ydoc.clientID && state.user)
+    .map(([, state]) => state.user.color))
+  if (!taken.has(userColor)) return
+  const free = COLORS.filter((c) => !taken.has(c))
+  if (!free.length) return
+  userColor = pick(free)
+  $('user-color').style.background = userColor
+  awareness.setLocalStateField('user', { name: userName, color: userColor, colorLight: userColor + '33' })
+})
 provider.on('connection-close', showStatus)
 showStatus()
 
 const users = $('users')
 function showUsers () {
   users.replaceChildren()
-  const states = [...awareness.getStates().entries()].sort(([a], [b]) => a - b)
+  // You first, then the others in a stable order.
+  const states = [...awareness.getStates().entries()]
+    .sort(([a], [b]) => (b === ydoc.clientID) - (a === ydoc.clientID) || a - b)
   for (const [client, state] of states) {
     if (!state.user) continue
     const li = document.createElement('li')

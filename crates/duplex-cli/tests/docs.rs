@@ -369,23 +369,41 @@ fn malformed_updates_close_the_connection_with_1007_and_the_document_is_intact()
     assert_eq!(r["text"], "intact");
 }
 
-#[test]
-fn two_editor_pages_see_each_others_text_and_cursors() {
+/// Runs tests/docs/editor.mjs (one browser at a time) with a screenshot in
+/// `DUPLEX_SCREENSHOT_DIR` if set.
+fn editor(serve: &Serve, doc: &str, scenario: &str, secret: Option<&str>) -> Value {
     assert!(
         Path::new("/usr/bin/chromium").exists(),
         "/usr/bin/chromium is missing: run scripts/setup-browser.sh"
     );
     let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
-    let serve = Serve::start("");
     let base = serve.base();
-    let mut args = vec![base.as_str(), "pair"];
-    let shot = std::env::var("DUPLEX_SCREENSHOT_DIR")
-        .ok()
-        .map(|d| PathBuf::from(d).join("editor.png").display().to_string());
+    let mut args = vec![base.as_str(), doc, "--scenario", scenario];
+    if let Some(secret) = secret {
+        args.extend(["--secret", secret]);
+    }
+    let shot = std::env::var("DUPLEX_SCREENSHOT_DIR").ok().map(|d| {
+        PathBuf::from(d)
+            .join(format!("editor-{scenario}.png"))
+            .display()
+            .to_string()
+    });
     if let Some(shot) = &shot {
         args.extend(["--screenshot", shot.as_str()]);
     }
     let r = node("editor.mjs", &args);
+    assert_eq!(
+        r["errors"],
+        serde_json::json!([]),
+        "the pages reported errors"
+    );
+    r
+}
+
+#[test]
+fn two_editor_pages_see_each_others_text_and_cursors() {
+    let serve = Serve::start("");
+    let r = editor(&serve, "pair", "pair", None);
     for (me, other) in [("ann", "Bob"), ("bob", "Ann")] {
         let page = &r[me];
         let text = page["text"].as_str().unwrap();
@@ -410,9 +428,50 @@ fn two_editor_pages_see_each_others_text_and_cursors() {
         assert_eq!(page["status"], "Connected");
     }
     assert_eq!(r["ann"]["text"], r["bob"]["text"]);
+}
+
+#[test]
+fn an_editor_page_that_lost_its_connection_says_so_and_sends_its_edits_when_back() {
+    let serve = Serve::start("");
+    let r = editor(&serve, "trip", "offline", None);
     assert_eq!(
-        r["errors"],
-        serde_json::json!([]),
-        "the pages reported errors"
+        r["status_offline"],
+        "Offline: edits are kept and sent on reconnect"
+    );
+    assert_eq!(r["status_back"], "Connected");
+    assert_eq!(r["ann_saw_bob_while_offline"], false);
+    let text = r["ann"].as_str().unwrap();
+    assert!(
+        text.contains("Bob offline.") && text.contains("Ann online."),
+        "{text}"
+    );
+    assert_eq!(r["bob"], r["ann"]);
+}
+
+#[test]
+fn an_editor_page_with_a_read_only_token_shows_edits_and_makes_none() {
+    let serve = Serve::start("[auth]\nhs256_secret = \"editor-secret\"\n");
+    let r = editor(&serve, "memo", "readonly", Some("editor-secret"));
+    assert_eq!(r["badge"], true, "the page says Read-only");
+    assert_eq!(r["ann"], "Only Ann writes. Again.");
+    assert_eq!(r["rita"], r["ann"]);
+}
+
+#[test]
+fn connections_over_the_message_rate_or_size_are_closed() {
+    let serve =
+        Serve::start("[docs]\nmessages_per_second = 5\nburst = 10\nmax_message_size = 65536\n");
+    let r = sync("limits", &serve, "busy", &[]);
+    assert_eq!(r["flood"]["code"], 1008);
+    let reason = r["flood"]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("too many messages: over 5 per second"),
+        "{reason}"
+    );
+    assert_eq!(r["too_big"]["code"], 1009);
+    assert_eq!(r["awareness"]["code"], 1009);
+    assert_eq!(
+        r["awareness"]["reason"],
+        "awareness states over 16384 bytes"
     );
 }

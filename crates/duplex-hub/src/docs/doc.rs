@@ -92,7 +92,10 @@ pub(crate) fn build(stored: &Stored) -> (Doc, usize) {
         for bytes in stored.snapshot.iter().chain(stored.updates.iter()) {
             let applied = Update::decode_v1(bytes)
                 .map_err(|err| err.to_string())
-                .and_then(|u| txn.apply_update(u).map_err(|err| err.to_string()));
+                .and_then(|u| match guarded(|| txn.apply_update(u)) {
+                    Some(result) => result.map_err(|err| err.to_string()),
+                    None => Err("yrs panicked".to_string()),
+                });
             if let Err(err) = applied {
                 failed += 1;
                 tracing::error!(%err, "a stored document update could not be applied");
@@ -114,6 +117,7 @@ pub(crate) async fn run(
         Err(err) => {
             tracing::error!(%err, doc = %name, "loading a document failed");
             docs.remove(&name, generation);
+            drop_gauge(&docs);
             // Joiners see their reply dropped and try again.
             return;
         }
@@ -191,7 +195,59 @@ fn drop_gauge(docs: &Docs) {
     crate::metrics::drop_one(&docs.metrics.loaded);
 }
 
+/// Why an update was not integrated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// It does not decode: the document is untouched.
+    Malformed(String),
+    /// It decodes but does not apply, or leaves the document unencodable:
+    /// the document may hold part of it and must be reloaded.
+    DoesNotApply(String),
+}
+
+/// Decodes `update` and applies it to `doc`, checking that an update whose
+/// parts wait for others still lets the document be encoded (`yrs` can
+/// panic there on crafted input): whatever is accepted can be sent on.
+pub(crate) fn integrate(doc: &Doc, update: &[u8]) -> Result<(), Refusal> {
+    let decoded = match guarded(|| Update::decode_v1(update)) {
+        Some(Ok(decoded)) => decoded,
+        Some(Err(err)) => return Err(Refusal::Malformed(err.to_string())),
+        None => return Err(Refusal::Malformed("yrs panicked decoding it".into())),
+    };
+    match guarded(|| doc.transact_mut().apply_update(decoded)) {
+        Some(Ok(())) => {}
+        Some(Err(err)) => return Err(Refusal::DoesNotApply(err.to_string())),
+        None => return Err(Refusal::DoesNotApply("yrs panicked applying it".into())),
+    }
+    let missing = doc.transact().has_missing_updates();
+    if missing
+        && guarded(|| {
+            doc.transact()
+                .encode_state_as_update_v1(&StateVector::default())
+        })
+        .is_none()
+    {
+        return Err(Refusal::DoesNotApply(
+            "the document could not be encoded after it".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs `f`, returning `None` if it panics: `yrs` may panic on crafted
+/// updates, and one document's bad input must not end its task.
+fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok()
+}
+
 impl DocTask {
+    /// The whole document as one update (pending parts included).
+    fn encode_all(&self) -> Vec<u8> {
+        self.doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default())
+    }
+
     fn handle(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Join { peer, reply } => {
@@ -220,8 +276,17 @@ impl DocTask {
         };
         match message {
             Incoming::SyncStep1(sv) => {
-                let diff = self.doc.transact().encode_diff_v1(&sv);
-                self.send(&peer, sync::sync_step2(diff));
+                let doc = &self.doc;
+                match guarded(|| doc.transact().encode_diff_v1(&sv)) {
+                    Some(diff) => self.send(&peer, sync::sync_step2(diff)),
+                    None => {
+                        tracing::error!(doc = %self.name, "the document could not be encoded");
+                        peer.close(
+                            CloseCode::INTERNAL_ERROR,
+                            "the document could not be encoded".into(),
+                        );
+                    }
+                }
             }
             Incoming::Awareness(update) => self.awareness_from(&peer, update),
             Incoming::QueryAwareness => {
@@ -301,17 +366,14 @@ impl DocTask {
             );
             return;
         }
-        let decoded = match Update::decode_v1(&update) {
-            Ok(decoded) => decoded,
-            Err(err) => {
-                bump(&metrics.refused);
-                tracing::info!(doc = %self.name, %err, "malformed update refused");
-                peer.close(CloseCode::INVALID_PAYLOAD, "malformed Yjs update".into());
-                return;
-            }
-        };
-        let applied = self.doc.transact_mut().apply_update(decoded);
-        if let Err(err) = applied {
+        let applied = integrate(&self.doc, &update);
+        if let Err(Refusal::Malformed(err)) = &applied {
+            bump(&metrics.refused);
+            tracing::info!(doc = %self.name, %err, "malformed update refused");
+            peer.close(CloseCode::INVALID_PAYLOAD, "malformed Yjs update".into());
+            return;
+        }
+        if let Err(Refusal::DoesNotApply(err)) = applied {
             bump(&metrics.refused);
             tracing::info!(doc = %self.name, %err, "update refused: it does not apply");
             peer.close(
@@ -383,10 +445,10 @@ impl DocTask {
         if self.since_snapshot == 0 {
             return;
         }
-        let snapshot = self
-            .doc
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default());
+        let Some(snapshot) = guarded(|| self.encode_all()) else {
+            tracing::error!(doc = %self.name, "the document could not be encoded: no snapshot");
+            return;
+        };
         let size = snapshot.len();
         match store(&self.docs)
             .compact(&self.name, self.last_seq, snapshot)

@@ -7,7 +7,8 @@
 //! connection reads binary y-websocket messages and hands them to its
 //! document; it closes with 1003 on a text message, 1007 on a malformed
 //! message or update, 1008 over the message rate or on too much awareness,
-//! 1009 when the document would be over its size limit, 1001 on shutdown,
+//! 1009 when the document would be over its size limit or an awareness
+//! message over [`MAX_AWARENESS_SIZE`], 1001 on shutdown,
 //! and 1008 as a slow consumer when its send queue fills.
 
 use std::pin::pin;
@@ -40,6 +41,9 @@ use crate::registry::Outbox;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Frames written between two flushes at most.
 const MAX_BATCH: usize = 64;
+/// The most bytes of JSON one awareness message may carry (a cursor and a
+/// name take a few hundred).
+pub const MAX_AWARENESS_SIZE: usize = 16 * 1024;
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
@@ -253,8 +257,21 @@ pub async fn run<S>(
                         return Some((CloseCode::INVALID_PAYLOAD, err.0.to_string()));
                     }
                 };
-                if let Incoming::Update(_) = &message {
+                if let Incoming::Awareness(update) = &message {
+                    let size: usize = update.clients.values().map(|e| e.json.len()).sum();
+                    if size > MAX_AWARENESS_SIZE {
+                        return Some((
+                            CloseCode::MESSAGE_TOO_BIG,
+                            format!("awareness states over {MAX_AWARENESS_SIZE} bytes"),
+                        ));
+                    }
+                }
+                if let Incoming::Update(update) = &message {
                     if !peer.writable {
+                        // The SyncStep2 of a reader with nothing new.
+                        if update.len() <= 2 && update.iter().all(|&b| b == 0) {
+                            continue;
+                        }
                         bump(&metrics.refused);
                         tracing::info!(doc = %name, peer = id, "update ignored: read-only access");
                         continue;

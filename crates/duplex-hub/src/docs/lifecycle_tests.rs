@@ -22,6 +22,7 @@ struct Client {
     frames: mpsc::Receiver<Arc<PreparedMessage>>,
     commands: mpsc::Sender<Cmd>,
     doc: Doc,
+    awareness_at_join: Vec<yrs::sync::AwarenessUpdate>,
 }
 
 static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -47,6 +48,7 @@ async fn join(docs: &Arc<Docs>, name: &str, writable: bool) -> Client {
         frames,
         commands,
         doc: Doc::new(),
+        awareness_at_join: Vec::new(),
     };
     // The server's SyncStep1 comes first; the answer carries our state.
     match client.next().await {
@@ -55,9 +57,16 @@ async fn join(docs: &Arc<Docs>, name: &str, writable: bool) -> Client {
     }
     let sv = client.doc.transact().state_vector();
     client.send(Incoming::SyncStep1(sv)).await;
-    match client.next().await {
-        Message::Sync(SyncMessage::SyncStep2(update)) => client.apply(&update),
-        other => panic!("expected SyncStep2, got {other:?}"),
+    // The awareness states, if anyone is there, then the answer.
+    loop {
+        match client.next().await {
+            Message::Sync(SyncMessage::SyncStep2(update)) => {
+                client.apply(&update);
+                break;
+            }
+            Message::Awareness(update) => client.awareness_at_join.push(update),
+            other => panic!("expected SyncStep2, got {other:?}"),
+        }
     }
     client
 }
@@ -340,5 +349,159 @@ async fn a_document_over_its_size_limit_refuses_updates_with_1009() {
     let stored = docs.store.load("n").await.unwrap();
     assert!(stored.size() <= 4096, "{}", stored.size());
     assert_eq!(stored_text(&docs, "n").await.0.len(), 3000);
+    docs.shutdown().await;
+}
+
+/// Found by mutating a valid update: yrs applies it (its parts wait for
+/// others), then panics encoding the document. The update is refused and
+/// the document stays usable.
+const POISON: &str = "01039f990a8fbff6cf0f52000401047465787403773020819f99a88fbff6cf0f0205849f99a88fbff6cf0f073e2077332077342077352077362077372077382077392077313020773131207731322077313320773134207731352077313620773137207731382077313920019f99a88fbff6cf0f010305";
+
+#[tokio::test]
+async fn regression_an_update_that_makes_yrs_panic_when_encoding_is_refused() {
+    let bytes: Vec<u8> = (0..POISON.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&POISON[i..i + 2], 16).unwrap())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let docs = Docs::open(config(), dir.path()).unwrap();
+    let a = join(&docs, "n", true).await;
+    a.type_text("intact").await;
+    let bad = join(&docs, "n", true).await;
+    bad.send(Incoming::Update(bytes)).await;
+    let (code, reason) = bad.closed().await;
+    assert_eq!(code, CloseCode::INVALID_PAYLOAD);
+    assert_eq!(reason, "the Yjs update does not apply to the document");
+    // The document still answers SyncStep1 (which encodes it) and holds
+    // only the good update.
+    let fresh = join(&docs, "n", true).await;
+    assert_eq!(fresh.text(), "intact");
+    assert_eq!(docs.store.load("n").await.unwrap().updates.len(), 1);
+    docs.shutdown().await;
+}
+
+#[test]
+fn whatever_is_integrated_can_be_encoded_whatever_the_mutation() {
+    // Valid updates, mutated (bytes changed, removed, inserted), applied to
+    // a document with content: no panic gets out, and a document that took
+    // an update can still be encoded (as SyncStep2 and snapshots need).
+    let source = Doc::new();
+    let t = source.get_or_insert_text("text");
+    for i in 0..12 {
+        let mut txn = source.transact_mut();
+        let len = t.len(&txn);
+        t.insert(&mut txn, len, &format!("w{i} "));
+    }
+    t.remove_range(&mut source.transact_mut(), 3, 5);
+    let valid = source
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let (mut accepted, mut refused) = (0, 0);
+    for _ in 0..3000 {
+        let mut bytes = valid.clone();
+        for _ in 0..1 + next() % 3 {
+            let at = (next() as usize) % bytes.len();
+            match next() % 3 {
+                0 => bytes[at] = next() as u8,
+                1 if bytes.len() > 1 => {
+                    bytes.remove(at);
+                }
+                _ => bytes.insert(at, next() as u8),
+            }
+        }
+        let doc = Doc::new();
+        doc.get_or_insert_text("text")
+            .insert(&mut doc.transact_mut(), 0, "abc");
+        match super::doc::integrate(&doc, &bytes) {
+            Ok(()) => {
+                accepted += 1;
+                let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    doc.transact()
+                        .encode_state_as_update_v1(&StateVector::default())
+                }));
+                assert!(encoded.is_ok(), "accepted but not encodable: {bytes:02x?}");
+            }
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(
+        accepted > 100 && refused > 100,
+        "{accepted} accepted, {refused} refused"
+    );
+}
+
+fn awareness_of(entries: &[(u64, u32, &str)]) -> Incoming {
+    use yrs::sync::AwarenessUpdate;
+    use yrs::sync::awareness::AwarenessUpdateEntry;
+    Incoming::Awareness(AwarenessUpdate {
+        clients: entries
+            .iter()
+            .map(|&(id, clock, json)| {
+                (
+                    yrs::block::ClientID::new(id),
+                    AwarenessUpdateEntry {
+                        clock,
+                        json: json.into(),
+                    },
+                )
+            })
+            .collect(),
+    })
+}
+
+/// The next awareness message, skipping anything else.
+async fn next_awareness(client: &mut Client) -> yrs::sync::AwarenessUpdate {
+    loop {
+        if let Message::Awareness(update) = client.next().await {
+            return update;
+        }
+    }
+}
+
+#[tokio::test]
+async fn awareness_is_relayed_queried_and_removed_when_its_connection_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = Docs::open(config(), dir.path()).unwrap();
+    let mut a = join(&docs, "n", true).await;
+    let mut b = join(&docs, "n", true).await;
+    a.send(awareness_of(&[(7, 1, r#"{"user":{"name":"ann"}}"#)]))
+        .await;
+    // To both, the sender too.
+    for client in [&mut a, &mut b] {
+        let update = next_awareness(client).await;
+        assert_eq!(
+            &*update.clients[&yrs::block::ClientID::new(7)].json,
+            r#"{"user":{"name":"ann"}}"#
+        );
+    }
+    // An echo at the same clock (as providers send) is not sent on; a query
+    // gets every state.
+    b.send(awareness_of(&[(7, 1, r#"{"user":{"name":"ann"}}"#)]))
+        .await;
+    b.send(Incoming::QueryAwareness).await;
+    let all = next_awareness(&mut b).await;
+    assert_eq!(all.clients.len(), 1);
+    // A newcomer gets the states right after SyncStep1.
+    let mut c = join(&docs, "n", true).await;
+    assert_eq!(c.awareness_at_join.len(), 1);
+    assert_eq!(c.awareness_at_join[0].clients.len(), 1);
+    a.leave().await;
+    // B and C hear that ann left: null at the same clock.
+    for client in [&mut b, &mut c] {
+        let gone = next_awareness(client).await;
+        let entry = &gone.clients[&yrs::block::ClientID::new(7)];
+        assert_eq!((&*entry.json, entry.clock), ("null", 1));
+    }
+    // One connection may not speak for more than 8 clients.
+    let many: Vec<(u64, u32, &str)> = (100..110).map(|id| (id, 0, "{}")).collect();
+    c.send(awareness_of(&many)).await;
+    assert_eq!(c.closed().await.0, CloseCode::POLICY_VIOLATION);
     docs.shutdown().await;
 }

@@ -385,13 +385,31 @@ impl Docs {
                 reply,
             };
             if commands.send(join).await.is_err() {
+                self.forget(name, &commands);
                 continue;
             }
             if joined.await.is_ok() {
                 return Ok(commands);
             }
+            if commands.is_closed() {
+                self.forget(name, &commands);
+            }
         }
         Err(JoinError("the document could not be loaded"))
+    }
+
+    /// Takes document `name` out of the registry if its task ended without
+    /// doing so itself (it could only have panicked).
+    fn forget(&self, name: &str, commands: &mpsc::Sender<Cmd>) {
+        let mut loaded = self.lock();
+        if loaded
+            .get(name)
+            .is_some_and(|e| e.commands.same_channel(commands))
+        {
+            loaded.remove(name);
+            crate::metrics::drop_one(&self.metrics.loaded);
+            tracing::error!(doc = name, "a document's task ended unexpectedly");
+        }
     }
 
     /// Takes document `name` (of `generation`) out of the registry.

@@ -64,8 +64,14 @@ pub fn decode(bytes: &[u8]) -> Result<Incoming, WireError> {
         return Err(WireError("empty y-websocket message"));
     }
     let mut decoder = DecoderV1::new(Cursor::new(bytes));
-    let message =
-        Message::decode(&mut decoder).map_err(|_| WireError("malformed y-websocket message"))?;
+    // The decoder returns errors on bad input; the guard is for a panic in
+    // `yrs` on input nobody thought of, which must not end the connection's
+    // task.
+    let message = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Message::decode(&mut decoder)
+    }))
+    .map_err(|_| WireError("malformed y-websocket message"))?
+    .map_err(|_| WireError("malformed y-websocket message"))?;
     let incoming = match message {
         Message::Sync(SyncMessage::SyncStep1(sv)) => Incoming::SyncStep1(sv),
         Message::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
