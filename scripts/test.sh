@@ -36,6 +36,9 @@ scripts/setup-peers.sh
 step "browser (Debian chromium, playwright-core)"
 scripts/setup-browser.sh
 
+step "document peers (yjs, y-websocket)"
+scripts/setup-docs.sh
+
 step "tests (unit, integration, property, doc, interop, browser)"
 cargo test --workspace --all-features
 
