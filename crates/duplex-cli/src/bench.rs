@@ -298,17 +298,23 @@ struct Window {
     progress: ProgressBar,
 }
 
+/// The progress bar of a run: one step per second of warm-up and measurement.
+fn progress_bar(args: &Args) -> ProgressBar {
+    let progress = ProgressBar::new((args.warmup + args.duration).ceil() as u64);
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed:>3} [{bar:30}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    progress
+}
+
 impl Window {
     fn new(args: &Args) -> Window {
         let began = Instant::now();
         let start = began + Duration::from_secs_f64(args.warmup);
         let end = start + Duration::from_secs_f64(args.duration);
-        let progress = ProgressBar::new((args.warmup + args.duration).ceil() as u64);
-        progress.set_style(
-            ProgressStyle::with_template("{spinner} {elapsed:>3} [{bar:30}] {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
+        let progress = progress_bar(args);
         let window = Window {
             start,
             end,
@@ -620,12 +626,7 @@ fn echo_on_uring(args: &Args, sockets: Vec<Socket>) -> Result<Report, Box<dyn st
     let began = std::time::Instant::now();
     let start = began + Duration::from_secs_f64(args.warmup);
     let end = start + Duration::from_secs_f64(args.duration);
-    let progress = ProgressBar::new((args.warmup + args.duration).ceil() as u64);
-    progress.set_style(
-        ProgressStyle::with_template("{spinner} {elapsed:>3} [{bar:30}] {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+    let progress = progress_bar(args);
     let tally = uring::closed_loop(streams, start, end, &progress)?;
     progress.finish_and_clear();
     Ok(Report {

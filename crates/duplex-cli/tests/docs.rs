@@ -9,18 +9,17 @@
 //! the editor test /usr/bin/chromium and tests/browser/node_modules
 //! (`scripts/setup-browser.sh`). Without them these tests fail and say so.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// How long `duplex serve` may take to say where it listens.
-const START_LIMIT: Duration = Duration::from_secs(20);
 /// How long one script may run.
 const RUN_LIMIT: Duration = Duration::from_secs(90);
 /// One browser at a time: the machine has two cores.
@@ -127,40 +126,7 @@ impl Drop for Serve {
 }
 
 fn spawn(listen: &str, data: &Path, config: Option<&Path>) -> (Child, SocketAddr) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_duplex"));
-    command
-        .args(["serve", "--listen", listen])
-        .arg("--data")
-        .arg(data);
-    if let Some(config) = config {
-        command.arg("--config").arg(config);
-    }
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start duplex serve");
-    let stdout = child.stdout.take().unwrap();
-    let (first, line) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(l)) = lines.next() {
-            let _ = first.send(l);
-        }
-        for l in lines.map_while(Result::ok) {
-            eprintln!("duplex serve: {l}");
-        }
-    });
-    let first = line
-        .recv_timeout(START_LIMIT)
-        .unwrap_or_else(|e| panic!("duplex serve printed no first line: {e}"));
-    let addr = first
-        .rsplit("://")
-        .next()
-        .and_then(|a| a.trim().trim_end_matches('/').parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
-    (child, addr)
+    common::serve::spawn_serve(listen, data, config).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Runs `node tests/docs/SCRIPT ARGS...` and returns its last line as JSON,

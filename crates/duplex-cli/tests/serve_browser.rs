@@ -19,9 +19,13 @@
 #[path = "../../../tests/browser/harness.rs"]
 mod harness;
 
+mod common;
+
+use common::serve::spawn_serve;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -32,9 +36,6 @@ use serde_json::Value;
 
 /// One browser at a time: the machine has two cores.
 static BROWSER: Mutex<()> = Mutex::new(());
-
-/// How long `duplex serve` may take to say where it listens.
-const START_LIMIT: Duration = Duration::from_secs(20);
 
 /// A `duplex serve` process with a data folder of its own; on drop the
 /// process is killed and the folder removed.
@@ -105,75 +106,12 @@ impl Serve {
     }
 }
 
-/// Starts `duplex serve --listen <listen> --data <data> [--config <config>]`
-/// and waits (at most [`START_LIMIT`]) for its first line, `listening on
-/// ...ADDR...`. The rest of its standard output is copied to the test's
-/// standard error.
-fn spawn_serve(
-    listen: &str,
-    data: &Path,
-    config: Option<&Path>,
-) -> Result<(Child, SocketAddr), String> {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_duplex"));
-    command
-        .arg("serve")
-        .args(["--listen", listen])
-        .arg("--data")
-        .arg(data);
-    if let Some(config) = config {
-        command.arg("--config").arg(config);
-    }
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start duplex serve");
-    let stdout = child.stdout.take().unwrap();
-    let (first, line) = mpsc::channel();
-    // Reads the standard output to its end, so the server never blocks on a
-    // full pipe.
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(l)) = lines.next() {
-            let _ = first.send(l);
-        }
-        for l in lines.map_while(Result::ok) {
-            eprintln!("duplex serve: {l}");
-        }
-    });
-    let fail = |mut child: Child, message: String| {
-        let _ = child.kill();
-        let status = child.wait();
-        Err(format!("{message}; duplex serve ended with {status:?}"))
-    };
-    match line.recv_timeout(START_LIMIT) {
-        Ok(first) => match listen_addr(&first) {
-            Some(addr) => Ok((child, addr)),
-            None => fail(
-                child,
-                format!("unexpected first line of duplex serve: {first:?}"),
-            ),
-        },
-        Err(e) => fail(child, format!("duplex serve printed no first line ({e})")),
-    }
-}
-
 impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.data);
     }
-}
-
-/// The address in `listening on ADDR`, `listening on http://ADDR` or
-/// `listening on http://ADDR/ ...`.
-fn listen_addr(line: &str) -> Option<SocketAddr> {
-    let rest = line.split("listening on ").nth(1)?;
-    let word = rest.split_whitespace().next()?;
-    let host = word.rsplit("://").next()?;
-    host.trim_end_matches('/').parse().ok()
 }
 
 /// What a test does when a script prints a line: the text to write to the

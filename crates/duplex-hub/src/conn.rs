@@ -184,8 +184,10 @@ pub async fn run<S>(
     tracing::debug!(client = %session.client.client, "connection closed");
 }
 
-/// Writes queued frames, flushing when the queue is momentarily empty.
-async fn pump<S>(
+/// Writes queued frames, flushing when the queue is momentarily empty (or
+/// every `MAX_BATCH` frames): the writer of every hub and document
+/// connection.
+pub(crate) async fn pump<S>(
     write: &mut WriteHalf<S>,
     frames: &mut mpsc::Receiver<Arc<PreparedMessage>>,
 ) -> duplex::Result<()>

@@ -1,6 +1,8 @@
 //! Starting `duplex echo` and speaking raw WebSocket bytes to it.
 #![allow(dead_code)]
 
+pub mod serve;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use duplex::{CloseCode, Message, PreparedMessage, WebSocket, WriteHalf, upgrade};
-use futures_util::{SinkExt, StreamExt};
+use duplex::{CloseCode, Message, PreparedMessage, WebSocket, upgrade};
+use futures_util::StreamExt;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use super::doc::Cmd;
 use super::sync::{self, Incoming};
 use super::{Access, Docs, Peer, access, valid_name};
+use crate::conn::pump;
 use crate::http::Service;
 use crate::limits::TokenBucket;
 use crate::metrics::{bump, drop_one};
@@ -39,8 +40,6 @@ use crate::registry::Outbox;
 
 /// How long a connection being closed gets to answer the close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Frames written between two flushes at most.
-const MAX_BATCH: usize = 64;
 /// The most bytes of JSON one awareness message may carry (a cursor and a
 /// name take a few hundred).
 pub const MAX_AWARENESS_SIZE: usize = 16 * 1024;
@@ -318,26 +317,6 @@ pub async fn run<S>(
     }
     drop_one(&metrics.connections);
     tracing::debug!(doc = %name, peer = id, "document connection closed");
-}
-
-/// Writes queued frames, flushing when the queue is momentarily empty.
-async fn pump<S>(
-    write: &mut WriteHalf<S>,
-    frames: &mut mpsc::Receiver<Arc<PreparedMessage>>,
-) -> duplex::Result<()>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut batch = 0;
-    while let Some(frame) = frames.recv().await {
-        write.feed_prepared(&frame).await?;
-        batch += 1;
-        if frames.is_empty() || batch == MAX_BATCH {
-            write.flush().await?;
-            batch = 0;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
