@@ -265,7 +265,10 @@ impl Connection {
     /// The first protocol violation in the input, once; a close frame with its
     /// code is then queued, and later calls return `Ok(None)`.
     pub fn next_message(&mut self) -> Result<Option<Message>, ProtocolError> {
-        while !self.input_done {
+        // An empty buffer holds no frame, nor the rest of one: a header is
+        // consumed only with the bytes after it that are there, and a frame
+        // whose payload is all there is decoded at once.
+        while !self.input_done && !self.read_buf.is_empty() {
             let frame = match self.decode_frame() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,

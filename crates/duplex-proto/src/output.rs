@@ -94,6 +94,13 @@ impl Output {
             "advanced {n} bytes past {} waiting",
             self.len
         );
+        if n == self.len {
+            // Everything is written, the usual case: no chunk to step through.
+            self.chunks.clear();
+            self.len = 0;
+            self.release_or_clear_tail();
+            return;
+        }
         self.len -= n;
         while n > 0 {
             match self.chunks.front_mut() {
@@ -112,13 +119,18 @@ impl Output {
             }
         }
         if self.len == 0 {
-            if self.tail.capacity() > MAX_IDLE_CAPACITY {
-                // A burst is over: do not hold its buffer while idle.
-                self.tail = BytesMut::new();
-            } else {
-                // Reuse the allocation from the start rather than growing it.
-                self.tail.clear();
-            }
+            self.release_or_clear_tail();
+        }
+    }
+
+    /// Empties the tail once nothing waits.
+    fn release_or_clear_tail(&mut self) {
+        if self.tail.capacity() > MAX_IDLE_CAPACITY {
+            // A burst is over: do not hold its buffer while idle.
+            self.tail = BytesMut::new();
+        } else {
+            // Reuse the allocation from the start rather than growing it.
+            self.tail.clear();
         }
     }
 
@@ -168,6 +180,22 @@ mod tests {
         assert_eq!(joined, expected);
         assert_eq!(drain(&mut out), expected);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn advance_by_everything_empties_the_queue() {
+        let mut out = Output::default();
+        out.write(|t| t.extend_from_slice(b"abc"));
+        out.push(Bytes::from(vec![b'x'; COPY_THRESHOLD + 10]));
+        out.write(|t| t.extend_from_slice(b"def"));
+        out.advance(out.len());
+        assert!(out.is_empty());
+        assert_eq!(out.first_chunk(), b"");
+        let mut slices = [IoSlice::new(&[]); 4];
+        assert_eq!(out.io_slices(&mut slices), 0);
+        out.write(|t| t.extend_from_slice(b"next"));
+        assert_eq!(out.first_chunk(), b"next");
+        assert_eq!(drain(&mut out), b"next");
     }
 
     #[test]

@@ -588,12 +588,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
     }
 
     fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let written = if self.io.is_write_vectored() {
+        let chunk = self.conn.output_chunk();
+        // Output in one piece (small frames share one buffer) is written as
+        // it is; several pieces in one vectored write where the stream has it.
+        let written = if chunk.len() == self.conn.buffered_amount() || !self.io.is_write_vectored()
+        {
+            ready!(Pin::new(&mut self.io).poll_write(cx, chunk))?
+        } else {
             let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
             let count = self.conn.output_slices(&mut slices);
             ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]))?
-        } else {
-            ready!(Pin::new(&mut self.io).poll_write(cx, self.conn.output_chunk()))?
         };
         if written == 0 {
             return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
