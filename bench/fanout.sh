@@ -4,11 +4,11 @@
 # `duplex bench --subscribers` as the load.
 #
 #   bench/fanout.sh                          # 1,000 and 10,000 subscribers
-#   SUBSCRIBERS="100 1000" RATE=50 bench/fanout.sh
+#   SUBSCRIBERS="100 1000" RATES=50 bench/fanout.sh
 #
 # Environment (all optional):
 #   SUBSCRIBERS="1000 10000"  the subscriber counts to run
-#   RATE=20                   publications per second (duplex bench --rate)
+#   RATES="10 20"             publications per second (duplex bench --rate), each run
 #   SIZE=64                   bytes per publication
 #   DURATION=10               seconds measured per run
 #   SERVER_CPU=0 CLIENT_CPU=1 where the server and the load generator run
@@ -21,7 +21,7 @@ set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$BENCH_DIR")
 SUBSCRIBERS=${SUBSCRIBERS:-1000 10000}
-RATE=${RATE:-20}
+RATES=${RATES:-10 20}
 SIZE=${SIZE:-64}
 DURATION=${DURATION:-10}
 SERVER_CPU=${SERVER_CPU:-0}
@@ -36,6 +36,7 @@ if [[ ${NO_BUILD:-0} != 1 ]]; then
 fi
 
 SERVER_PID=
+ADDR=
 cleanup() {
     if [[ -n $SERVER_PID ]]; then
         kill "$SERVER_PID" 2>/dev/null || true
@@ -45,8 +46,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# start_server OUT COMMAND...: runs it on SERVER_CPU, prints the address from
-# its first line ("listening on http://ADDR").
+# start_server OUT COMMAND...: runs it on SERVER_CPU (SERVER_PID) and sets
+# ADDR from its first line ("listening on http://ADDR"). Not to be called in
+# a subshell: SERVER_PID must reach cleanup.
 start_server() {
     local out=$1
     shift
@@ -55,7 +57,7 @@ start_server() {
     SERVER_PID=$!
     for ((i = 0; i < 200; i++)); do
         if [[ $(wc -l <"$out") -ge 1 ]]; then
-            sed -n '1s|^listening on [a-z]*://||p' "$out"
+            ADDR=$(sed -n '1s|^listening on [a-z]*://||p' "$out")
             return
         fi
         sleep 0.05
@@ -64,41 +66,62 @@ start_server() {
     exit 1
 }
 
-run() { # label url json extra-args...
-    local label=$1 url=$2 json=$3
-    shift 3
+cpu_ticks() { # pid: user + system CPU ticks of the process so far
+    awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null
+}
+
+run() { # label rate url json extra-args...
+    local label=$1 rate=$2 url=$3 json=$4
+    shift 4
+    local before after start end
+    # The server's CPU share over the whole run (connecting, warm-up and
+    # measurement): how close to its one core the server was.
+    before=$(cpu_ticks "$SERVER_PID")
+    start=$(date +%s.%N)
     taskset -c "$CLIENT_CPU" "$DUPLEX" bench "$url" --size "$SIZE" --duration "$DURATION" \
-        --rate "$RATE" --json "$@" >"$json" || true
+        --rate "$rate" --json "$@" >"$json" || true
+    after=$(cpu_ticks "$SERVER_PID")
+    end=$(date +%s.%N)
+    awk -v a="$before" -v b="$after" -v hz="$(getconf CLK_TCK)" -v s="$start" -v e="$end" \
+        'BEGIN { printf "%.0f\n", 100 * (b - a) / hz / (e - s) }' >"$json.server-cpu"
     echo "$label" >"$json.label"
     echo "done: $label" >&2
 }
 
 for n in $SUBSCRIBERS; do
-    addr=$(start_server "$RESULTS/example-$n.out" "$EXAMPLE" --listen 127.0.0.1:0 --queue 4096)
-    run "static_and_ws broadcast" "ws://$addr/ws" "$RESULTS/example-$n.json" --subscribers "$n"
-    cleanup
-    data=$(mktemp -d)
-    addr=$(start_server "$RESULTS/hub-$n.out" "$DUPLEX" serve --listen 127.0.0.1:0 \
-        --data "$data" --config "$BENCH_DIR/hub-fanout.toml")
-    run "duplex serve, channel fanout:bench" "ws://$addr/ws" "$RESULTS/hub-$n.json" \
-        --subscribers "$n" --hub fanout:bench
-    cleanup
-    rm -rf "$data"
+    for rate in $RATES; do
+        start_server "$RESULTS/example-$n-$rate.out" "$EXAMPLE" --listen 127.0.0.1:0 --queue 4096
+        run "static_and_ws broadcast" "$rate" "ws://$ADDR/ws" "$RESULTS/example-$n-$rate.json" \
+            --subscribers "$n"
+        cleanup
+        data=$(mktemp -d)
+        start_server "$RESULTS/hub-$n-$rate.out" "$DUPLEX" serve --listen 127.0.0.1:0 \
+            --data "$data" --config "$BENCH_DIR/hub-fanout.toml"
+        run "duplex serve, channel fanout:bench" "$rate" "ws://$ADDR/ws" "$RESULTS/hub-$n-$rate.json" \
+            --subscribers "$n" --hub fanout:bench
+        cleanup
+        rm -rf "$data"
+    done
 done
 
 python3 - "$RESULTS" <<'PY'
 import glob, json, os, sys
-print("| server | subscribers | published/s | delivered/s | p50 µs | p99 µs | max µs | client CPU % | errors |")
-print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json")), key=lambda p: (int(p.rsplit("-", 1)[1][:-5]), p)):
+print("| server | subscribers | published/s | delivered/s | p50 µs | p99 µs | max µs | server CPU % | client CPU % | errors |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+def key(path):
+    kind, n, rate = os.path.basename(path)[:-5].rsplit("-", 2)
+    return (int(n), float(rate), kind)
+for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json")), key=key):
     label = open(path + ".label").read().strip()
     try:
         r = json.load(open(path))
     except ValueError:
-        print(f"| {label} | {path.rsplit('-', 1)[1][:-5]} | failed | | | | | | |")
+        print(f"| {label} | {key(path)[0]:,} | failed | | | | | | | |")
         continue
     l = r["latency_us"]
+    server_cpu = open(path + ".server-cpu").read().strip()
     print(f"| {label} | {r['subscribers']:,} | {r['published_per_sec']:,.1f} | {r['messages_per_sec']:,.0f} "
-          f"| {l['p50']:,.0f} | {l['p99']:,.0f} | {l['max']:,.0f} | {r['client_cpu_percent']:.0f} | {r['errors']} |")
+          f"| {l['p50']:,.0f} | {l['p99']:,.0f} | {l['max']:,.0f} | {server_cpu} "
+          f"| {r['client_cpu_percent']:.0f} | {r['errors']} |")
 PY
 echo "raw results: $RESULTS" >&2
