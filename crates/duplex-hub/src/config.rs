@@ -312,6 +312,17 @@ mod tests {
     }
 
     #[test]
+    fn the_benchmark_configurations_parse() {
+        let fanout = Config::from_toml(include_str!("../../../bench/hub-fanout.toml")).unwrap();
+        assert!(fanout.namespaces["fanout"].publish);
+        assert!(!fanout.namespaces["fanout"].presence);
+        assert!(!fanout.feed.enabled);
+        let docs = Config::from_toml(include_str!("../../../bench/docs-bench.toml")).unwrap();
+        assert_eq!(docs.limits.send_queue, 16384);
+        assert_eq!(docs.docs.messages_per_second, 1000);
+    }
+
+    #[test]
     fn namespaces_replace_the_defaults() {
         let config = Config::from_toml(
             "[feed]\nenabled = false\n[namespaces.room]\nhistory_size = 5\npresence = false\n",
