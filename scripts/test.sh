@@ -25,7 +25,7 @@ cargo clippy -p duplex --no-default-features -- -D warnings
 step "bench/: the peers' echo servers (their own workspace)"
 cargo fmt --manifest-path bench/Cargo.toml --all -- --check
 cargo clippy --manifest-path bench/Cargo.toml --all-targets -- -D warnings
-bash -n bench/compare.sh bench/fanout.sh bench/callgrind.sh
+for script in bench/*.sh; do bash -n "$script"; done
 
 step "docs (broken links and missing docs are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --quiet
