@@ -342,7 +342,10 @@ async fn a_document_over_its_size_limit_refuses_updates_with_1009() {
     for _ in 0..3 {
         a.type_text(&chunk).await;
     }
-    a.type_text(&chunk).await;
+    // Three updates of 1,000 characters take about 3,050 bytes (the client id
+    // and clocks add a few bytes each, more or fewer with the random id);
+    // 1,500 more are over 4,096 whatever the id.
+    a.type_text(&"y".repeat(1500)).await;
     let (code, reason) = a.closed().await;
     assert_eq!(code, CloseCode::MESSAGE_TOO_BIG);
     assert!(reason.contains("4096"), "{reason}");
