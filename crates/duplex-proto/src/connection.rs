@@ -240,6 +240,13 @@ impl Connection {
         &mut self.read_buf
     }
 
+    /// The size of the frame that `bytes`, the next input, continues or starts
+    /// (as [`FrameDecoder::frame_len_hint`]): how much room a read buffer for
+    /// it wants. `None` when the bytes do not tell.
+    pub fn frame_len_hint(&self, bytes: &[u8]) -> Option<usize> {
+        self.decoder.frame_len_hint(bytes)
+    }
+
     /// Whether the connection wants more input: false once a close frame was
     /// received, the connection failed or the transport closed.
     pub fn wants_input(&self) -> bool {

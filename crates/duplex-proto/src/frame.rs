@@ -299,6 +299,24 @@ impl FrameDecoder {
         Ok(Some(Frame { header, payload }))
     }
 
+    /// How many bytes, counted from the start of `buf`, the frame being
+    /// decoded takes in all: the payload of the frame whose header was already
+    /// consumed, or the header and payload of the frame whose header starts
+    /// `buf`. `None` while that header is incomplete, or invalid (decoding
+    /// reports why). A hint for sizing a read buffer; nothing is consumed.
+    pub fn frame_len_hint(&self, buf: &[u8]) -> Option<usize> {
+        // The frame-size check in `parse_header` keeps lengths within usize.
+        match &self.in_flight {
+            Some(in_flight) => Some(in_flight.header.payload_len as usize),
+            None => match self.parse_header(buf) {
+                Ok(Some((header, header_len))) => {
+                    Some((header.payload_len as usize).saturating_add(header_len))
+                }
+                _ => None,
+            },
+        }
+    }
+
     /// Parses the header at the front of `buf` without consuming it: its value and
     /// length, or `None` if it is not whole yet.
     ///
@@ -449,6 +467,30 @@ mod tests {
             assert_eq!(decoder.decode(&mut buf).unwrap(), Some(frame.clone()));
             assert!(buf.is_empty());
         }
+    }
+
+    #[test]
+    fn frame_len_hint_before_and_during_a_frame() {
+        let mut wire = BytesMut::new();
+        let frame = Frame {
+            header: FrameHeader {
+                mask: Some([1, 2, 3, 4]),
+                ..FrameHeader::new(OpCode::Binary, 70_000)
+            },
+            payload: Bytes::from(vec![7; 70_000]),
+        };
+        frame.encode(&mut wire);
+        let mut decoder = FrameDecoder::new(Role::Server, 1 << 20);
+        // 2 + 8 bytes of length + 4 of mask, then the payload.
+        assert_eq!(decoder.frame_len_hint(&wire[..13]), None);
+        assert_eq!(decoder.frame_len_hint(&wire), Some(14 + 70_000));
+        // An unmasked frame to a server is an error: no hint.
+        assert_eq!(decoder.frame_len_hint(&[0x82, 0x05]), None);
+        // Once the header is consumed, the bytes that follow are payload.
+        let mut buf = BytesMut::from(&wire[..14]);
+        assert_eq!(decoder.decode(&mut buf).unwrap(), None);
+        assert!(buf.is_empty());
+        assert_eq!(decoder.frame_len_hint(&wire[14..20]), Some(70_000));
     }
 
     #[test]

@@ -560,14 +560,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
             ready!(Pin::new(&mut self.io).poll_read(cx, &mut read))?;
             let filled = read.filled();
             if wants_input && !filled.is_empty() {
-                // Room for the whole frame the bytes start, if its header
-                // says it is longer: the rest is then read straight into place.
-                let room = frame_len_hint(filled)
+                // Room for the whole frame the bytes start (or continue), if
+                // it is longer: the rest is then read straight into place.
+                let room = self
+                    .conn
+                    .frame_len_hint(filled)
                     .unwrap_or(0)
                     .clamp(filled.len(), MAX_PREALLOCATION.max(filled.len()));
                 let mut fresh = BytesMut::with_capacity(room);
                 fresh.extend_from_slice(filled);
-                *buf = fresh;
+                *self.conn.read_buffer() = fresh;
             }
             return Poll::Ready(Ok(filled.len()));
         }
@@ -643,25 +645,4 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
         }
         self.poll_flush(cx)
     }
-}
-
-/// The length (header and payload) of the frame at the start of `bytes`, as
-/// far as its header says; `None` if the header is not all there. A hint for
-/// sizing the read buffer, not a check: the decoder validates the header.
-fn frame_len_hint(bytes: &[u8]) -> Option<usize> {
-    let b1 = *bytes.get(1)?;
-    let mask = if b1 & 0x80 != 0 { 4 } else { 0 };
-    let (payload, header) = match b1 & 0x7f {
-        126 => (
-            u64::from(u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?])),
-            4,
-        ),
-        127 => {
-            let mut be = [0u8; 8];
-            be.copy_from_slice(bytes.get(2..10)?);
-            (u64::from_be_bytes(be), 10)
-        }
-        len => (u64::from(len), 2),
-    };
-    usize::try_from(payload).ok()?.checked_add(header + mask)
 }
