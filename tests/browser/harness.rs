@@ -1,11 +1,16 @@
-//! Shared by the Rust tests that drive the scripts in tests/browser/ (included
-//! with `#[path]` from crates/duplex-cli/tests/browser.rs and
-//! crates/duplex/tests/browser_http2.rs): where the scripts are, and the check
-//! that everything they need is installed.
+//! Shared by the Rust tests that drive node scripts (included with `#[path]`
+//! from crates/duplex-cli/tests/browser.rs, serve_browser.rs and docs.rs, and
+//! crates/duplex/tests/browser_http2.rs): where the browser scripts are, the
+//! check that everything they need is installed, and running a child within a
+//! time limit.
 
+#![allow(dead_code)]
+
+use std::io::Read;
 use std::path::PathBuf;
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Child, Command, ExitStatus};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Debian's Chromium, which the scripts drive.
 pub const CHROMIUM: &str = "/usr/bin/chromium";
@@ -40,4 +45,37 @@ pub fn script(name: &str) -> PathBuf {
         "node is not installed or does not run: {SETUP}"
     );
     dir.join(name)
+}
+
+/// Reads `pipe` to its end on a thread of its own, so that a child never
+/// blocks on a full pipe; the thread returns the text.
+pub fn read_all(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    })
+}
+
+/// Waits for `child` until `limit` has passed since `started`, calling `tick`
+/// every 20 ms meanwhile. Past the limit the child is killed and `None`
+/// returned: the caller says what ran over.
+pub fn wait_limited(
+    child: &mut Child,
+    started: Instant,
+    limit: Duration,
+    mut tick: impl FnMut(),
+) -> Option<ExitStatus> {
+    loop {
+        tick();
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            return Some(status);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

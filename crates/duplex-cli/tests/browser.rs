@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::Echo;
 use serde_json::Value;
@@ -107,29 +107,14 @@ fn run_browser(echo: &Echo) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start node");
-    let read_all = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = read_all(Box::new(child.stdout.take().unwrap()));
-    let stderr = read_all(Box::new(child.stderr.take().unwrap()));
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > harness::RUN_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the browser script ran over {:?}; stderr:\n{}",
-                harness::RUN_LIMIT,
-                stderr.join().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let stdout = harness::read_all(child.stdout.take().unwrap());
+    let stderr = harness::read_all(child.stderr.take().unwrap());
+    let Some(status) = harness::wait_limited(&mut child, started, harness::RUN_LIMIT, || {}) else {
+        panic!(
+            "the browser script ran over {:?}; stderr:\n{}",
+            harness::RUN_LIMIT,
+            stderr.join().unwrap()
+        );
     };
     let stdout = stdout.join().unwrap();
     let stderr = stderr.join().unwrap();

@@ -10,6 +10,8 @@
 //! (`scripts/setup-browser.sh`). Without them these tests fail and say so.
 
 mod common;
+#[path = "../../../tests/browser/harness.rs"]
+mod harness;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -146,28 +148,10 @@ fn node(script: &str, args: &[&str]) -> Value {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start node (is it installed?)");
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > RUN_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{script} {args:?} ran over {RUN_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let out = harness::read_all(child.stdout.take().unwrap());
+    let err = harness::read_all(child.stderr.take().unwrap());
+    let Some(status) = harness::wait_limited(&mut child, started, RUN_LIMIT, || {}) else {
+        panic!("{script} {args:?} ran over {RUN_LIMIT:?}");
     };
     let (out, err) = (out.join().unwrap(), err.join().unwrap());
     eprintln!(

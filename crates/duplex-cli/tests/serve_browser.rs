@@ -23,7 +23,7 @@ mod common;
 
 use common::serve::spawn_serve;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -141,14 +141,7 @@ fn run_node(mut command: Command, what: &str, on_line: OnLine) -> (ExitStatus, S
             }
         }
     });
-    let stderr = {
-        let mut pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
+    let stderr = harness::read_all(child.stderr.take().unwrap());
     let mut out = String::new();
     let mut take_lines = |out: &mut String, stdin: &mut ChildStdin| {
         while let Ok(line) = lines.try_recv() {
@@ -161,21 +154,15 @@ fn run_node(mut command: Command, what: &str, on_line: OnLine) -> (ExitStatus, S
             out.push('\n');
         }
     };
-    let status = loop {
-        take_lines(&mut out, &mut stdin);
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > harness::RUN_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{what} ran over {:?}; stdout:\n{out}\nstderr:\n{}",
-                harness::RUN_LIMIT,
-                stderr.join().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let status = harness::wait_limited(&mut child, started, harness::RUN_LIMIT, || {
+        take_lines(&mut out, &mut stdin)
+    });
+    let Some(status) = status else {
+        panic!(
+            "{what} ran over {:?}; stdout:\n{out}\nstderr:\n{}",
+            harness::RUN_LIMIT,
+            stderr.join().unwrap()
+        );
     };
     // The last lines, printed just before the end.
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -19,7 +19,7 @@ mod app;
 #[path = "../../../tests/browser/harness.rs"]
 mod harness;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -43,13 +43,6 @@ fn run_browser(script: &Path, url: &str, shut_down: impl FnOnce() + Send + 'stat
         .stderr(Stdio::piped())
         .spawn()
         .expect("start node");
-    let read_all = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
     let stdout = {
         let pipe = BufReader::new(child.stdout.take().unwrap());
         let mut shut_down = Some(shut_down);
@@ -68,21 +61,13 @@ fn run_browser(script: &Path, url: &str, shut_down: impl FnOnce() + Send + 'stat
             text
         })
     };
-    let stderr = read_all(Box::new(child.stderr.take().unwrap()));
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > harness::RUN_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the browser script ran over {:?}; stderr:\n{}",
-                harness::RUN_LIMIT,
-                stderr.join().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let stderr = harness::read_all(child.stderr.take().unwrap());
+    let Some(status) = harness::wait_limited(&mut child, started, harness::RUN_LIMIT, || {}) else {
+        panic!(
+            "the browser script ran over {:?}; stderr:\n{}",
+            harness::RUN_LIMIT,
+            stderr.join().unwrap()
+        );
     };
     let stdout = stdout.join().unwrap();
     let stderr = stderr.join().unwrap();
