@@ -24,9 +24,15 @@ fn temp_dir(name: &str) -> PathBuf {
 
 /// Starts `duplex serve` with `args`; the child and its first stdout line.
 fn serve(args: &[&str]) -> (Child, String) {
+    serve_with_env(args, &[])
+}
+
+/// [`serve`], with these variables added to its environment.
+fn serve_with_env(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_duplex"))
         .arg("serve")
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -190,19 +196,12 @@ fn http_post(addr: &str, path: &str, key: Option<&str>, body: &str) -> (u16, Str
 #[test]
 fn the_publish_api_key_can_come_from_the_environment() {
     let dir = temp_dir("apikey");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_duplex"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.join("data"))
-        .env("DUPLEX_API_KEY", "from-env")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let data = dir.join("data");
+    let (mut child, line) = serve_with_env(
+        &["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()],
+        &[("DUPLEX_API_KEY", "from-env")],
+    );
     let addr = line
-        .trim()
         .strip_prefix("listening on http://")
         .unwrap()
         .to_string();
