@@ -9,7 +9,8 @@ use crate::close::{CloseCode, CloseFrame, truncate_reason};
 use crate::config::Config;
 use crate::error::{ProtocolError, SendError};
 use crate::frame::{
-    Frame, FrameDecoder, FrameEvent, FrameHeader, MAX_CONTROL_PAYLOAD, OpCode, RSV1, Role,
+    Frame, FrameDecoder, FrameEvent, FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode,
+    RSV1, Role,
 };
 use crate::mask::apply_mask;
 use crate::message::Message;
@@ -271,10 +272,20 @@ impl Connection {
     ///
     /// The first protocol violation in the input, once; a close frame with its
     /// code is then queued, and later calls return `Ok(None)`.
+    #[inline]
     pub fn next_message(&mut self) -> Result<Option<Message>, ProtocolError> {
         // An empty buffer holds no frame, nor the rest of one: a header is
         // consumed only with the bytes after it that are there, and a frame
-        // whose payload is all there is decoded at once.
+        // whose payload is all there is decoded at once. This is the usual
+        // answer when the caller is about to read, so it is given here,
+        // without a call.
+        if self.read_buf.is_empty() && !self.eof {
+            return Ok(None);
+        }
+        self.decode_messages()
+    }
+
+    fn decode_messages(&mut self) -> Result<Option<Message>, ProtocolError> {
         while !self.input_done && !self.read_buf.is_empty() {
             let frame = match self.decode_frame() {
                 Ok(Some(frame)) => frame,
@@ -598,8 +609,9 @@ impl Connection {
         };
         match mask {
             None => {
-                self.output.write(|out| header.encode(out));
-                self.output.push(payload);
+                let mut bytes = [0; MAX_HEADER_LEN];
+                let len = header.encode_into(&mut bytes);
+                self.output.push_frame(&bytes[..len], payload);
             }
             Some(key) => self.output.write(|out| {
                 header.encode(out);

@@ -65,6 +65,11 @@ pub const RSV3: u8 = 0b001;
 /// The largest payload a control frame may carry (section 5.5).
 pub const MAX_CONTROL_PAYLOAD: usize = 125;
 
+/// Payloads of this many bytes or more are decoded without a copy: the
+/// payload is a view of the buffer it was read into, and keeps that buffer
+/// alive while it is held. Shorter payloads are copied out.
+pub const SHARE_MIN: usize = 8 << 10;
+
 /// A frame header: everything before the payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FrameHeader {
@@ -110,25 +115,43 @@ impl FrameHeader {
     /// The payload length must be below 2^63; a larger one is written with its top
     /// bit cleared, as no payload of that size can exist.
     pub fn encode(&self, dst: &mut impl BufMut) {
-        let b0 = (u8::from(self.fin) << 7) | ((self.rsv & 0b111) << 4) | self.opcode as u8;
+        let mut bytes = [0; MAX_HEADER_LEN];
+        let len = self.encode_into(&mut bytes);
+        dst.put_slice(&bytes[..len]);
+    }
+
+    /// Writes the header into `dst`, as [`encode`](Self::encode), and returns
+    /// how many bytes it takes.
+    pub fn encode_into(&self, dst: &mut [u8; MAX_HEADER_LEN]) -> usize {
         let mask_bit = if self.mask.is_some() { 0x80 } else { 0 };
-        dst.put_u8(b0);
-        match self.payload_len {
-            len @ 0..=125 => dst.put_u8(mask_bit | len as u8),
+        dst[0] = (u8::from(self.fin) << 7) | ((self.rsv & 0b111) << 4) | self.opcode as u8;
+        let mut at = match self.payload_len {
+            len @ 0..=125 => {
+                dst[1] = mask_bit | len as u8;
+                2
+            }
             len @ 126..=0xffff => {
-                dst.put_u8(mask_bit | 126);
-                dst.put_u16(len as u16);
+                dst[1] = mask_bit | 126;
+                dst[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+                4
             }
             len => {
-                dst.put_u8(mask_bit | 127);
-                dst.put_u64(len & (u64::MAX >> 1));
+                dst[1] = mask_bit | 127;
+                dst[2..10].copy_from_slice(&(len & (u64::MAX >> 1)).to_be_bytes());
+                10
             }
-        }
+        };
         if let Some(key) = self.mask {
-            dst.put_slice(&key);
+            dst[at..at + 4].copy_from_slice(&key);
+            at += 4;
         }
+        at
     }
 }
+
+/// The longest a frame header can be: 2 bytes, an 8-byte length, a 4-byte
+/// mask key.
+pub const MAX_HEADER_LEN: usize = 14;
 
 /// A whole frame: header and payload (unmasked).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,7 +260,9 @@ impl FrameDecoder {
     ///
     /// Returns `Ok(None)` when more bytes are needed; call again once they are
     /// appended. A header is consumed as soon as it is whole and its payload is
-    /// unmasked in place as it arrives, so no byte is looked at twice.
+    /// unmasked in place as it arrives, so no byte is looked at twice. A
+    /// payload of [`SHARE_MIN`] bytes or more shares `buf`'s storage; a shorter
+    /// one is copied.
     ///
     /// # Errors
     ///
@@ -288,12 +313,23 @@ impl FrameDecoder {
         }
         let header = in_flight.header;
         self.in_flight = None;
-        // A frame that is all the buffer holds (the usual case of one message
-        // per read) takes the buffer whole: freezing an unshared buffer costs
-        // nothing, where splitting it would allocate to share it.
-        let payload = if buf.len() == len {
+        let payload = if len == 0 {
+            Bytes::new()
+        } else if len < SHARE_MIN {
+            // A short payload is copied: it is cheap, and a payload kept for
+            // long then keeps nothing else alive.
+            let payload = Bytes::copy_from_slice(&buf[..len]);
+            buf.advance(len);
+            payload
+        } else if buf.len() == len && buf.capacity() - len < SHARE_MIN {
+            // A frame that is all the buffer holds, with no room after it
+            // worth keeping, takes the buffer whole: freezing an unshared
+            // buffer costs nothing, where splitting it would allocate to
+            // share it.
             std::mem::take(buf).freeze()
         } else {
+            // A long payload is a view of the buffer, which the next reads
+            // go on filling after it.
             buf.split_to(len).freeze()
         };
         Ok(Some(Frame { header, payload }))
@@ -467,6 +503,59 @@ mod tests {
             assert_eq!(decoder.decode(&mut buf).unwrap(), Some(frame.clone()));
             assert!(buf.is_empty());
         }
+    }
+
+    /// Two masked binary frames with these payload lengths, back to back, in a
+    /// buffer with `spare` bytes of room after them.
+    fn two_frames(first: usize, second: usize, spare: usize) -> BytesMut {
+        let mut wire = BytesMut::with_capacity(first + second + 28 + spare);
+        for len in [first, second] {
+            Frame {
+                header: FrameHeader {
+                    mask: Some([1, 2, 3, 4]),
+                    ..FrameHeader::new(OpCode::Binary, len as u64)
+                },
+                payload: Bytes::from(vec![0x5a; len]),
+            }
+            .encode(&mut wire);
+        }
+        wire
+    }
+
+    fn shares(payload: &Bytes, buf: &std::ops::Range<usize>) -> bool {
+        !payload.is_empty() && buf.contains(&(payload.as_ptr() as usize))
+    }
+
+    #[test]
+    fn long_payloads_share_the_buffer_and_short_ones_are_copied() {
+        for (first, second) in [(SHARE_MIN, 20), (20, SHARE_MIN), (SHARE_MIN - 1, 0)] {
+            let mut buf = two_frames(first, second, SHARE_MIN);
+            let start = buf.as_ptr() as usize;
+            let storage = start..start + buf.capacity();
+            let mut decoder = FrameDecoder::new(Role::Server, 1 << 20);
+            for len in [first, second] {
+                let frame = decoder.decode(&mut buf).unwrap().unwrap();
+                assert_eq!(frame.payload[..], vec![0x5a; len][..], "{first}, {second}");
+                assert_eq!(shares(&frame.payload, &storage), len >= SHARE_MIN, "{len}");
+            }
+            assert!(buf.is_empty());
+            // The room after the frames stays the buffer's, for the next read.
+            assert!(buf.capacity() >= SHARE_MIN);
+        }
+    }
+
+    #[test]
+    fn a_long_frame_that_fills_its_buffer_takes_it_whole() {
+        let mut wire = two_frames(SHARE_MIN, 0, 0);
+        // Only the first frame: the buffer holds it and nothing more.
+        wire.truncate(8 + SHARE_MIN);
+        let mut buf = BytesMut::with_capacity(wire.len());
+        buf.extend_from_slice(&wire);
+        let start = buf.as_ptr() as usize;
+        let mut decoder = FrameDecoder::new(Role::Server, 1 << 20);
+        let frame = decoder.decode(&mut buf).unwrap().unwrap();
+        assert!(shares(&frame.payload, &(start..start + wire.len())));
+        assert_eq!(buf.capacity(), 0);
     }
 
     #[test]

@@ -43,6 +43,20 @@ impl Output {
         self.len += self.tail.len() - before;
     }
 
+    /// Appends a frame: its encoded header, then its payload, copied next to
+    /// the header if it is small and queued as it is if not.
+    pub(crate) fn push_frame(&mut self, header: &[u8], payload: Bytes) {
+        if payload.len() <= COPY_THRESHOLD {
+            self.tail.reserve(header.len() + payload.len());
+            self.tail.extend_from_slice(header);
+            self.tail.extend_from_slice(&payload);
+            self.len += header.len() + payload.len();
+        } else {
+            self.write(|tail| tail.extend_from_slice(header));
+            self.push(payload);
+        }
+    }
+
     /// Appends a payload, copying it if it is small and queuing it as is if not.
     pub(crate) fn push(&mut self, payload: Bytes) {
         if payload.len() <= COPY_THRESHOLD {

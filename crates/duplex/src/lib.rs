@@ -59,6 +59,7 @@ mod error;
 mod head;
 mod origin;
 mod server;
+mod spare;
 mod split;
 mod stream;
 #[cfg(feature = "tls")]

@@ -2,7 +2,6 @@
 
 use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
-use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -13,20 +12,17 @@ use duplex_proto::{
 };
 use futures_core::Stream;
 use futures_sink::Sink;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep, sleep};
 
 use crate::config::WebSocketConfig;
 use crate::error::{Error, Result, Timeout};
+use crate::spare;
 use crate::split::{ReadHalf, WriteHalf, split};
 
-/// Bytes read at a time while no frame is partly buffered; read onto the stack,
-/// so an idle connection holds no read buffer at all. Large enough that a
-/// 16 KiB message arrives in one read.
-const SCRATCH_LEN: usize = 32 << 10;
-/// The most heap a read buffer is given up front for a frame whose header has
-/// arrived: larger frames grow the buffer as their bytes come, so a header
-/// alone cannot make the connection allocate much.
+/// The most a read buffer keeps for a frame whose header has arrived while
+/// the connection waits for the rest: larger frames grow the buffer as their
+/// bytes come, so a header alone cannot make the connection hold much.
 const MAX_PREALLOCATION: usize = 64 << 10;
 /// Spare room reserved in the read buffer while a frame is partly buffered.
 const READ_RESERVE: usize = 16 << 10;
@@ -549,34 +545,57 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
     }
 
     fn poll_read_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let wants_input = self.conn.wants_input();
+        if !self.conn.wants_input() {
+            // After the close frame, bytes are read only to see the end of the
+            // stream, and dropped.
+            let mut buf = spare::take();
+            let read = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut buf);
+            buf.clear();
+            spare::give(buf);
+            return read;
+        }
         let buf = self.conn.read_buffer();
-        if !wants_input || buf.is_empty() {
-            // Nothing partly received: read onto the stack and copy what
-            // arrives, so that waiting costs no heap. After the close frame,
-            // bytes are read only to see the end of the stream, and dropped.
-            let mut scratch = [MaybeUninit::<u8>::uninit(); SCRATCH_LEN];
-            let mut read = ReadBuf::uninit(&mut scratch);
-            ready!(Pin::new(&mut self.io).poll_read(cx, &mut read))?;
-            let filled = read.filled();
-            if wants_input && !filled.is_empty() {
-                // Room for the whole frame the bytes start (or continue), if
-                // it is longer: the rest is then read straight into place.
-                let room = self
-                    .conn
-                    .frame_len_hint(filled)
-                    .unwrap_or(0)
-                    .clamp(filled.len(), MAX_PREALLOCATION.max(filled.len()));
-                let mut fresh = BytesMut::with_capacity(room);
-                fresh.extend_from_slice(filled);
-                *self.conn.read_buffer() = fresh;
+        if buf.is_empty() {
+            // Nothing partly received: read into the buffer the last read
+            // left, if it can be reused in place, or else the thread's spare.
+            // A connection that waits gives it back, and holds none.
+            if buf.capacity() < spare::READ_ROOM && !buf.try_reclaim(spare::READ_ROOM) {
+                *buf = spare::take();
             }
-            return Poll::Ready(Ok(filled.len()));
+            let read = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, buf);
+            if buf.is_empty() {
+                spare::give(std::mem::take(buf));
+            }
+            return read;
         }
         if buf.capacity() - buf.len() < READ_RESERVE / 2 {
             buf.reserve(READ_RESERVE);
         }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, buf)
+        let read = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, buf);
+        if read.is_pending() {
+            self.shrink_partial_frame();
+        }
+        read
+    }
+
+    /// Before waiting for the rest of a frame: moves its first bytes out of a
+    /// buffer much larger than the frame, so that a connection waiting on a
+    /// slow peer holds what the frame needs and no more, and the large buffer
+    /// serves other reads.
+    fn shrink_partial_frame(&mut self) {
+        let mut buf = std::mem::take(self.conn.read_buffer());
+        let room = self
+            .conn
+            .frame_len_hint(&buf)
+            .unwrap_or(0)
+            .clamp(buf.len(), MAX_PREALLOCATION.max(buf.len()));
+        if buf.capacity() >= 2 * room.max(READ_RESERVE) {
+            let mut fitted = BytesMut::with_capacity(room);
+            fitted.extend_from_slice(&buf);
+            buf.clear();
+            spare::give(std::mem::replace(&mut buf, fitted));
+        }
+        *self.conn.read_buffer() = buf;
     }
 
     /// Writes everything queued, then flushes the stream.
@@ -644,5 +663,108 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
             self.begin_close(Some(CloseFrame::new(CloseCode::NORMAL, "")))?;
         }
         self.poll_flush(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use duplex_proto::frame::{Frame, FrameHeader, OpCode};
+    use tokio::io::{AsyncWriteExt, DuplexStream};
+
+    use super::*;
+
+    /// A server WebSocket over an in-memory pipe, and the client's end.
+    fn server() -> (WebSocket<DuplexStream>, DuplexStream) {
+        let (client, server) = tokio::io::duplex(256 << 10);
+        let ws = WebSocket::from_raw_socket(server, Role::Server, WebSocketConfig::default());
+        (ws, client)
+    }
+
+    fn masked(len: usize) -> Vec<u8> {
+        let mut wire = BytesMut::new();
+        Frame {
+            header: FrameHeader {
+                mask: Some([0x11, 0x22, 0x33, 0x44]),
+                ..FrameHeader::new(OpCode::Binary, len as u64)
+            },
+            payload: Bytes::from(vec![0xa5; len]),
+        }
+        .encode(&mut wire);
+        wire.to_vec()
+    }
+
+    /// Polls for a message once, with nothing to wake.
+    fn poll_once(ws: &mut WebSocket<DuplexStream>) -> Poll<Option<Result<Message>>> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        Pin::new(ws).poll_next(&mut cx)
+    }
+
+    fn read_capacity(ws: &mut WebSocket<DuplexStream>) -> usize {
+        ws.core.conn.read_buffer().capacity()
+    }
+
+    #[tokio::test]
+    async fn a_connection_waiting_for_its_next_message_holds_no_read_buffer() {
+        let (mut ws, mut client) = server();
+        for len in [0, 20, 1024, 16 << 10, 100 << 10] {
+            client.write_all(&masked(len)).await.unwrap();
+            let message = ws.recv().await.unwrap().unwrap();
+            assert_eq!(message.as_data().len(), len);
+            assert!(poll_once(&mut ws).is_pending());
+            assert_eq!(read_capacity(&mut ws), 0, "after a message of {len} bytes");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_waiting_for_the_rest_of_a_short_frame_holds_only_that_frame() {
+        let (mut ws, mut client) = server();
+        let wire = masked(100);
+        client.write_all(&wire[..50]).await.unwrap();
+        assert!(poll_once(&mut ws).is_pending());
+        let held = read_capacity(&mut ws);
+        assert!(
+            held < READ_RESERVE,
+            "{held} bytes held for a 106-byte frame"
+        );
+        client.write_all(&wire[50..]).await.unwrap();
+        let message = ws.recv().await.unwrap().unwrap();
+        assert_eq!(message.as_data()[..], [0xa5; 100]);
+    }
+
+    #[tokio::test]
+    async fn reads_reuse_one_buffer_once_the_payloads_read_into_it_are_dropped() {
+        let (mut ws, mut client) = server();
+        let mut addresses = Vec::new();
+        for _ in 0..6 {
+            client.write_all(&masked(16 << 10)).await.unwrap();
+            let message = ws.recv().await.unwrap().unwrap();
+            let payload = message.as_data();
+            assert_eq!(payload[..], [0xa5; 16 << 10]);
+            addresses.push(payload.as_ptr() as usize);
+        }
+        addresses.sort_unstable();
+        addresses.dedup();
+        // The payloads are views of the buffer they were read into, and the
+        // buffer is used again from its start: a few places, not one per read.
+        assert!(addresses.len() <= 2, "{addresses:x?}");
+    }
+
+    #[tokio::test]
+    async fn a_payload_still_held_is_not_written_over_by_later_reads() {
+        let (mut ws, mut client) = server();
+        let mut held = Vec::new();
+        for round in 0..8u8 {
+            let mut wire = masked(16 << 10);
+            // The payload is the same for every frame; make each one differ
+            // in its first byte, after the 8-byte header.
+            wire[8] ^= round;
+            client.write_all(&wire).await.unwrap();
+            held.push((round, ws.recv().await.unwrap().unwrap()));
+        }
+        for (round, message) in held {
+            let payload = message.as_data();
+            assert_eq!(payload[0], 0xa5 ^ round);
+            assert!(payload[1..].iter().all(|&b| b == 0xa5));
+        }
     }
 }
