@@ -126,11 +126,10 @@ async fn session(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let info = tokio::select! {
         done = &mut printer => done?,
         sent = &mut sender => {
-            if let Err(err) = sent {
-                if !err.is_closed() {
+            if let Err(err) = sent
+                && !err.is_closed() {
                     eprintln!("error: {err}");
                 }
-            }
             printer.await?
         }
     };

@@ -206,16 +206,16 @@ where
             }
             if index == 0 {
                 let now = Instant::now();
-                if let Ok(YMessage::Sync(SyncMessage::Update(u))) = YMessage::decode_v1(&bytes) {
-                    if let Ok(update) = Update::decode_v1(&u) {
-                        let sent_at = reader_totals.sent_at.lock().unwrap();
-                        for (c, clock) in update.state_vector_lower().iter() {
-                            if let Some(t) = sent_at.get(&(c.get(), *clock)) {
-                                if reader_totals.measuring.load(Ordering::Relaxed) {
-                                    let us = now.duration_since(*t).as_micros() as u64;
-                                    reader_totals.latencies_us.lock().unwrap().push(us);
-                                }
-                            }
+                if let Ok(YMessage::Sync(SyncMessage::Update(u))) = YMessage::decode_v1(&bytes)
+                    && let Ok(update) = Update::decode_v1(&u)
+                {
+                    let sent_at = reader_totals.sent_at.lock().unwrap();
+                    for (c, clock) in update.state_vector_lower().iter() {
+                        if let Some(t) = sent_at.get(&(c.get(), *clock))
+                            && reader_totals.measuring.load(Ordering::Relaxed)
+                        {
+                            let us = now.duration_since(*t).as_micros() as u64;
+                            reader_totals.latencies_us.lock().unwrap().push(us);
                         }
                     }
                 }

@@ -557,13 +557,12 @@ impl Connection {
             return Err(SendError::MessageInProgress);
         }
         #[cfg(feature = "deflate")]
-        if let Some(deflate) = self.deflate.as_mut() {
-            if payload.len() >= deflate.params.threshold {
-                if let Some(compressed) = deflate.deflater.compress(&payload) {
-                    self.write_frame(opcode, true, RSV1, compressed);
-                    return Ok(());
-                }
-            }
+        if let Some(deflate) = self.deflate.as_mut()
+            && payload.len() >= deflate.params.threshold
+            && let Some(compressed) = deflate.deflater.compress(&payload)
+        {
+            self.write_frame(opcode, true, RSV1, compressed);
+            return Ok(());
         }
         self.write_frame(opcode, true, 0, payload);
         Ok(())

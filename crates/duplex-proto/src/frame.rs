@@ -400,10 +400,10 @@ impl FrameDecoder {
             }
             127 => {
                 // The top bit is in the first length byte: check it on arrival.
-                if let Some(&first) = buf.get(2) {
-                    if first & 0x80 != 0 {
-                        return Err(ProtocolError::PayloadLengthTopBit);
-                    }
+                if let Some(&first) = buf.get(2)
+                    && first & 0x80 != 0
+                {
+                    return Err(ProtocolError::PayloadLengthTopBit);
                 }
                 let Some(bytes) = buf.get(2..10) else {
                     return Ok(None);

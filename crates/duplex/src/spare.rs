@@ -32,12 +32,11 @@ thread_local! {
 #[inline]
 pub(crate) fn take() -> BytesMut {
     let kept = SPARE.with(Cell::take);
-    if let Some(mut buf) = kept {
-        if (buf.capacity() >= READ_ROOM || buf.try_reclaim(READ_ROOM))
-            && buf.capacity() <= MAX_SPARE
-        {
-            return buf;
-        }
+    if let Some(mut buf) = kept
+        && (buf.capacity() >= READ_ROOM || buf.try_reclaim(READ_ROOM))
+        && buf.capacity() <= MAX_SPARE
+    {
+        return buf;
     }
     BytesMut::with_capacity(SPARE_LEN)
 }

@@ -43,6 +43,16 @@ const MAX_IO_SLICES: usize = 64;
 /// flushes, which reading does before it waits for input. [`send`](Self::send)
 /// queues and flushes.
 ///
+/// Reading needs no buffer of its own while the connection waits: bytes are
+/// read into a buffer shared by the connections of a thread, which one keeps
+/// only until what it read is decoded (or, for a frame that arrives in
+/// pieces, until the frame is whole). A received payload of
+/// [`SHARE_MIN`](duplex_proto::frame::SHARE_MIN) bytes (8 KiB) or more is a
+/// view of that buffer, without a copy, and keeps the buffer (64 KiB, or the
+/// size of the frame that grew it) alive while it is held: copy it
+/// (`Bytes::copy_from_slice`) to keep it for long. Shorter payloads are
+/// copied out and hold nothing else.
+///
 /// [`feed`]: futures_util::SinkExt::feed
 pub struct WebSocket<S> {
     core: Core<S>,
@@ -406,11 +416,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
             // reading after sending what is still to be read: an HTTP/2
             // stream (RFC 8441) that the server resets with NO_ERROR right
             // after its close frame.
-            if self.conn.has_output() || self.unflushed {
-                if let Poll::Ready(Err(err)) = self.poll_write_out(cx) {
-                    self.abort();
-                    return Poll::Ready(Some(Err(err)));
-                }
+            if (self.conn.has_output() || self.unflushed)
+                && let Poll::Ready(Err(err)) = self.poll_write_out(cx)
+            {
+                self.abort();
+                return Poll::Ready(Some(Err(err)));
             }
             if self.conn.should_close_transport() && !self.conn.has_output() {
                 // Section 7.1.1: the server (or an endpoint failing the
@@ -423,14 +433,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
             if self.close_timer.is_none() && self.conn.ready_state() == ReadyState::Closing {
                 self.close_timer = Some(Box::pin(sleep(self.config.close_timeout)));
             }
-            if let Some(timer) = self.close_timer.as_mut() {
-                if timer.as_mut().poll(cx).is_ready() {
-                    if !self.conn.is_close_handshake_done() {
-                        self.pending_error = Some(Error::Timeout(Timeout::Close));
-                    }
-                    self.abort();
-                    continue;
+            if let Some(timer) = self.close_timer.as_mut()
+                && timer.as_mut().poll(cx).is_ready()
+            {
+                if !self.conn.is_close_handshake_done() {
+                    self.pending_error = Some(Error::Timeout(Timeout::Close));
                 }
+                self.abort();
+                continue;
             }
             if self.poll_keepalive(cx) {
                 continue;
@@ -536,11 +546,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
     /// Writes queued output if the socket takes it now; an error is kept for the
     /// read side to report.
     fn flush_soon(&mut self, cx: &mut Context<'_>) {
-        if self.conn.has_output() {
-            if let Poll::Ready(Err(err)) = self.poll_write_out(cx) {
-                self.abort();
-                self.pending_error = Some(err);
-            }
+        if self.conn.has_output()
+            && let Poll::Ready(Err(err)) = self.poll_write_out(cx)
+        {
+            self.abort();
+            self.pending_error = Some(err);
         }
     }
 

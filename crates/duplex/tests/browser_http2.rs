@@ -50,10 +50,10 @@ fn run_browser(script: &Path, url: &str, shut_down: impl FnOnce() + Send + 'stat
             let mut text = String::new();
             for line in pipe.lines() {
                 let Ok(line) = line else { break };
-                if line == "ready for shutdown" {
-                    if let Some(shut_down) = shut_down.take() {
-                        shut_down();
-                    }
+                if line == "ready for shutdown"
+                    && let Some(shut_down) = shut_down.take()
+                {
+                    shut_down();
                 }
                 text.push_str(&line);
                 text.push('\n');

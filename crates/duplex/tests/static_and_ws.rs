@@ -608,10 +608,10 @@ async fn shutdown_closes_websockets_with_1001_and_idle_connections_do_not_hold_i
             let n = idle.read(&mut chunk).await.unwrap();
             assert_ne!(n, 0, "closed before the response");
             response.extend_from_slice(&chunk[..n]);
-            if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
-                if response.len() - (end + 4) == script_len {
-                    break;
-                }
+            if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n")
+                && response.len() - (end + 4) == script_len
+            {
+                break;
             }
         }
         assert!(response.starts_with(b"HTTP/1.1 200 OK\r\n"));

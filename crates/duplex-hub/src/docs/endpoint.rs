@@ -73,12 +73,13 @@ fn query_token(query: Option<&str>) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;
@@ -265,16 +266,16 @@ pub async fn run<S>(
                         ));
                     }
                 }
-                if let Incoming::Update(update) = &message {
-                    if !peer.writable {
-                        // The SyncStep2 of a reader with nothing new.
-                        if update.len() <= 2 && update.iter().all(|&b| b == 0) {
-                            continue;
-                        }
-                        bump(&metrics.refused);
-                        tracing::info!(doc = %name, peer = id, "update ignored: read-only access");
+                if let Incoming::Update(update) = &message
+                    && !peer.writable
+                {
+                    // The SyncStep2 of a reader with nothing new.
+                    if update.len() <= 2 && update.iter().all(|&b| b == 0) {
                         continue;
                     }
+                    bump(&metrics.refused);
+                    tracing::info!(doc = %name, peer = id, "update ignored: read-only access");
+                    continue;
                 }
                 if commands
                     .send(Cmd::Message { peer: id, message })

@@ -133,11 +133,11 @@ impl ClientRequest {
         if !self.headers.contains_key(header::HOST) {
             headers.insert(header::HOST, header_value(host));
         }
-        if let Some(userinfo) = userinfo {
-            if !self.headers.contains_key(header::AUTHORIZATION) {
-                let credentials = format!("Basic {}", BASE64.encode(userinfo));
-                headers.insert(header::AUTHORIZATION, header_value(&credentials));
-            }
+        if let Some(userinfo) = userinfo
+            && !self.headers.contains_key(header::AUTHORIZATION)
+        {
+            let credentials = format!("Basic {}", BASE64.encode(userinfo));
+            headers.insert(header::AUTHORIZATION, header_value(&credentials));
         }
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
