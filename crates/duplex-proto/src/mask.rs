@@ -121,12 +121,17 @@ fn xor_key(buf: &mut [u8], key: [u8; 4]) {
     for w in &mut words {
         xor_word(w, word);
     }
-    // The last 0 to 7 bytes, as one word.
-    let last = words.into_remainder();
-    let mut bytes = [0u8; 8];
-    bytes[..last.len()].copy_from_slice(last);
-    let xored = (u64::from_ne_bytes(bytes) ^ word).to_ne_bytes();
-    last.copy_from_slice(&xored[..last.len()]);
+    // The last 0 to 7 bytes: a 4-byte word if there is one, then single bytes
+    // (the key is back in phase after 4 bytes).
+    let mut last = words.into_remainder();
+    if last.len() >= 4 {
+        let (four, rest) = last.split_at_mut(4);
+        xor_word32(four, word32);
+        last = rest;
+    }
+    for (byte, k) in last.iter_mut().zip(key) {
+        *byte ^= k;
+    }
 }
 
 #[inline(always)]
@@ -141,6 +146,13 @@ fn xor_word(w: &mut [u8], word: u64) {
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(w);
     w.copy_from_slice(&(u64::from_ne_bytes(bytes) ^ word).to_ne_bytes());
+}
+
+#[inline(always)]
+fn xor_word32(w: &mut [u8], word: u32) {
+    let mut bytes = [0u8; 4];
+    bytes.copy_from_slice(w);
+    w.copy_from_slice(&(u32::from_ne_bytes(bytes) ^ word).to_ne_bytes());
 }
 
 /// The key as seen from `offset` bytes into the payload.
