@@ -104,7 +104,9 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+/// A connection to the database at `path`, set up as every connection to it
+/// is: a 5 s busy timeout, WAL, synchronous=NORMAL.
+pub(crate) fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     // WAL: readers do not block the writer. synchronous=NORMAL: a commit
@@ -112,6 +114,15 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     Ok(conn)
+}
+
+/// Waits, off the async threads, for a writer thread told to stop; at once
+/// if it was already joined.
+pub(crate) async fn join_writer(writer: &Mutex<Option<JoinHandle<()>>>) {
+    let thread = writer.lock().unwrap_or_else(PoisonError::into_inner).take();
+    if let Some(thread) = thread {
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
 }
 
 impl Store {
@@ -284,14 +295,7 @@ impl Store {
     /// Stops the writer after what is queued, and waits for it.
     pub async fn shutdown(&self) {
         let _ = self.queue.send(Op::Stop).await;
-        let thread = self
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(thread) = thread {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
+        join_writer(&self.writer).await;
     }
 
     fn lock_reader(&self) -> std::sync::MutexGuard<'_, Connection> {

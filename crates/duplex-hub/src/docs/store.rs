@@ -14,15 +14,14 @@
 //! document unloaded and loaded again sees everything that was written.
 
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::storage::{DB_FILE, now_ms};
+use crate::storage::{DB_FILE, join_writer, now_ms, open_connection};
 
 /// Operations waiting for the writer, at most; callers wait beyond.
 const QUEUE: usize = 1024;
@@ -113,10 +112,7 @@ impl DocStore {
     ///
     /// The database could not be opened or the tables created.
     pub fn open(data_dir: &Path) -> Result<DocStore, StoreError> {
-        let conn = Connection::open(data_dir.join(DB_FILE))?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let conn = open_connection(&data_dir.join(DB_FILE))?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS doc_updates (
                  doc TEXT NOT NULL,
@@ -202,14 +198,7 @@ impl DocStore {
     /// Stops the writer after what is queued, and waits for it.
     pub async fn shutdown(&self) {
         let _ = self.queue.send(Op::Stop).await;
-        let thread = self
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(thread) = thread {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
+        join_writer(&self.writer).await;
     }
 }
 
