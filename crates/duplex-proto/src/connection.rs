@@ -3,14 +3,14 @@
 use std::fmt;
 use std::io::IoSlice;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::close::{CloseCode, CloseFrame, truncate_reason};
 use crate::config::Config;
 use crate::error::{ProtocolError, SendError};
 use crate::frame::{
     Frame, FrameDecoder, FrameEvent, FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode,
-    RSV1, Role,
+    RSV1, Role, SHARE_MIN,
 };
 use crate::mask::apply_mask;
 use crate::message::Message;
@@ -282,7 +282,75 @@ impl Connection {
         if self.read_buf.is_empty() && !self.eof {
             return Ok(None);
         }
+        if let Some(message) = self.next_short_message() {
+            return message;
+        }
         self.decode_messages()
+    }
+
+    /// The usual frame on a short path: a whole text or binary message in
+    /// one final, uncompressed frame shorter than [`SHARE_MIN`] (so copied
+    /// out), its length in 7 or 16 bits, masked as the peer's role requires,
+    /// with no other message in progress and within the limits. For any
+    /// other bytes it returns `None` without looking further, and the
+    /// general decoder takes them (and reports what is wrong with them).
+    #[inline]
+    fn next_short_message(&mut self) -> Option<Result<Option<Message>, ProtocolError>> {
+        if self.input_done || self.incoming.is_some() || self.decoder.is_mid_frame() {
+            return None;
+        }
+        let &[b0, b1, ..] = &self.read_buf[..] else {
+            return None;
+        };
+        // FIN set, no RSV bits, text (1) or binary (2).
+        let text = match b0 {
+            0x81 => true,
+            0x82 => false,
+            _ => return None,
+        };
+        let masked = b1 & 0x80 != 0;
+        if masked != (self.role == Role::Server) {
+            return None;
+        }
+        let (len, len_bytes) = match b1 & 0x7f {
+            126 => match self.read_buf.get(2..4) {
+                // A 16-bit length must be one that 7 bits cannot hold.
+                Some(&[hi, lo]) if u16::from_be_bytes([hi, lo]) >= 126 => {
+                    (usize::from(u16::from_be_bytes([hi, lo])), 2)
+                }
+                _ => return None,
+            },
+            127 => return None,
+            len => (usize::from(len), 0),
+        };
+        let mask_at = 2 + len_bytes;
+        let header_len = mask_at + if masked { 4 } else { 0 };
+        if len >= SHARE_MIN
+            || self.read_buf.len() < header_len + len
+            || len > self.config.max_frame_size
+            || len > self.config.max_message_size
+        {
+            return None;
+        }
+        let frame = &mut self.read_buf[..header_len + len];
+        let (header, payload) = frame.split_at_mut(header_len);
+        if let &[k0, k1, k2, k3] = &header[mask_at..] {
+            apply_mask(payload, [k0, k1, k2, k3]);
+        }
+        if text && crate::utf8::validate(payload).is_err() {
+            return Some(Err(self.fail(ProtocolError::InvalidUtf8)));
+        }
+        let payload = if len == 0 {
+            Bytes::new()
+        } else {
+            Bytes::copy_from_slice(payload)
+        };
+        self.read_buf.advance(header_len + len);
+        Some(Ok(Some(if text {
+            Message::Text(Utf8Bytes::from_validated(payload))
+        } else {
+            Message::Binary(payload)
+        })))
     }
 
     fn decode_messages(&mut self) -> Result<Option<Message>, ProtocolError> {

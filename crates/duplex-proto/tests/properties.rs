@@ -156,6 +156,63 @@ proptest! {
         }
     }
 
+    /// Short frames with any first byte, masked or not, their length in 7
+    /// bits or forced into 16, text valid or not, under tight limits or
+    /// none: decoded from one read (the short path takes the whole frames it
+    /// can) and one byte at a time (the general decoder's, which consumes a
+    /// header before its payload is there) they give the same results and
+    /// the same replies.
+    #[test]
+    fn short_frames_decode_alike_whole_and_byte_by_byte(
+        role in role(),
+        frames in proptest::collection::vec(
+            (
+                prop_oneof![
+                    6 => prop_oneof![Just(0x81u8), Just(0x82u8)],
+                    1 => any::<u8>(),
+                ],
+                prop_oneof![5 => Just(true), 1 => Just(false)],
+                any::<bool>(),
+                prop_oneof![
+                    3 => "[a-z\u{e9}\u{4e16}]{0,90}".prop_map(String::into_bytes),
+                    1 => proptest::collection::vec(any::<u8>(), 0..300),
+                ],
+            ),
+            1..8,
+        ),
+        small_limits in any::<bool>(),
+    ) {
+        let mut wire = Vec::new();
+        for (b0, masked_as_required, len16, payload) in &frames {
+            let masked = masked_as_required == &(role == Role::Server);
+            wire.push(*b0);
+            let mask_bit = if masked { 0x80 } else { 0 };
+            if *len16 || payload.len() >= 126 {
+                wire.push(mask_bit | 126);
+                wire.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+            } else {
+                wire.push(mask_bit | payload.len() as u8);
+            }
+            let key = [0x0f, 0xf0, 0x55, 0xaa];
+            if masked {
+                wire.extend_from_slice(&key);
+            }
+            wire.extend(payload.iter().enumerate().map(|(i, b)| {
+                if masked { b ^ key[i % 4] } else { *b }
+            }));
+        }
+        let config = if small_limits {
+            Config::default().max_frame_size(100).max_message_size(150)
+        } else {
+            Config::default()
+        };
+        let every_byte: Vec<usize> = (1..wire.len()).collect();
+        let whole = feed_split(conn_with(role, config.clone()), &wire, &[]);
+        let by_byte = feed_split(conn_with(role, config), &wire, &every_byte);
+        prop_assert_eq!(&whole.0, &by_byte.0);
+        prop_assert_eq!(&whole.1, &by_byte.1);
+    }
+
     /// Messages sent by one end arrive whole and in order at the other, with
     /// fragmentation and reads cut anywhere.
     #[test]
