@@ -59,6 +59,12 @@ pub fn apply_mask_at(buf: &mut [u8], key: [u8; 4], offset: usize) {
             return;
         }
     }
+    if buf.len() < 64 {
+        // Shorter than one block: the block loop's set-up would be most of
+        // the work.
+        xor_rest(buf, key);
+        return;
+    }
     xor_key(buf, key);
 }
 
@@ -116,7 +122,15 @@ fn xor_key(buf: &mut [u8], key: [u8; 4]) {
     for block in &mut blocks {
         xor_words(block, word);
     }
-    let rest = blocks.into_remainder();
+    xor_rest(blocks.into_remainder(), key);
+}
+
+/// XORs the last 0 to 63 bytes of a payload (all of a short one) with `key`,
+/// from key byte 0: words, then a 4-byte word, then single bytes.
+#[inline(always)]
+fn xor_rest(rest: &mut [u8], key: [u8; 4]) {
+    let word32 = u32::from_ne_bytes(key);
+    let word = u64::from(word32) | (u64::from(word32) << 32);
     let mut words = rest.chunks_exact_mut(8);
     for w in &mut words {
         xor_word(w, word);
@@ -155,11 +169,13 @@ fn xor_word32(w: &mut [u8], word: u32) {
     w.copy_from_slice(&(u32::from_ne_bytes(bytes) ^ word).to_ne_bytes());
 }
 
-/// The key as seen from `offset` bytes into the payload.
+/// The key as seen from `offset` bytes into the payload: its bytes turned
+/// left by `offset % 4`, as one 32-bit rotation.
 #[inline]
 fn rotate(key: [u8; 4], offset: usize) -> [u8; 4] {
-    let s = offset % 4;
-    [key[s], key[(s + 1) % 4], key[(s + 2) % 4], key[(s + 3) % 4]]
+    let bits = 8 * (offset % 4) as u32;
+    let word = u32::from_le_bytes(key).rotate_right(bits);
+    word.to_le_bytes()
 }
 
 #[cfg(test)]

@@ -109,8 +109,11 @@ impl Output {
             self.len
         );
         if n == self.len {
-            // Everything is written, the usual case: no chunk to step through.
-            self.chunks.clear();
+            // Everything is written, the usual case: no chunk to step through
+            // (and usually none to drop: small frames share the tail).
+            if !self.chunks.is_empty() {
+                self.chunks.clear();
+            }
             self.len = 0;
             self.release_or_clear_tail();
             return;

@@ -569,7 +569,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
             // Nothing partly received: read into the buffer the last read
             // left, if it can be reused in place, or else the thread's spare.
             // A connection that waits gives it back, and holds none.
-            if buf.capacity() < spare::READ_ROOM && !buf.try_reclaim(spare::READ_ROOM) {
+            if buf.capacity() == 0
+                || buf.capacity() < spare::READ_ROOM && !buf.try_reclaim(spare::READ_ROOM)
+            {
                 *buf = spare::take();
             }
             let read = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, buf);
