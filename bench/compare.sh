@@ -14,6 +14,9 @@
 #                     duplex tungstenite tungstenite-4k tokio-websockets fastwebsockets
 #   DEFLATE=1         0 skips the permessage-deflate cases (duplex only)
 #   NO_BUILD=1        use the binaries already built (default: build them first)
+#   STEAL_LIMIT=5     a run whose CPUs lost more than this percentage of the
+#                     window to the hypervisor (steal time, on a virtual machine)
+#                     is flagged and left out of the "quiet rounds" ratios
 #   BENCH_CLIENT=PATH a load generator with the interface of `duplex bench`
 #                     (default: target/release/duplex)
 #
@@ -35,6 +38,7 @@ CLIENT=${BENCH_CLIENT:-$DUPLEX}
 PEERS_DIR=$BENCH_DIR/target/release
 # A client above this share of its CPU may be the bottleneck, not the server.
 CLIENT_CPU_LIMIT=90
+STEAL_LIMIT=${STEAL_LIMIT:-5}
 
 die() {
     echo "compare.sh: $*" >&2
@@ -42,6 +46,7 @@ die() {
 }
 
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, not '$ROUNDS'"
+[[ $STEAL_LIMIT =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "STEAL_LIMIT must be a percentage, not '$STEAL_LIMIT'"
 [[ $DURATION =~ ^[0-9]+(\.[0-9]+)?$ && ! $DURATION =~ ^0+(\.0*)?$ ]] ||
     die "DURATION must be a positive number of seconds, not '$DURATION'"
 for tool in taskset lscpu python3; do
@@ -192,6 +197,18 @@ cpu_ticks() { # pid: user + system CPU ticks so far, from /proc
     awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null
 }
 
+# The steal and total ticks so far of the server's and the client's CPU, from
+# /proc/stat: steal is time the hypervisor gave the virtual CPU to something
+# else, which slows a run down whatever the server.
+steal_ticks() {
+    awk -v s="cpu$SERVER_CPU" -v c="cpu$CLIENT_CPU" '$1 == s || $1 == c {
+        total = 0
+        for (i = 2; i <= 9; i++) total += $i
+        ticks[$1] = $9 " " total
+    }
+    END { if ((s in ticks) && (c in ticks)) print ticks[s], ticks[c] }' /proc/stat
+}
+
 run_one() { # section case_index connections size label server_name server_label command round
     local section=$1 case_index=$2 connections=$3 size=$4 label=$5 name=$6 server_label=$7 cmd=$8 round=$9
     local dir="$RESULTS/$section/$connections-x-$size"
@@ -230,15 +247,23 @@ run_one() { # section case_index connections size label server_name server_label
         # The server's CPU over the measurement window (duplex bench warms up
         # for 1 s first): from /proc, sampled beside the load generator.
         timeout "$limit" "${client_cmd[@]}" >"$base.json" 2>"$base.client.err" &
-        local client_pid=$! ticks_before ticks_after
+        local client_pid=$! ticks_before ticks_after steal_before steal_after
         sleep 1.2
         ticks_before=$(cpu_ticks "$SERVER_PID")
+        steal_before=$(steal_ticks)
         sleep "$(awk -v d="$DURATION" 'BEGIN { printf "%.2f", d - 0.4 }')"
         ticks_after=$(cpu_ticks "$SERVER_PID")
+        steal_after=$(steal_ticks)
         wait "$client_pid" || rc=$?
         awk -v a="$ticks_before" -v b="$ticks_after" -v hz="$(getconf CLK_TCK)" -v d="$DURATION" \
             'BEGIN { if (a != "" && b != "") printf "%.1f\n", 100 * (b - a) / hz / (d - 0.4) }' \
             >"$base.server-cpu"
+        # Steal on the server's CPU, then on the client's, in percent of the window.
+        awk -v a="$steal_before" -v b="$steal_after" 'BEGIN {
+            n = split(a, x, " "); split(b, y, " ")
+            if (n == 4 && y[2] > x[2] && y[4] > x[4])
+                printf "%.1f %.1f\n", 100 * (y[1] - x[1]) / (y[2] - x[2]), 100 * (y[3] - x[3]) / (y[4] - x[4])
+        }' >"$base.steal"
         if ! running "$SERVER_PID"; then
             status="server exited during the run: $(tail -c 300 "$base.server.err" | tr '\t\n' '  ' | sed 's/ *$//')"
         elif ((rc != 0)); then
@@ -286,5 +311,5 @@ if ((${#SERVERS_DEFLATE[@]})); then
 fi
 
 # ---------------------------------------------------------------- the tables
-python3 "$BENCH_DIR/report.py" "$RESULTS" "$CLIENT_CPU_LIMIT" "$DEFLATE" | tee -a "$REPORT"
+python3 "$BENCH_DIR/report.py" "$RESULTS" "$CLIENT_CPU_LIMIT" "$DEFLATE" "$STEAL_LIMIT" | tee -a "$REPORT"
 echo "report and raw results: $RESULTS" >&2

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The tables of a bench/compare.sh report, from the results folder of a run.
 
-    bench/report.py bench/results/<date> [CLIENT_CPU_LIMIT] [DEFLATE]
+    bench/report.py bench/results/<date> [CLIENT_CPU_LIMIT] [DEFLATE] [STEAL_LIMIT]
 
 compare.sh calls it once every run is done; run it again on a results folder
 to print the same tables without rerunning anything.
@@ -13,6 +13,9 @@ if len(sys.argv) < 2:
 results = sys.argv[1]
 cpu_limit = float(sys.argv[2]) if len(sys.argv) > 2 else 90.0
 deflate = (sys.argv[3] if len(sys.argv) > 3 else "1") == "1"
+# A run whose server or client CPU lost more than this share of the window to
+# the hypervisor (steal time) is flagged, and left out of the quiet rounds.
+steal_limit = float(sys.argv[4]) if len(sys.argv) > 4 else 5.0
 
 runs, labels, flags = {}, {}, []
 def num(x):
@@ -53,6 +56,15 @@ with open(os.path.join(results, "runs.tsv")) as f:
                     data["server_cpu_percent"] = float(c.read().strip())
             except (OSError, ValueError):
                 data["server_cpu_percent"] = None
+            try:
+                with open(os.path.join(results, row["json"][:-len(".json")] + ".steal")) as st:
+                    data["steal_percent"] = max(float(v) for v in st.read().split())
+            except (OSError, ValueError):
+                data["steal_percent"] = None
+            steal = data["steal_percent"]
+            if steal is not None and steal > steal_limit:
+                flags.append(f"{where}: the hypervisor took {steal:.0f}% of a CPU's time "
+                             f"(steal): left out of the quiet rounds")
             cpu = data.get("client_cpu_percent")
             server_cpu = data.get("server_cpu_percent")
             if cpu is not None and client_bound(cpu, server_cpu):
@@ -63,6 +75,8 @@ with open(os.path.join(results, "runs.tsv")) as f:
         runs[key]["runs"].append(data)
         if data is not None:
             runs[key]["rounds"][row["round"]] = data["messages_per_sec"]
+            if data["steal_percent"] is not None and data["steal_percent"] <= steal_limit:
+                runs[key].setdefault("quiet", {})[row["round"]] = data["messages_per_sec"]
 
 def med(values):
     values = [v for v in values if v is not None]
@@ -82,14 +96,15 @@ def summary(key):
         "p99": med([d["latency_us"]["p99"] for d in ok]),
         "cpu": med([d.get("client_cpu_percent") for d in ok]),
         "server_cpu": med([d.get("server_cpu_percent") for d in ok]),
+        "steal": med([d.get("steal_percent") for d in ok]),
         "hot": any(client_bound(d.get("client_cpu_percent") or 0, d.get("server_cpu_percent"))
                    for d in ok),
     }
 
 def table(section, ratio_title, ratio_of):
-    print(f"| case | server | messages/s | p50 µs | p99 µs | server CPU % | client CPU % | {ratio_title} |")
+    print(f"| case | server | messages/s | p50 µs | p99 µs | server CPU % | client CPU % | steal % | {ratio_title} |")
     extra = ratio_title.count("|")
-    print("| --- | --- |" + " ---: |" * (6 + extra))
+    print("| --- | --- |" + " ---: |" * (7 + extra))
     for case in sorted({c for (s, c) in labels if s == section}):
         first = True
         for key in [k for k in runs if k[0] == section and k[1] == case]:
@@ -98,41 +113,46 @@ def table(section, ratio_title, ratio_of):
             name = runs[key]["label"]
             s = summary(key)
             if s is None:
-                print(f"| {shown} | {name} | failed | – | – | – | – | – |" + " – |" * extra)
+                print(f"| {shown} | {name} | failed | – | – | – | – | – | – |" + " – |" * extra)
                 continue
             mps = num(s["mps"]) + (" ⚠" if s["hot"] else "")
             if s["n"] != s["of"]:
                 mps += f" ({s['n']} of {s['of']} runs)"
             print(f"| {shown} | {name} | {mps} | {num(s['p50'])} | {num(s['p99'])} "
-                  f"| {num(s['server_cpu'])} | {num(s['cpu'])} | {ratio_of(key, s)} |")
+                  f"| {num(s['server_cpu'])} | {num(s['cpu'])} | {num(s['steal'])} | {ratio_of(key, s)} |")
     print()
 
 def ratio(a, b):
     return f"{a['mps'] / b['mps']:.2f}" if a and b and a["mps"] and b["mps"] else "–"
 
-def paired(key):
+def paired(key, rounds="rounds"):
     # duplex over this server round by round: the two ran minutes apart at
     # most, so a machine that drifts over the whole run moves both alike.
-    mine = runs.get(("plain", key[1], "duplex"), {}).get("rounds", {})
-    theirs = runs[key]["rounds"]
+    mine = runs.get(("plain", key[1], "duplex"), {}).get(rounds, {})
+    theirs = runs[key].get(rounds, {})
     ratios = [mine[r] / theirs[r] for r in mine if r in theirs and theirs[r]]
     if not ratios:
         return "–"
-    return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})"
+    shown = f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})"
+    return shown + (f", {len(ratios)} rounds" if rounds == "quiet" else "")
 
 print("## Echo, no compression")
 print()
 print("Medians over the rounds. duplex ÷ server: duplex's median messages/s over that "
       "server's (above 1: duplex echoed more). Round by round: duplex's messages/s over "
       "the server's in the same round, the median of those ratios and their range, which "
-      "shows how far apart runs minutes apart can be on this machine. Server and client CPU: the share of its core each "
-      "used over the measurement window. ⚠: in at least one round the client's core was "
+      "shows how far apart runs minutes apart can be on this machine; quiet rounds: the same "
+      f"over the rounds in which neither run lost more than {steal_limit:.0f}% of a CPU to the "
+      "hypervisor. Server and client CPU: the share of its core each "
+      "used over the measurement window. Steal: the larger of the two CPUs' steal time, "
+      "in percent of the window (time the hypervisor ran something else). "
+      "⚠: in at least one round the client's core was "
       "as busy as the server's (or over 98%), so the figure may be the load generator's "
       "limit rather than the server's.")
 print()
-table("plain", "duplex ÷ server | round by round: median (range)",
-      lambda key, s: "— | —" if key[2] == "duplex"
-      else f"{ratio(summary(('plain', key[1], 'duplex')), s)} | {paired(key)}")
+table("plain", "duplex ÷ server | round by round: median (range) | quiet rounds",
+      lambda key, s: "— | — | —" if key[2] == "duplex"
+      else f"{ratio(summary(('plain', key[1], 'duplex')), s)} | {paired(key)} | {paired(key, 'quiet')}")
 
 print("## Echo with permessage-deflate")
 print()
