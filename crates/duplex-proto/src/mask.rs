@@ -59,12 +59,6 @@ pub fn apply_mask_at(buf: &mut [u8], key: [u8; 4], offset: usize) {
             return;
         }
     }
-    if buf.len() < 64 {
-        // Shorter than one block: the block loop's set-up would be most of
-        // the work.
-        xor_rest(buf, key);
-        return;
-    }
     xor_key(buf, key);
 }
 
