@@ -9,8 +9,8 @@ use crate::close::{CloseCode, CloseFrame, truncate_reason};
 use crate::config::Config;
 use crate::error::{ProtocolError, SendError};
 use crate::frame::{
-    Frame, FrameDecoder, FrameEvent, FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode,
-    RSV1, Role, SHARE_MIN,
+    Frame, FrameDecoder, FrameEvent, FrameHeader, MAX_CONTROL_PAYLOAD, OpCode, RSV1, Role,
+    SHARE_MIN,
 };
 use crate::mask::apply_mask;
 use crate::message::Message;
@@ -676,7 +676,7 @@ impl Connection {
         };
         match mask {
             None => {
-                let mut bytes = [0; MAX_HEADER_LEN];
+                let mut bytes = [0; FrameHeader::MAX_LEN];
                 let len = header.encode_into(&mut bytes);
                 self.output.push_frame(&bytes[..len], payload);
             }

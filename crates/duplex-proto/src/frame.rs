@@ -115,14 +115,14 @@ impl FrameHeader {
     /// The payload length must be below 2^63; a larger one is written with its top
     /// bit cleared, as no payload of that size can exist.
     pub fn encode(&self, dst: &mut impl BufMut) {
-        let mut bytes = [0; MAX_HEADER_LEN];
+        let mut bytes = [0; Self::MAX_LEN];
         let len = self.encode_into(&mut bytes);
         dst.put_slice(&bytes[..len]);
     }
 
     /// Writes the header into `dst`, as [`encode`](Self::encode), and returns
     /// how many bytes it takes.
-    pub fn encode_into(&self, dst: &mut [u8; MAX_HEADER_LEN]) -> usize {
+    pub fn encode_into(&self, dst: &mut [u8; Self::MAX_LEN]) -> usize {
         let mask_bit = if self.mask.is_some() { 0x80 } else { 0 };
         dst[0] = (u8::from(self.fin) << 7) | ((self.rsv & 0b111) << 4) | self.opcode as u8;
         let mut at = match self.payload_len {
@@ -148,10 +148,6 @@ impl FrameHeader {
         at
     }
 }
-
-/// The longest a frame header can be: 2 bytes, an 8-byte length, a 4-byte
-/// mask key.
-pub const MAX_HEADER_LEN: usize = 14;
 
 /// A whole frame: header and payload (unmasked).
 #[derive(Debug, Clone, PartialEq, Eq)]

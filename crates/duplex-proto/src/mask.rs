@@ -116,16 +116,7 @@ fn xor_key(buf: &mut [u8], key: [u8; 4]) {
     for block in &mut blocks {
         xor_words(block, word);
     }
-    xor_rest(blocks.into_remainder(), key);
-}
-
-/// XORs the last 0 to 63 bytes of a payload (all of a short one) with `key`,
-/// from key byte 0: words, then a 4-byte word, then single bytes.
-#[inline(always)]
-fn xor_rest(rest: &mut [u8], key: [u8; 4]) {
-    let word32 = u32::from_ne_bytes(key);
-    let word = u64::from(word32) | (u64::from(word32) << 32);
-    let mut words = rest.chunks_exact_mut(8);
+    let mut words = blocks.into_remainder().chunks_exact_mut(8);
     for w in &mut words {
         xor_word(w, word);
     }
