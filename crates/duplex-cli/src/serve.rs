@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use duplex_hub::engine::EngineKind;
 use duplex_hub::{Config, Server};
 use tokio::net::TcpListener;
 
@@ -26,18 +27,34 @@ pub struct Args {
     /// PEM private key for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Share this hub's channels with other nodes through Redis at URL
+    /// (redis:// or rediss://): the same as [engine] kind = "redis" and
+    /// url = URL in the configuration.
+    #[arg(long, value_name = "URL", env = "DUPLEX_REDIS_URL")]
+    redis: Option<String>,
 }
 
 pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
     };
+    if let Some(url) = args.redis {
+        config.engine.kind = EngineKind::Redis;
+        config.engine.url = Some(url);
+        config.engine.urls.clear();
+        config.validate()?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let mut server = Server::open(config, &args.data)?;
+        let listener = TcpListener::bind(args.listen).await?;
+        let addr = listener.local_addr()?;
+        if config.engine.node.is_none() {
+            config.engine.node = Some(format!("{}:{}", duplex_hub::hub::hostname(), addr.port()));
+        }
+        let mut server = Server::open(config, &args.data).await?;
         let scheme = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => {
                 server = server.tls(duplex::tls::server_config_from_pem(cert, key)?);
@@ -45,8 +62,6 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             }
             _ => "http",
         };
-        let listener = TcpListener::bind(args.listen).await?;
-        let addr = listener.local_addr()?;
         let mut stdout = std::io::stdout();
         writeln!(stdout, "listening on {scheme}://{addr}")?;
         stdout.flush()?;

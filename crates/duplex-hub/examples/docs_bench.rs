@@ -60,7 +60,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut config = duplex_hub::Config::default();
             config.feed.enabled = false;
             config.limits.send_queue = 8192;
-            let server = duplex_hub::Server::open(config, data.path())?;
+            let server = duplex_hub::Server::open(config, data.path()).await?;
             hub = Some(server.hub().clone());
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;

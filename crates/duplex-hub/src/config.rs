@@ -27,6 +27,9 @@ pub struct Config {
     pub feed: FeedConfig,
     /// `[docs]`: collaborative documents (`/docs/NAME`, `/editor`).
     pub docs: crate::docs::DocsConfig,
+    /// `[engine]`: SQLite on one node (the default), or Redis shared by
+    /// several.
+    pub engine: crate::engine::EngineConfig,
 }
 
 /// `[server]`.
@@ -166,6 +169,7 @@ impl Default for Config {
             namespaces,
             feed: FeedConfig::default(),
             docs: crate::docs::DocsConfig::default(),
+            engine: crate::engine::EngineConfig::default(),
         }
     }
 }
@@ -264,6 +268,7 @@ impl Config {
             }
         }
         self.docs.validate().map_err(ConfigError)?;
+        self.engine.validate().map_err(ConfigError)?;
         if self.auth.required && self.auth.hs256_secret.is_none() {
             return fail("auth.required = true needs auth.hs256_secret".into());
         }

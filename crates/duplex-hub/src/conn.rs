@@ -23,12 +23,13 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Claims;
 use crate::history;
 use crate::hub::Hub;
+use crate::hub::Subscribe;
 use crate::limits::TokenBucket;
 use crate::metrics::{bump, drop_one};
 use crate::protocol::{
     self, ClientInfo, DEFAULT_HISTORY_LIMIT, ErrorCode, HubError, MAX_INFO_SIZE, Request, Since,
 };
-use crate::registry::{Join, Outbox};
+use crate::registry::Outbox;
 
 /// How long a connection being closed gets to answer the close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -75,9 +76,9 @@ pub async fn run<S>(
     bump(&metrics.connections_total);
     let limits = hub.config().limits.clone();
     let (queue, mut frames) = mpsc::channel::<Arc<PreparedMessage>>(limits.send_queue);
-    let slow = CancellationToken::new();
     let (id, client_id) = hub.new_client_id();
-    let outbox = Outbox::new(id, queue, slow.clone(), metrics.clone());
+    let outbox = Outbox::new(id, queue, metrics.clone());
+    let told = outbox.clone();
     let user = claims.as_ref().map(|c| c.sub.clone()).unwrap_or_default();
     let mut session = Session {
         client: Arc::new(ClientInfo {
@@ -136,10 +137,7 @@ pub async fn run<S>(
             () = closing.cancelled() => {
                 Stop::Close(CloseCode::GOING_AWAY, "the server is shutting down".into())
             }
-            () = slow.cancelled() => Stop::Close(
-                CloseCode::POLICY_VIOLATION,
-                format!("slow consumer: send queue full ({} messages)", limits.send_queue),
-            ),
+            (code, reason) = told.closed() => Stop::Close(code, reason),
             result = pump(&mut write, &mut frames) => Stop::WriteFailed(result),
             abused = &mut reader => if abused {
                 Stop::Close(
@@ -151,7 +149,7 @@ pub async fn run<S>(
             },
         }
     };
-    session.leave_all();
+    session.leave_all().await;
     // What the client sends while its connection closes is read and dropped.
     let mut reader = pin!(async { while read.next().await.is_some() {} });
     drop(frames);
@@ -278,11 +276,14 @@ impl Session {
                         format!("not subscribed to {channel}"),
                     ));
                 }
-                self.hub.registry().unsubscribe(
-                    channel.as_str(),
-                    self.outbox.id,
-                    namespace.presence,
-                );
+                self.hub
+                    .unsubscribe(
+                        channel.as_str(),
+                        self.outbox.id,
+                        &self.client,
+                        namespace.presence,
+                    )
+                    .await;
                 ok("{}".into())
             }
             Request::Publish { channel, data } => {
@@ -311,7 +312,7 @@ impl Session {
                     ));
                 }
                 self.check_allowed(&channel)?;
-                let clients = self.hub.registry().presence(channel.as_str());
+                let clients = self.hub.engine().presence(channel.as_str()).await?;
                 ok(serde_json::json!({ "clients": clients }).to_string())
             }
             Request::History {
@@ -321,13 +322,9 @@ impl Session {
             } => {
                 let (channel, namespace) = self.hub.channel(&channel)?;
                 self.check_allowed(&channel)?;
-                let namespace = namespace.clone();
-                let hub = self.hub.clone();
                 let limit = limit.unwrap_or(DEFAULT_HISTORY_LIMIT as u64);
-                let (current, publications) = blocking(move || {
-                    history::history(&hub, channel.as_str(), &namespace, limit, before)
-                })
-                .await?;
+                let (current, publications) =
+                    history::history(&self.hub, channel.as_str(), namespace, limit, before).await?;
                 ok(protocol::publications_result(current, &publications))
             }
         }
@@ -397,47 +394,31 @@ impl Session {
                 ),
             ));
         }
-        let namespace = namespace.clone();
-        let hub = self.hub.clone();
-        let outbox = self.outbox.clone();
-        let client = self.client.clone();
-        let name = channel.as_str().to_string();
-        blocking(move || {
-            let join = Join {
-                channel: &name,
-                outbox: &outbox,
-                client: &client,
-                presence: namespace.presence,
-                max_subscribers: namespace.max_subscribers,
-            };
-            hub.registry().subscribe(join, |current| {
-                let result = match since {
-                    None => format!("{{\"offset\":{current}}}"),
-                    Some(since) => {
-                        let publications =
-                            history::recover(&hub, &name, &namespace, since.offset, current)?;
-                        protocol::publications_result(current, &publications)
-                    }
-                };
-                Ok(protocol::ok_reply(id, &result))
+        self.hub
+            .subscribe(Subscribe {
+                id,
+                channel: &channel,
+                namespace,
+                outbox: &self.outbox,
+                client: &self.client,
+                since: since.map(|since| since.offset),
             })
-        })
-        .await?;
+            .await?;
         self.subscriptions.insert(channel.as_str().to_string());
         Ok(None)
     }
 
     /// Ends every subscription, pushing `leave` where presence is on.
-    fn leave_all(&mut self) {
-        for channel in self.subscriptions.drain() {
+    async fn leave_all(&mut self) {
+        for channel in std::mem::take(&mut self.subscriptions) {
             let presence = self
                 .hub
                 .channel(&channel)
                 .map(|(_, ns)| ns.presence)
                 .unwrap_or(false);
             self.hub
-                .registry()
-                .unsubscribe(&channel, self.outbox.id, presence);
+                .unsubscribe(&channel, self.outbox.id, &self.client, presence)
+                .await;
         }
     }
 }
@@ -448,19 +429,4 @@ fn unreachable_id() -> Result<Option<String>, (Option<u64>, HubError)> {
         None,
         HubError::new(ErrorCode::BadRequest, "a request needs an \"id\""),
     ))
-}
-
-/// Runs blocking work (SQLite reads, a channel lock held across one) off the
-/// async threads.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, HubError> + Send + 'static,
-) -> Result<T, HubError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .unwrap_or_else(|err| {
-            Err(HubError::new(
-                ErrorCode::Internal,
-                format!("hub task failed: {err}"),
-            ))
-        })
 }

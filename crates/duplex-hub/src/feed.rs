@@ -80,12 +80,29 @@ pub async fn run(hub: Arc<Hub>, stop: CancellationToken) {
             .unwrap_or_else(|| start_price(symbol));
         symbols.push((symbol.clone(), channel, namespace, last));
     }
-    let mut interval = tokio::time::interval(Duration::from_millis(config.interval_ms));
+    let every = Duration::from_millis(config.interval_ms);
+    let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // With several nodes, one feeds at a time: the holder of the lease.
+    let lease = (every * 4).max(Duration::from_secs(3));
+    let mut holding = true;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = interval.tick() => {}
+        }
+        if !hub.engine().hold_lease("feed", lease).await {
+            holding = false;
+            continue;
+        }
+        if !holding {
+            // Taking over: the walk goes on from the last published prices.
+            holding = true;
+            for (_, channel, _, price) in &mut symbols {
+                if let Some(last) = last_price(&hub, channel.as_str()).await {
+                    *price = last;
+                }
+            }
         }
         // One tick of every symbol at once: the writer commits them together.
         let mut ticks = Vec::with_capacity(symbols.len());
@@ -108,15 +125,9 @@ pub async fn run(hub: Arc<Hub>, stop: CancellationToken) {
 
 /// The price of the newest stored tick of `channel`.
 async fn last_price(hub: &Arc<Hub>, channel: &str) -> Option<f64> {
-    let hub = hub.clone();
-    let channel = channel.to_string();
-    let newest = tokio::task::spawn_blocking(move || {
-        let upto = hub.registry().offset(&channel)?;
-        hub.store().newest(&channel, u64::MAX, upto, 0, 1)
-    })
-    .await
-    .ok()?
-    .ok()?;
+    let engine = hub.engine();
+    let upto = engine.last_offset(channel).await.ok()?;
+    let newest = engine.newest(channel, u64::MAX, upto, 0, 1).await.ok()?;
     let data: serde_json::Value = serde_json::from_str(&newest.first()?.data).ok()?;
     data["price"].as_f64().filter(|p| *p > 0.0)
 }

@@ -1,5 +1,5 @@
 //! Reading history: `history` requests and recovery (`subscribe` with
-//! `since`). Blocking reads: call from a blocking thread.
+//! `since`), from the engine.
 
 use crate::config::NamespaceConfig;
 use crate::hub::{Hub, retention};
@@ -11,8 +11,9 @@ use crate::protocol::{ErrorCode, HubError, MAX_HISTORY_LIMIT, Publication};
 ///
 /// # Errors
 ///
-/// `recovery_impossible`, or `internal` if storage failed.
-pub fn recover(
+/// `recovery_impossible`, or `internal` or `unavailable` if the engine
+/// failed.
+pub async fn recover(
     hub: &Hub,
     channel: &str,
     namespace: &NamespaceConfig,
@@ -46,7 +47,10 @@ pub fn recover(
         return Err(impossible());
     }
     let min_time = retention(namespace).min_time(Hub::now_ms());
-    let publications = hub.store().range(channel, since, current, min_time)?;
+    let publications = hub
+        .engine()
+        .range(channel, since, current, min_time)
+        .await?;
     let complete = publications.len() as u64 == missed
         && publications
             .iter()
@@ -64,9 +68,9 @@ pub fn recover(
 ///
 /// # Errors
 ///
-/// `bad_request` for a limit over [`MAX_HISTORY_LIMIT`]; `internal` if
-/// storage failed.
-pub fn history(
+/// `bad_request` for a limit over [`MAX_HISTORY_LIMIT`]; `internal` or
+/// `unavailable` if the engine failed.
+pub async fn history(
     hub: &Hub,
     channel: &str,
     namespace: &NamespaceConfig,
@@ -79,17 +83,23 @@ pub fn history(
             format!("history limit {limit} is over the maximum of {MAX_HISTORY_LIMIT}"),
         ));
     }
-    let current = hub.registry().offset(channel)?;
+    let current = match hub.registry().offset(channel) {
+        Some(current) => current,
+        None => hub.engine().last_offset(channel).await?,
+    };
     if limit == 0 {
         return Ok((current, Vec::new()));
     }
     let min_time = retention(namespace).min_time(Hub::now_ms());
-    let publications = hub.store().newest(
-        channel,
-        before.unwrap_or(u64::MAX),
-        current,
-        min_time,
-        limit as usize,
-    )?;
+    let publications = hub
+        .engine()
+        .newest(
+            channel,
+            before.unwrap_or(u64::MAX),
+            current,
+            min_time,
+            limit as usize,
+        )
+        .await?;
     Ok((current, publications))
 }

@@ -111,6 +111,13 @@ impl Service {
             "/metrics" if get => {
                 let mut metrics = self.hub.metrics().render();
                 metrics.push_str(&self.hub.docs().metrics().render());
+                metrics.push_str(&format!(
+                    "# HELP duplex_engine_info The engine and this node's name.\n\
+                     # TYPE duplex_engine_info gauge\n\
+                     duplex_engine_info{{kind=\"{}\",node={}}} 1\n",
+                    self.hub.engine().kind().as_str(),
+                    Value::from(self.hub.node()),
+                ));
                 let mut response = text(StatusCode::OK, metrics);
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -118,7 +125,10 @@ impl Service {
                 );
                 response
             }
-            "/healthz" if get => text(StatusCode::OK, "ok"),
+            "/healthz" if get => match self.hub.engine().health().await {
+                Ok(()) => text(StatusCode::OK, "ok"),
+                Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+            },
             _ => match pages::page(&path) {
                 Some(page) if get => {
                     let mut response =
@@ -259,6 +269,7 @@ fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::UnknownNamespace => StatusCode::NOT_FOUND,
         ErrorCode::MessageTooBig => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_REQUEST,
     }
 }

@@ -1,5 +1,6 @@
-//! The hub's core: configuration, channels, storage and metrics together, and
-//! the one publish path every publisher (clients, the API, the feed) takes.
+//! The hub's core: configuration, channels, the engine and metrics together,
+//! the one publish path every publisher (clients, the API, the feed) takes,
+//! and the one subscribe path.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,10 +12,12 @@ use serde_json::Value;
 use crate::auth::{self, Claims, TokenError};
 use crate::channel::ChannelName;
 use crate::config::{Config, NamespaceConfig};
-use crate::metrics::Metrics;
-use crate::protocol::{ErrorCode, HubError, Publication};
-use crate::registry::Registry;
-use crate::storage::{self, Retention, Store};
+use crate::engine::{Engine, EngineKind, embedded::Embedded, redis::RedisEngine};
+use crate::history;
+use crate::metrics::{Metrics, bump};
+use crate::protocol::{self, ClientInfo, ErrorCode, HubError, Publication};
+use crate::registry::{Join, Outbox, Registry};
+use crate::storage::{self, Retention};
 
 /// The hub: share it as `Arc<Hub>`.
 #[derive(Debug)]
@@ -22,42 +25,67 @@ pub struct Hub {
     config: Config,
     api_key: Option<String>,
     registry: Arc<Registry>,
-    store: Arc<Store>,
+    engine: Engine,
     metrics: Arc<Metrics>,
     docs: Arc<crate::docs::Docs>,
+    node: String,
     next_client: AtomicU64,
     client_prefix: String,
 }
 
+/// A subscription to make, for [`Hub::subscribe`].
+pub struct Subscribe<'a> {
+    /// The request's id, for the reply.
+    pub id: u64,
+    /// The channel.
+    pub channel: &'a ChannelName,
+    /// Its namespace.
+    pub namespace: &'a NamespaceConfig,
+    /// The subscriber's queue.
+    pub outbox: &'a Outbox,
+    /// The subscriber as presence lists it.
+    pub client: &'a Arc<ClientInfo>,
+    /// Recover the publications after this offset.
+    pub since: Option<u64>,
+}
+
 impl Hub {
-    /// Opens the hub's storage in `data_dir` (created if missing) and loads
-    /// every channel's last offset.
+    /// Opens the hub: its engine (SQLite in `data_dir`, created if missing;
+    /// or Redis, connected), and the documents' storage in `data_dir`.
     ///
     /// # Errors
     ///
-    /// An `internal` [`HubError`] if the configuration is invalid or storage
-    /// cannot be opened.
-    pub fn open(config: Config, data_dir: &Path) -> Result<Arc<Hub>, HubError> {
+    /// An `internal` [`HubError`] if the configuration is invalid, storage
+    /// cannot be opened, or Redis cannot be reached (the message names it).
+    pub async fn open(config: Config, data_dir: &Path) -> Result<Arc<Hub>, HubError> {
         config
             .validate()
             .map_err(|err| HubError::new(ErrorCode::Internal, err.to_string()))?;
         let metrics = Arc::new(Metrics::default());
-        let registry = Arc::new(Registry::new(metrics.clone()));
-        let broadcast = registry.clone();
-        let store = Store::open(
-            data_dir,
-            Arc::new(move |channel: &str, publication: &Publication| {
-                broadcast.broadcast(channel, publication);
-            }),
-        )?;
-        let store = Arc::new(store);
-        // Weak: the writer thread holds the registry, which must not keep
-        // the store alive.
-        let stored = Arc::downgrade(&store);
-        registry.set_stored_offset(Box::new(move |channel: &str| match stored.upgrade() {
-            Some(store) => store.last_offset(channel),
-            None => Err(HubError::new(ErrorCode::Internal, "the hub is shut down")),
-        }));
+        let registry = Arc::new(Registry::new(metrics.clone(), config.limits.send_queue));
+        let node = config
+            .engine
+            .node
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", hostname(), std::process::id()));
+        let engine = match config.engine.kind {
+            EngineKind::Embedded => {
+                Engine::Embedded(Embedded::open(data_dir, registry.clone(), metrics.clone())?)
+            }
+            EngineKind::Redis => Engine::Redis(
+                RedisEngine::connect(&config.engine, &node, registry.clone(), metrics.clone())
+                    .await?,
+            ),
+        };
+        std::fs::create_dir_all(data_dir).map_err(|err| {
+            HubError::new(
+                ErrorCode::Internal,
+                format!(
+                    "cannot create the data folder {}: {err}",
+                    data_dir.display()
+                ),
+            )
+        })?;
         let docs = crate::docs::Docs::open(config.docs.clone(), data_dir)
             .map_err(|err| HubError::new(ErrorCode::Internal, err.to_string()))?;
         let mut prefix = [0u8; 4];
@@ -66,9 +94,10 @@ impl Hub {
             api_key: config.api_key(),
             config,
             registry,
-            store,
+            engine,
             metrics,
             docs,
+            node,
             next_client: AtomicU64::new(1),
             client_prefix: prefix.iter().map(|b| format!("{b:02x}")).collect(),
         }))
@@ -84,14 +113,19 @@ impl Hub {
         &self.metrics
     }
 
-    /// The channel registry.
+    /// The channel registry: this node's subscribers.
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
 
-    /// The storage.
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// This node's name (`engine.node`, else `hostname:pid`).
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// The collaborative documents.
@@ -150,13 +184,13 @@ impl Hub {
     }
 
     /// Publishes `data` to `channel` (of `namespace`): checks its size,
-    /// stores it, broadcasts it, and returns it with its offset once it is on
-    /// disk. The rules of who may publish are the caller's.
+    /// stores it through the engine, and returns it with its offset once it
+    /// is stored. The rules of who may publish are the caller's.
     ///
     /// # Errors
     ///
     /// `message_too_big` over `limits.max_publication_size`; `internal` if
-    /// storage failed.
+    /// storage failed; `unavailable` if Redis did not answer in time.
     pub async fn publish(
         &self,
         channel: &ChannelName,
@@ -176,11 +210,107 @@ impl Hub {
             ));
         }
         let publication = self
-            .store
+            .engine
             .publish(channel.as_str(), Arc::from(text), retention(namespace))
             .await?;
+        bump(&self.metrics.publications);
         self.metrics.observe_publish(started.elapsed());
         Ok(publication)
+    }
+
+    /// Subscribes a connection, recovering what it missed if asked: the
+    /// channel is made live on this node if it is not, the subscriber joins
+    /// at the channel's offset `C`, history after `since` up to `C` is read,
+    /// and the reply (with it) is queued before any push after `C`. In a
+    /// namespace with presence the client is then listed and `join` pushed.
+    ///
+    /// # Errors
+    ///
+    /// `channel_full`, `recovery_impossible`, `unavailable`, `internal`;
+    /// then the connection is not subscribed.
+    pub async fn subscribe(&self, request: Subscribe<'_>) -> Result<(), HubError> {
+        let name = request.channel.as_str();
+        let channel = self.registry.acquire(name);
+        let opened = channel
+            .open_once(|| async {
+                let offset = self.engine.open_channel(name).await?;
+                if self.registry.make_ready(&channel, offset).is_some() {
+                    self.engine.catch_up(name).await?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(err) = opened {
+            if self.registry.release(&channel) {
+                self.engine.close_channel(name);
+            }
+            return Err(err);
+        }
+        let join = Join {
+            outbox: request.outbox,
+            client: request.client,
+            max_subscribers: request.namespace.max_subscribers,
+            max_buffered: self.config.limits.send_queue,
+        };
+        let current = match self.registry.begin_join(&channel, join) {
+            Ok(current) => current,
+            Err(err) => {
+                if !self.registry.is_live(name) {
+                    self.engine.close_channel(name);
+                }
+                return Err(err);
+            }
+        };
+        let result = match request.since {
+            None => Ok(format!("{{\"offset\":{current}}}")),
+            Some(since) => history::recover(self, name, request.namespace, since, current)
+                .await
+                .map(|publications| protocol::publications_result(current, &publications)),
+        };
+        let joined = match result {
+            Ok(result) if request.namespace.presence => self
+                .engine
+                .join(name, request.client)
+                .await
+                .map(|()| result),
+            other => other,
+        };
+        match joined {
+            Ok(result) => {
+                self.registry.finish_join(
+                    &channel,
+                    request.outbox.id,
+                    protocol::ok_reply(request.id, &result),
+                );
+                Ok(())
+            }
+            Err(err) => {
+                let (_, removed) = self.registry.unsubscribe(name, request.outbox.id);
+                if removed {
+                    self.engine.close_channel(name);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Unsubscribes connection `outbox` (as `client`) from `channel`;
+    /// `leave` is pushed if `presence`. Returns whether it was subscribed.
+    pub async fn unsubscribe(
+        &self,
+        channel: &str,
+        outbox: u64,
+        client: &Arc<ClientInfo>,
+        presence: bool,
+    ) -> bool {
+        let (was, removed) = self.registry.unsubscribe(channel, outbox);
+        if removed {
+            self.engine.close_channel(channel);
+        }
+        if was && presence {
+            self.engine.leave(channel, client).await;
+        }
+        was
     }
 
     /// The retention of every namespace, for trimming.
@@ -192,10 +322,11 @@ impl Hub {
             .collect()
     }
 
-    /// Stops the storage writer once what is queued is committed.
+    /// Stops the engine and the documents' writer once what is queued is
+    /// stored.
     pub async fn shutdown(&self) {
         self.docs.shutdown().await;
-        self.store.shutdown().await;
+        self.engine.shutdown().await;
     }
 
     /// Milliseconds since the epoch, now.
@@ -210,4 +341,13 @@ pub fn retention(namespace: &NamespaceConfig) -> Retention {
         size: namespace.history_size,
         ttl_secs: namespace.history_ttl_secs,
     }
+}
+
+/// This machine's name, for the default node name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
 }

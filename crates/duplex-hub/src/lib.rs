@@ -4,8 +4,9 @@
 //! (docs/PROTOCOL.md): subscribe to channels `namespace:name`, publish to
 //! them, see who else is there (presence), read history, and after a
 //! reconnect recover exactly what they missed (`since`). Publications are
-//! stored in SQLite before they are acknowledged or broadcast, so history and
-//! offsets survive a restart. The same port serves the pages (`/`, `/chat`,
+//! stored before they are acknowledged or broadcast, so history and offsets
+//! survive a restart: in SQLite on one node, or in Redis shared by several
+//! nodes ([`engine`]). The same port serves the pages (`/`, `/chat`,
 //! `/ticker`), a publish API for back ends (`POST /api/publish`), Prometheus
 //! metrics (`/metrics`) and `/healthz`; a simulated ticker feed publishes to
 //! `ticker:*`.
@@ -30,7 +31,7 @@
 //! let data = tempfile::tempdir()?;
 //! let mut config = Config::default();
 //! config.feed.enabled = false;
-//! let server = Server::open(config, data.path())?;
+//! let server = Server::open(config, data.path()).await?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let addr = listener.local_addr()?;
 //! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -65,6 +66,7 @@ pub mod channel;
 pub mod config;
 mod conn;
 pub mod docs;
+pub mod engine;
 pub mod feed;
 pub mod history;
 pub mod http;

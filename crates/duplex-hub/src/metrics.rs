@@ -10,6 +10,44 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
+/// A latency histogram with the buckets of [`LATENCY_BUCKETS`].
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one latency.
+    pub fn observe(&self, latency: Duration) {
+        let secs = latency.as_secs_f64();
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            if secs <= *bound {
+                bump(bucket);
+            }
+        }
+        bump(&self.count);
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Appends the histogram's Prometheus text, as `name`.
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", get(bucket));
+        }
+        let count = get(&self.count);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = get(&self.sum_micros) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
 /// The hub's counters; every field is updated without locks.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -25,17 +63,27 @@ pub struct Metrics {
     pub messages_in: AtomicU64,
     /// Frames queued to clients: replies and pushes.
     pub messages_out: AtomicU64,
-    /// Publications stored and broadcast (clients, the API, the feed).
+    /// Publications stored through this node (clients, the API, the feed).
     pub publications: AtomicU64,
+    /// Publications delivered to this node's subscribers of their channel
+    /// (from any node), once per publication.
+    pub deliveries: AtomicU64,
     /// Connections closed as slow consumers (a full send queue).
     pub dropped: AtomicU64,
     /// Requests refused for the rate limit.
     pub rate_limited: AtomicU64,
     /// Error replies sent.
     pub errors: AtomicU64,
-    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    latency_count: AtomicU64,
-    latency_sum_micros: AtomicU64,
+    /// From a publish request to its publication stored.
+    pub publish_latency: Histogram,
+    /// Round trips of Redis commands (the Redis engine).
+    pub engine_latency: Histogram,
+    /// Pub/sub connections to Redis made again after a loss.
+    pub engine_reconnects: AtomicU64,
+    /// Gaps in a channel's offsets filled from history.
+    pub engine_gaps_filled: AtomicU64,
+    /// Engine requests that failed with `unavailable`.
+    pub engine_unavailable: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -52,17 +100,9 @@ pub fn drop_one(gauge: &AtomicU64) {
 
 impl Metrics {
     /// Records the latency of one publication, from the request to the
-    /// moment it was stored and queued for every subscriber.
+    /// moment it was stored.
     pub fn observe_publish(&self, latency: Duration) {
-        let secs = latency.as_secs_f64();
-        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
-            if secs <= *bound {
-                bump(bucket);
-            }
-        }
-        bump(&self.latency_count);
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        self.latency_sum_micros.fetch_add(micros, Ordering::Relaxed);
+        self.publish_latency.observe(latency);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -113,8 +153,32 @@ impl Metrics {
         metric(
             "duplex_publications_total",
             "counter",
-            "Publications stored and broadcast.",
+            "Publications stored through this node.",
             get(&self.publications),
+        );
+        metric(
+            "duplex_deliveries_total",
+            "counter",
+            "Publications delivered to this node's subscribers (from any node).",
+            get(&self.deliveries),
+        );
+        metric(
+            "duplex_engine_reconnects_total",
+            "counter",
+            "Redis pub/sub connections made again after a loss.",
+            get(&self.engine_reconnects),
+        );
+        metric(
+            "duplex_engine_gaps_filled_total",
+            "counter",
+            "Gaps in a channel's offsets filled from history.",
+            get(&self.engine_gaps_filled),
+        );
+        metric(
+            "duplex_engine_unavailable_total",
+            "counter",
+            "Engine requests that failed with unavailable.",
+            get(&self.engine_unavailable),
         );
         metric(
             "duplex_dropped_connections_total",
@@ -135,20 +199,16 @@ impl Metrics {
             get(&self.errors),
         );
 
-        let name = "duplex_publish_latency_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} From a publish request to its publication stored and queued for every subscriber."
+        self.publish_latency.render(
+            &mut out,
+            "duplex_publish_latency_seconds",
+            "From a publish request to its publication stored.",
         );
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", get(bucket));
-        }
-        let count = get(&self.latency_count);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let sum = get(&self.latency_sum_micros) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}");
-        let _ = writeln!(out, "{name}_count {count}");
+        self.engine_latency.render(
+            &mut out,
+            "duplex_engine_latency_seconds",
+            "Round trips of Redis commands.",
+        );
         out
     }
 }

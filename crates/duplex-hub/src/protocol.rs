@@ -62,6 +62,8 @@ pub enum ErrorCode {
     MessageTooBig,
     /// The hub failed (storage); the request may be retried.
     Internal,
+    /// The engine (Redis) did not answer in time; retry later.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -82,6 +84,7 @@ impl ErrorCode {
             ErrorCode::ChannelFull => "channel_full",
             ErrorCode::MessageTooBig => "message_too_big",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }

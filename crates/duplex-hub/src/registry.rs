@@ -1,28 +1,55 @@
-//! The channel registry: who is subscribed where, presence, and the
-//! broadcast of committed publications.
+//! The channel registry: this node's subscribers, and the delivery of
+//! publications and presence events to them.
 //!
-//! Each channel has a lock over its last broadcast offset and its
-//! subscribers. A broadcast sets the offset and queues the push for every
-//! subscriber under that lock; a subscription reads the offset, reads the
-//! history it recovers, queues its reply and joins, all under the same lock.
-//! So a publication is either before the subscription's offset (and in its
-//! recovered history, which storage committed before the broadcast) or after
-//! it (and pushed to it after its reply): never lost, never twice.
+//! Every publication reaches the registry the same way, whichever node took
+//! it: the engine hands it to [`Registry::deliver`] in offset order (the
+//! embedded engine after its SQLite commit, the Redis engine from its
+//! pub/sub listener). Each channel keeps the offset it delivered last: a
+//! publication at or below it is a duplicate and dropped, the next one is
+//! pushed, and one further ahead reveals a gap, which the caller fills from
+//! history before delivering on ([`Delivery::Gap`]).
+//!
+//! A subscription is made in three steps that never lose or double a
+//! publication, although reading history may wait on the network:
+//! [`begin_join`](Registry::begin_join) adds the subscriber in a *joining*
+//! state and returns the channel's offset `C`, under the channel's lock; the
+//! caller reads the history it recovers, up to `C`; then
+//! [`finish_join`](Registry::finish_join) queues the reply and, after it,
+//! every push buffered meanwhile (all of them after `C`). Publications up to
+//! `C` come from history, those after it from the buffer: each once, in
+//! order.
+//!
+//! A channel becomes live on this node when its first subscriber comes: the
+//! engine joins the channel (Redis: `SUBSCRIBE`) and only then reads its
+//! offset ([`make_ready`](Registry::make_ready)); publications delivered
+//! in between are kept and replayed, so none falls between the read and the
+//! live stream.
 //!
 //! A push is encoded once, as one [`PreparedMessage`], whatever the number of
-//! subscribers, and queued with `try_send`: a broadcast never waits. A
+//! subscribers, and queued with `try_send`: a delivery never waits. A
 //! connection whose queue is full is told to close as a slow consumer.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use duplex::PreparedMessage;
+use duplex::{CloseCode, PreparedMessage};
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{Metrics, bump};
 use crate::protocol::{self, ClientInfo, ErrorCode, HubError, Publication};
+
+/// Publications kept for a channel that is not ready yet, at most; beyond,
+/// the channel catches up from history once it is.
+const MAX_EARLY: usize = 4096;
+
+/// Why a connection is asked to close, with the close frame to send.
+#[derive(Debug, Default)]
+struct CloseRequest {
+    reason: Mutex<Option<(CloseCode, String)>>,
+    token: CancellationToken,
+}
 
 /// A connection's outgoing queue, as the hub sees it.
 #[derive(Debug, Clone)]
@@ -30,22 +57,17 @@ pub struct Outbox {
     /// The connection's id.
     pub id: u64,
     queue: mpsc::Sender<Arc<PreparedMessage>>,
-    slow: CancellationToken,
+    close: Arc<CloseRequest>,
     metrics: Arc<Metrics>,
 }
 
 impl Outbox {
-    /// An outbox over `queue`; `slow` is cancelled when the queue overflows.
-    pub fn new(
-        id: u64,
-        queue: mpsc::Sender<Arc<PreparedMessage>>,
-        slow: CancellationToken,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    /// An outbox over `queue`.
+    pub fn new(id: u64, queue: mpsc::Sender<Arc<PreparedMessage>>, metrics: Arc<Metrics>) -> Self {
         Outbox {
             id,
             queue,
-            slow,
+            close: Arc::default(),
             metrics,
         }
     }
@@ -59,8 +81,13 @@ impl Outbox {
                 true
             }
             Err(TrySendError::Full(_)) => {
-                if !self.slow.is_cancelled() {
-                    self.slow.cancel();
+                if self.close(
+                    CloseCode::POLICY_VIOLATION,
+                    format!(
+                        "slow consumer: send queue full ({} messages)",
+                        self.queue.max_capacity()
+                    ),
+                ) {
                     bump(&self.metrics.dropped);
                     tracing::warn!(
                         client = self.id,
@@ -77,54 +104,191 @@ impl Outbox {
     pub fn push_text(&self, text: String) -> bool {
         self.push(Arc::new(PreparedMessage::text(text)))
     }
+
+    /// Asks the connection to close with `code` and `reason`; the first
+    /// request wins. True if this one did.
+    pub fn close(&self, code: CloseCode, reason: String) -> bool {
+        let mut slot = self
+            .close
+            .reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if slot.is_some() {
+            return false;
+        }
+        *slot = Some((code, reason));
+        self.close.token.cancel();
+        true
+    }
+
+    /// Completes once the connection is asked to close, with the close frame.
+    pub async fn closed(&self) -> (CloseCode, String) {
+        self.close.token.cancelled().await;
+        self.close
+            .reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .unwrap_or((CloseCode::NORMAL, String::new()))
+    }
 }
 
 struct Subscriber {
     outbox: Outbox,
     client: Arc<ClientInfo>,
+    /// While joining: the pushes that follow its reply.
+    joining: Option<Vec<Arc<PreparedMessage>>>,
+}
+
+impl Subscriber {
+    fn push(&mut self, frame: &Arc<PreparedMessage>, limit: usize) {
+        match &mut self.joining {
+            None => {
+                self.outbox.push(frame.clone());
+            }
+            Some(buffer) if buffer.len() < limit => buffer.push(frame.clone()),
+            Some(_) => {
+                // As a full send queue would.
+                self.outbox.close(
+                    CloseCode::POLICY_VIOLATION,
+                    format!("slow consumer: send queue full ({limit} messages)"),
+                );
+            }
+        }
+    }
 }
 
 #[derive(Default)]
 struct State {
+    /// The offset of the last publication delivered.
     offset: u64,
+    /// The engine joined the channel and its offset is known.
+    ready: bool,
+    /// Delivered before the channel was ready, in order.
+    early: Vec<Publication>,
+    /// More than [`MAX_EARLY`] came early: catch up from history.
+    early_overflow: bool,
     subscribers: HashMap<u64, Subscriber>,
+    /// Subscriptions under way that have not joined yet.
+    acquired: usize,
     /// Taken out of the registry: subscribe to its successor instead.
     removed: bool,
 }
 
-#[derive(Default)]
-struct Channel {
+impl State {
+    fn push_all(&mut self, frame: &Arc<PreparedMessage>, except: Option<&str>, limit: usize) {
+        for subscriber in self.subscribers.values_mut() {
+            if except != Some(subscriber.client.client.as_str()) {
+                subscriber.push(frame, limit);
+            }
+        }
+    }
+
+    /// Delivers `publication` if it is the next one.
+    fn deliver(&mut self, channel: &str, publication: &Publication, limit: usize) -> Delivery {
+        if publication.offset <= self.offset {
+            return Delivery::Done;
+        }
+        if publication.offset > self.offset + 1 {
+            return Delivery::Gap { after: self.offset };
+        }
+        self.offset = publication.offset;
+        if !self.subscribers.is_empty() {
+            let frame = Arc::new(PreparedMessage::text(protocol::message_push(
+                channel,
+                publication,
+            )));
+            self.push_all(&frame, None, limit);
+        }
+        Delivery::Done
+    }
+}
+
+/// One channel with subscribers on this node.
+pub struct Channel {
+    name: String,
     state: Mutex<State>,
+    opened: tokio::sync::OnceCell<()>,
 }
 
 impl Channel {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// The channel's full name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `open` once for this channel (the engine joins it and reads its
+    /// offset, then calls [`Registry::make_ready`]); later callers wait for
+    /// the first, and try again if it failed.
+    ///
+    /// # Errors
+    ///
+    /// `open`'s error.
+    pub async fn open_once<F, Fut>(&self, open: F) -> Result<(), HubError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(), HubError>>,
+    {
+        self.opened.get_or_try_init(open).await.map(|_| ())
+    }
 }
 
-/// Reads a channel's last offset from storage.
-pub type StoredOffset = Box<dyn Fn(&str) -> Result<u64, HubError> + Send + Sync>;
+/// What [`Registry::deliver`] did with a publication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Delivered, or nothing to do (a duplicate, a channel without
+    /// subscribers here, one not ready yet).
+    Done,
+    /// Publications after `after` are missing before this one: fill the gap
+    /// from history, then deliver it again.
+    Gap {
+        /// The offset delivered last.
+        after: u64,
+    },
+}
 
-/// A subscription to make: who, where, with presence or not.
+/// A presence event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceEvent {
+    /// A client subscribed.
+    Join,
+    /// A client left.
+    Leave,
+}
+
+impl PresenceEvent {
+    /// The push's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PresenceEvent::Join => "join",
+            PresenceEvent::Leave => "leave",
+        }
+    }
+}
+
+/// A subscription to make: who, where.
 pub struct Join<'a> {
-    /// The channel's full name.
-    pub channel: &'a str,
     /// The subscriber's queue.
     pub outbox: &'a Outbox,
     /// The subscriber as presence lists it.
     pub client: &'a Arc<ClientInfo>,
-    /// Whether to push `join` to the others.
-    pub presence: bool,
     /// The channel's subscriber limit.
     pub max_subscribers: usize,
+    /// Pushes buffered while joining, at most (the send queue's size).
+    pub max_buffered: usize,
 }
 
-/// Every channel with subscribers: memory is kept for live channels only.
+/// Every channel with subscribers on this node: memory is kept for live
+/// channels only.
 pub struct Registry {
     live: Mutex<HashMap<String, Arc<Channel>>>,
     metrics: Arc<Metrics>,
-    stored: OnceLock<StoredOffset>,
+    /// Frames a joining subscriber may buffer; set from the send queue.
+    buffer_limit: usize,
 }
 
 impl std::fmt::Debug for Registry {
@@ -134,26 +298,13 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// An empty registry; channels start at offset 0 until
-    /// [`set_stored_offset`](Self::set_stored_offset) says otherwise.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    /// An empty registry; a subscriber joining buffers at most
+    /// `buffer_limit` pushes.
+    pub fn new(metrics: Arc<Metrics>, buffer_limit: usize) -> Self {
         Registry {
             live: Mutex::new(HashMap::new()),
             metrics,
-            stored: OnceLock::new(),
-        }
-    }
-
-    /// How a channel's stored last offset is read, when it becomes live
-    /// (set once, before anything is published).
-    pub fn set_stored_offset(&self, stored: StoredOffset) {
-        let _ = self.stored.set(stored);
-    }
-
-    fn stored_offset(&self, channel: &str) -> Result<u64, HubError> {
-        match self.stored.get() {
-            Some(stored) => stored(channel),
-            None => Ok(0),
+            buffer_limit: buffer_limit.max(1),
         }
     }
 
@@ -161,191 +312,239 @@ impl Registry {
         self.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The channel's last offset: of its last publication, 0 if none.
-    /// May read storage: call from a blocking thread.
-    ///
-    /// # Errors
-    ///
-    /// `internal` if storage failed.
-    pub fn offset(&self, channel: &str) -> Result<u64, HubError> {
-        let live = self.lock().get(channel).cloned();
-        match live {
-            Some(live) => Ok(live.lock().offset),
-            None => self.stored_offset(channel),
-        }
+    fn get(&self, channel: &str) -> Option<Arc<Channel>> {
+        self.lock().get(channel).cloned()
     }
 
-    /// The live channel, created (its offset read from storage) if needed.
-    /// Created under the registry's lock, which [`broadcast`](Self::broadcast)
-    /// takes too: a publication committed before the read is in the offset,
-    /// one committed after finds the channel live.
-    fn get_or_create(&self, channel: &str) -> Result<Arc<Channel>, HubError> {
+    /// The offset this node delivered last on `channel`, if it is live and
+    /// ready here.
+    pub fn offset(&self, channel: &str) -> Option<u64> {
+        let live = self.get(channel)?;
+        let state = live.lock();
+        state.ready.then_some(state.offset)
+    }
+
+    /// The live channel, created if needed, held for a subscription until
+    /// [`begin_join`](Self::begin_join) or [`release`](Self::release).
+    pub fn acquire(&self, channel: &str) -> Arc<Channel> {
         let mut live = self.lock();
-        if let Some(existing) = live.get(channel) {
-            return Ok(existing.clone());
-        }
-        let offset = self.stored_offset(channel)?;
-        let created = Arc::new(Channel::default());
-        created.lock().offset = offset;
-        live.insert(channel.to_string(), created.clone());
-        Ok(created)
+        let entry = live.entry(channel.to_string()).or_insert_with(|| {
+            Arc::new(Channel {
+                name: channel.to_string(),
+                state: Mutex::default(),
+                opened: tokio::sync::OnceCell::new(),
+            })
+        });
+        entry.lock().acquired += 1;
+        entry.clone()
     }
 
-    /// Pushes a committed publication to every subscriber of `channel`:
-    /// encoded once, queued without waiting. Called by storage's writer, in
+    /// Gives back a channel [`acquire`](Self::acquire)d for a subscription
+    /// that failed before joining. True if the channel left the registry
+    /// (the engine may leave it too).
+    pub fn release(&self, channel: &Arc<Channel>) -> bool {
+        {
+            let mut state = channel.lock();
+            state.acquired = state.acquired.saturating_sub(1);
+        }
+        self.remove_if_empty(channel)
+    }
+
+    /// Marks `channel` ready at `offset` (the engine joined it, then read
+    /// it) and delivers what came meanwhile. Returns the offset to catch up
+    /// from if what came early does not follow on.
+    pub fn make_ready(&self, channel: &Channel, offset: u64) -> Option<u64> {
+        let mut state = channel.lock();
+        state.offset = offset;
+        state.ready = true;
+        let early = std::mem::take(&mut state.early);
+        let mut gap = std::mem::take(&mut state.early_overflow);
+        for publication in &early {
+            if let Delivery::Gap { .. } =
+                state.deliver(&channel.name, publication, self.buffer_limit)
+            {
+                gap = true;
+                break;
+            }
+        }
+        gap.then_some(state.offset)
+    }
+
+    /// Delivers a publication to this node's subscribers of `channel`, in
     /// offset order.
-    pub fn broadcast(&self, channel: &str, publication: &Publication) {
-        bump(&self.metrics.publications);
-        let live = self.lock().get(channel).cloned();
-        let Some(live) = live else { return };
+    pub fn deliver(&self, channel: &str, publication: &Publication) -> Delivery {
+        let Some(live) = self.get(channel) else {
+            return Delivery::Done;
+        };
         let mut state = live.lock();
         if state.removed {
-            // Its successor read the stored offset, this publication's
-            // included.
-            return;
+            return Delivery::Done;
         }
-        if publication.offset <= state.offset {
-            // Its subscribers got it in their subscribe reply already.
-            return;
+        if !state.ready {
+            if state.early.len() < MAX_EARLY {
+                state.early.push(publication.clone());
+            } else {
+                state.early_overflow = true;
+            }
+            return Delivery::Done;
         }
-        state.offset = publication.offset;
-        if state.subscribers.is_empty() {
-            return;
+        let delivery = state.deliver(channel, publication, self.buffer_limit);
+        if delivery == Delivery::Done {
+            bump(&self.metrics.deliveries);
         }
-        let frame = Arc::new(PreparedMessage::text(protocol::message_push(
-            channel,
-            publication,
-        )));
-        for subscriber in state.subscribers.values() {
-            subscriber.outbox.push(frame.clone());
-        }
+        delivery
     }
 
-    /// Subscribes: under the channel's lock, calls `reply` with the channel's
-    /// offset for the reply's text (reading recovered history if asked to),
-    /// queues that reply, joins, and pushes `join` to the others.
+    /// Pushes `join` or `leave` of `client` to this node's other
+    /// subscribers of `channel`.
+    pub fn presence_event(&self, channel: &str, event: PresenceEvent, client: &ClientInfo) {
+        let Some(live) = self.get(channel) else {
+            return;
+        };
+        let mut state = live.lock();
+        let others = state
+            .subscribers
+            .values()
+            .any(|s| s.client.client != client.client);
+        if state.removed || !others {
+            return;
+        }
+        let frame = Arc::new(PreparedMessage::text(protocol::presence_push(
+            event.as_str(),
+            channel,
+            client,
+        )));
+        state.push_all(&frame, Some(&client.client), self.buffer_limit);
+    }
+
+    /// Adds a subscriber to an acquired, ready channel, joining: its pushes
+    /// are buffered until [`finish_join`](Self::finish_join). Returns the
+    /// channel's offset, the last publication the subscriber will not be
+    /// pushed.
     ///
     /// # Errors
     ///
-    /// `channel_full`, or `reply`'s error (`recovery_impossible`, storage);
-    /// then the connection is not subscribed.
-    pub fn subscribe(
-        &self,
-        join: Join<'_>,
-        reply: impl FnOnce(u64) -> Result<String, HubError>,
-    ) -> Result<(), HubError> {
-        loop {
-            let channel = self.get_or_create(join.channel)?;
-            let mut state = channel.lock();
-            if state.removed {
-                // Taken out between the lookup and the lock: look again.
-                continue;
-            }
-            // Checked and joined under one lock: never a removed channel.
-            let joined = self.join_locked(&mut state, &join, reply);
-            drop(state);
-            if joined.is_err() {
-                self.remove_if_empty(join.channel);
-            }
-            return joined;
-        }
-    }
-
-    fn join_locked(
-        &self,
-        state: &mut State,
-        join: &Join<'_>,
-        reply: impl FnOnce(u64) -> Result<String, HubError>,
-    ) -> Result<(), HubError> {
+    /// `channel_full` (the channel is released).
+    pub fn begin_join(&self, channel: &Arc<Channel>, join: Join<'_>) -> Result<u64, HubError> {
+        let mut state = channel.lock();
+        state.acquired = state.acquired.saturating_sub(1);
         if state.subscribers.len() >= join.max_subscribers {
+            drop(state);
+            self.remove_if_empty(channel);
             return Err(HubError::new(
                 ErrorCode::ChannelFull,
                 format!(
                     "channel {} has its maximum of {} subscribers",
-                    join.channel, join.max_subscribers
+                    channel.name, join.max_subscribers
                 ),
             ));
-        }
-        let text = reply(state.offset)?;
-        join.outbox.push_text(text);
-        if join.presence && !state.subscribers.is_empty() {
-            let push = Arc::new(PreparedMessage::text(protocol::presence_push(
-                "join",
-                join.channel,
-                join.client,
-            )));
-            for subscriber in state.subscribers.values() {
-                subscriber.outbox.push(push.clone());
-            }
         }
         state.subscribers.insert(
             join.outbox.id,
             Subscriber {
                 outbox: join.outbox.clone(),
                 client: join.client.clone(),
+                joining: Some(Vec::new()),
             },
         );
         self.metrics.subscriptions.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        debug_assert!(state.ready, "begin_join on a channel that is not ready");
+        Ok(state.offset)
     }
 
-    /// Unsubscribes connection `id`; pushes `leave` to the others if
-    /// `presence`. Returns whether it was subscribed.
-    pub fn unsubscribe(&self, channel: &str, id: u64, presence: bool) -> bool {
-        let Some(live) = self.lock().get(channel).cloned() else {
-            return false;
+    /// Queues the reply of a joining subscriber, then what was pushed to it
+    /// meanwhile; from now on it is pushed to directly.
+    pub fn finish_join(&self, channel: &Channel, id: u64, reply: String) {
+        let mut state = channel.lock();
+        let Some(subscriber) = state.subscribers.get_mut(&id) else {
+            return;
         };
-        let mut state = live.lock();
-        let Some(gone) = state.subscribers.remove(&id) else {
-            return false;
+        subscriber.outbox.push_text(reply);
+        for frame in subscriber.joining.take().unwrap_or_default() {
+            subscriber.outbox.push(frame);
+        }
+    }
+
+    /// Unsubscribes connection `id` from `channel`. Returns whether it was
+    /// subscribed, and whether the channel left the registry with it (the
+    /// engine may leave it too).
+    pub fn unsubscribe(&self, channel: &str, id: u64) -> (bool, bool) {
+        let Some(live) = self.get(channel) else {
+            return (false, false);
         };
+        let gone = live.lock().subscribers.remove(&id).is_some();
+        if !gone {
+            return (false, false);
+        }
         crate::metrics::drop_one(&self.metrics.subscriptions);
-        if presence && !state.subscribers.is_empty() {
-            let push = Arc::new(PreparedMessage::text(protocol::presence_push(
-                "leave",
-                channel,
-                &gone.client,
-            )));
-            for subscriber in state.subscribers.values() {
-                subscriber.outbox.push(push.clone());
-            }
-        }
-        let empty = state.subscribers.is_empty();
-        drop(state);
-        if empty {
-            self.remove_if_empty(channel);
-        }
-        true
+        (true, self.remove_if_empty(&live))
     }
 
-    /// The clients subscribed to `channel`.
-    pub fn presence(&self, channel: &str) -> Vec<ClientInfo> {
-        let Some(live) = self.lock().get(channel).cloned() else {
+    /// The clients subscribed to `channel` on this node, by client id.
+    pub fn presence(&self, channel: &str) -> Vec<Arc<ClientInfo>> {
+        let Some(live) = self.get(channel) else {
             return Vec::new();
         };
         let state = live.lock();
-        let mut clients: Vec<ClientInfo> = state
+        let mut clients: Vec<Arc<ClientInfo>> = state
             .subscribers
             .values()
-            .map(|s| ClientInfo::clone(&s.client))
+            .map(|s| s.client.clone())
             .collect();
         clients.sort_by(|a, b| a.client.cmp(&b.client));
         clients
     }
 
-    /// Takes a channel without subscribers out of the registry (its offset
-    /// stays known).
-    fn remove_if_empty(&self, channel: &str) {
-        let mut live = self.lock();
-        let Some(existing) = live.get(channel).cloned() else {
+    /// Closes every connection subscribed to `channel` here: publications
+    /// were missed that history no longer holds. The clients reconnect and
+    /// recover (or are told `recovery_impossible`); the channel goes on from
+    /// `offset`.
+    pub fn lost(&self, channel: &str, offset: u64) {
+        let Some(live) = self.get(channel) else {
             return;
         };
-        let mut state = existing.lock();
-        if state.subscribers.is_empty() {
-            state.removed = true;
-            drop(state);
-            live.remove(channel);
+        let mut state = live.lock();
+        state.offset = state.offset.max(offset);
+        for subscriber in state.subscribers.values() {
+            subscriber.outbox.close(
+                CloseCode::SERVICE_RESTART,
+                format!("missed publications of {channel}: reconnect and recover"),
+            );
         }
+        tracing::warn!(
+            channel,
+            subscribers = state.subscribers.len(),
+            "publications were lost between nodes: their subscribers must recover"
+        );
+    }
+
+    /// Takes a channel without subscribers (and with no subscription under
+    /// way) out of the registry. True if it did.
+    fn remove_if_empty(&self, channel: &Arc<Channel>) -> bool {
+        let mut live = self.lock();
+        let mut state = channel.lock();
+        if !state.subscribers.is_empty() || state.acquired > 0 || state.removed {
+            return false;
+        }
+        state.removed = true;
+        drop(state);
+        if live
+            .get(&channel.name)
+            .is_some_and(|c| Arc::ptr_eq(c, channel))
+        {
+            live.remove(&channel.name);
+        }
+        true
+    }
+
+    /// Whether `channel` is live on this node.
+    pub fn is_live(&self, channel: &str) -> bool {
+        self.lock().contains_key(channel)
+    }
+
+    /// The names of the channels live on this node.
+    pub fn live_names(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
     }
 
     /// Channels with subscribers now.
@@ -368,7 +567,7 @@ mod tests {
         mpsc::Receiver<Arc<PreparedMessage>>,
     ) {
         let (queue, frames) = mpsc::channel(4096);
-        let outbox = Outbox::new(id, queue, CancellationToken::new(), metrics.clone());
+        let outbox = Outbox::new(id, queue, metrics.clone());
         let info = Arc::new(ClientInfo {
             client: format!("c{id}"),
             user: String::new(),
@@ -379,11 +578,10 @@ mod tests {
 
     fn join<'a>(outbox: &'a Outbox, info: &'a Arc<ClientInfo>) -> Join<'a> {
         Join {
-            channel: "chat:x",
             outbox,
             client: info,
-            presence: false,
             max_subscribers: 10,
+            max_buffered: 100,
         }
     }
 
@@ -391,20 +589,42 @@ mod tests {
         frame.message().as_text().unwrap_or_default().to_string()
     }
 
+    fn publication(offset: u64) -> Publication {
+        Publication {
+            offset,
+            time: 0,
+            data: Arc::from(format!("{offset}")),
+        }
+    }
+
+    /// A ready channel with one subscriber joined at once.
+    fn subscribed(registry: &Registry, outbox: &Outbox, info: &Arc<ClientInfo>) -> Arc<Channel> {
+        let channel = registry.acquire("chat:x");
+        if registry.offset("chat:x").is_none() {
+            assert_eq!(registry.make_ready(&channel, 0), None);
+        }
+        let offset = registry.begin_join(&channel, join(outbox, info)).unwrap();
+        registry.finish_join(&channel, outbox.id, format!("offset {offset}"));
+        channel
+    }
+
     #[test]
     fn joining_and_leaving_concurrently_never_loses_a_subscriber() {
         let metrics = Arc::new(Metrics::default());
-        let registry = Arc::new(Registry::new(metrics.clone()));
+        let registry = Arc::new(Registry::new(metrics.clone(), 100));
         let churn = |id: u64| {
             let registry = registry.clone();
             let metrics = metrics.clone();
             std::thread::spawn(move || {
                 let (outbox, info, _frames) = client(id, &metrics);
                 for _ in 0..2000 {
-                    registry
-                        .subscribe(join(&outbox, &info), |offset| Ok(format!("{offset}")))
-                        .unwrap();
-                    assert!(registry.unsubscribe("chat:x", id, false));
+                    let channel = registry.acquire("chat:x");
+                    if registry.offset("chat:x").is_none() {
+                        registry.make_ready(&channel, 0);
+                    }
+                    registry.begin_join(&channel, join(&outbox, &info)).unwrap();
+                    registry.finish_join(&channel, id, String::new());
+                    assert!(registry.unsubscribe("chat:x", id).0);
                 }
             })
         };
@@ -415,52 +635,114 @@ mod tests {
         assert_eq!(registry.live_channels(), 0, "empty channels are taken out");
 
         let (outbox, info, mut frames) = client(9, &metrics);
-        registry
-            .subscribe(join(&outbox, &info), |offset| {
-                Ok(format!("offset {offset}"))
-            })
-            .unwrap();
+        subscribed(&registry, &outbox, &info);
         assert_eq!(text(&frames.try_recv().unwrap()), "offset 0");
-        let publication = Publication {
-            offset: 1,
-            time: 0,
-            data: Arc::from("1"),
-        };
-        registry.broadcast("chat:x", &publication);
+        assert_eq!(registry.deliver("chat:x", &publication(1)), Delivery::Done);
         assert!(text(&frames.try_recv().unwrap()).contains("\"offset\":1"));
-        assert_eq!(registry.offset("chat:x").unwrap(), 1);
+        assert_eq!(registry.offset("chat:x"), Some(1));
     }
 
     #[test]
     fn a_full_queue_marks_a_slow_consumer_once() {
         let metrics = Arc::new(Metrics::default());
         let (queue, _frames) = mpsc::channel(2);
-        let slow = CancellationToken::new();
-        let outbox = Outbox::new(1, queue, slow.clone(), metrics.clone());
+        let outbox = Outbox::new(1, queue, metrics.clone());
         assert!(outbox.push_text("a".into()));
         assert!(outbox.push_text("b".into()));
-        assert!(!slow.is_cancelled());
         assert!(!outbox.push_text("c".into()));
         assert!(!outbox.push_text("d".into()));
-        assert!(slow.is_cancelled());
         assert_eq!(metrics.dropped.load(Ordering::Relaxed), 1);
+        let (code, reason) = futures_util::FutureExt::now_or_never(outbox.closed()).unwrap();
+        assert_eq!(code, CloseCode::POLICY_VIOLATION);
+        assert_eq!(reason, "slow consumer: send queue full (2 messages)");
     }
 
     #[test]
-    fn a_failed_recovery_does_not_subscribe() {
+    fn duplicates_are_dropped_and_gaps_reported() {
         let metrics = Arc::new(Metrics::default());
-        let registry = Registry::new(metrics.clone());
-        registry.set_stored_offset(Box::new(|_| Ok(7)));
+        let registry = Registry::new(metrics.clone(), 100);
         let (outbox, info, mut frames) = client(1, &metrics);
-        let err = registry
-            .subscribe(join(&outbox, &info), |offset| {
-                assert_eq!(offset, 7, "the stored offset");
-                Err(HubError::new(ErrorCode::RecoveryImpossible, "gone"))
-            })
-            .unwrap_err();
-        assert_eq!(err.code, ErrorCode::RecoveryImpossible);
-        assert!(frames.try_recv().is_err(), "nothing queued");
-        assert!(!registry.unsubscribe("chat:x", 1, false));
+        subscribed(&registry, &outbox, &info);
+        frames.try_recv().unwrap();
+        assert_eq!(registry.deliver("chat:x", &publication(1)), Delivery::Done);
+        assert_eq!(registry.deliver("chat:x", &publication(1)), Delivery::Done);
+        assert_eq!(
+            registry.deliver("chat:x", &publication(3)),
+            Delivery::Gap { after: 1 }
+        );
+        assert_eq!(registry.deliver("chat:x", &publication(2)), Delivery::Done);
+        assert_eq!(registry.deliver("chat:x", &publication(3)), Delivery::Done);
+        let offsets: Vec<String> = std::iter::from_fn(|| frames.try_recv().ok())
+            .map(|f| text(&f))
+            .collect();
+        assert_eq!(offsets.len(), 3, "1, 2, 3 once each: {offsets:?}");
+        assert!(offsets[2].contains("\"offset\":3"));
+    }
+
+    #[test]
+    fn publications_before_ready_are_replayed_after_the_offset() {
+        let metrics = Arc::new(Metrics::default());
+        let registry = Registry::new(metrics.clone(), 100);
+        let channel = registry.acquire("chat:x");
+        // Delivered between the engine joining and the offset read.
+        registry.deliver("chat:x", &publication(5));
+        registry.deliver("chat:x", &publication(6));
+        assert_eq!(registry.make_ready(&channel, 5), None);
+        assert_eq!(registry.offset("chat:x"), Some(6), "6 came after the read");
+
+        let other = registry.acquire("chat:y");
+        registry.deliver("chat:y", &publication(9));
+        assert_eq!(registry.make_ready(&other, 5), Some(5), "6 to 8 missing");
+    }
+
+    #[test]
+    fn pushes_while_joining_follow_the_reply() {
+        let metrics = Arc::new(Metrics::default());
+        let registry = Registry::new(metrics.clone(), 100);
+        let (first, first_info, _first_frames) = client(1, &metrics);
+        let channel = subscribed(&registry, &first, &first_info);
+        let (outbox, info, mut frames) = client(2, &metrics);
+        let channel2 = registry.acquire("chat:x");
+        assert!(Arc::ptr_eq(&channel, &channel2));
+        let offset = registry
+            .begin_join(&channel2, join(&outbox, &info))
+            .unwrap();
+        assert_eq!(offset, 0);
+        registry.deliver("chat:x", &publication(1));
+        assert!(frames.try_recv().is_err(), "buffered while joining");
+        registry.finish_join(&channel2, 2, "reply".into());
+        assert_eq!(text(&frames.try_recv().unwrap()), "reply");
+        assert!(text(&frames.try_recv().unwrap()).contains("\"offset\":1"));
+    }
+
+    #[test]
+    fn presence_events_skip_the_client_itself() {
+        let metrics = Arc::new(Metrics::default());
+        let registry = Registry::new(metrics.clone(), 100);
+        let (a, a_info, mut a_frames) = client(1, &metrics);
+        let (b, b_info, mut b_frames) = client(2, &metrics);
+        subscribed(&registry, &a, &a_info);
+        subscribed(&registry, &b, &b_info);
+        a_frames.try_recv().unwrap();
+        b_frames.try_recv().unwrap();
+        registry.presence_event("chat:x", PresenceEvent::Join, &b_info);
+        assert!(text(&a_frames.try_recv().unwrap()).contains("\"push\":\"join\""));
+        assert!(b_frames.try_recv().is_err(), "not to itself");
+    }
+
+    #[test]
+    fn a_full_channel_refuses_and_releases() {
+        let metrics = Arc::new(Metrics::default());
+        let registry = Registry::new(metrics.clone(), 100);
+        let (outbox, info, _frames) = client(1, &metrics);
+        let channel = registry.acquire("chat:x");
+        registry.make_ready(&channel, 0);
+        let full = Join {
+            max_subscribers: 0,
+            ..join(&outbox, &info)
+        };
+        let err = registry.begin_join(&channel, full).unwrap_err();
+        assert_eq!(err.code, ErrorCode::ChannelFull);
         assert_eq!(registry.live_channels(), 0);
     }
 }

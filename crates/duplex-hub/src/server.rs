@@ -44,9 +44,9 @@ impl Server {
     /// # Errors
     ///
     /// As [`Hub::open`].
-    pub fn open(config: Config, data_dir: &Path) -> Result<Server, HubError> {
+    pub async fn open(config: Config, data_dir: &Path) -> Result<Server, HubError> {
         Ok(Server {
-            hub: Hub::open(config, data_dir)?,
+            hub: Hub::open(config, data_dir).await?,
             tls: None,
         })
     }
@@ -152,7 +152,7 @@ async fn trim_periodically(hub: Arc<Hub>, stop: CancellationToken) {
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = interval.tick() => hub.store().trim(hub.retentions()),
+            _ = interval.tick() => hub.engine().trim(hub.retentions()),
         }
     }
 }

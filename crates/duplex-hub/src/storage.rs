@@ -37,9 +37,27 @@ const QUEUE: usize = 4096;
 /// The database's file name in the data folder.
 pub const DB_FILE: &str = "hub.sqlite3";
 
-/// Called by the writer thread for each committed publication, in offset
-/// order, before it is acknowledged: the broadcast.
-pub type OnCommit = Arc<dyn Fn(&str, &Publication) + Send + Sync>;
+/// A committed publication, handed on in commit order (so in offset order
+/// per channel) by the writer thread; the publisher waits for
+/// [`acknowledge`](Self::acknowledge).
+#[derive(Debug)]
+pub struct Committed {
+    /// The channel.
+    pub channel: String,
+    /// The publication with its offset.
+    pub publication: Publication,
+    reply: oneshot::Sender<Result<Publication, HubError>>,
+}
+
+impl Committed {
+    /// Answers the publisher.
+    pub fn acknowledge(self) {
+        let _ = self.reply.send(Ok(self.publication));
+    }
+}
+
+/// Where the writer thread hands every committed publication.
+pub type OnCommit = mpsc::UnboundedSender<Committed>;
 
 /// How long a namespace keeps history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,8 +145,8 @@ pub(crate) async fn join_writer(writer: &Mutex<Option<JoinHandle<()>>>) {
 
 impl Store {
     /// Opens (creating if needed) the database in `data_dir` (created too),
-    /// and starts the writer thread, which calls `on_commit` for every
-    /// committed publication.
+    /// and starts the writer thread, which hands every committed publication
+    /// to `on_commit`.
     ///
     /// # Errors
     ///
@@ -180,7 +198,7 @@ impl Store {
     }
 
     /// Stores a publication of `data` (JSON text) to `channel` and waits for
-    /// it to be committed and broadcast; returns it with its offset.
+    /// it to be committed and acknowledged; returns it with its offset.
     ///
     /// # Errors
     ///
@@ -339,8 +357,15 @@ fn write_loop(mut conn: Connection, mut ops: mpsc::Receiver<Op>, on_commit: OnCo
         match commit(&mut conn, &mut last, &batch) {
             Ok(publications) => {
                 for (job, publication) in batch.drain(..).zip(publications) {
-                    on_commit(&job.channel, &publication);
-                    let _ = job.reply.send(Ok(publication));
+                    let committed = Committed {
+                        channel: job.channel,
+                        publication,
+                        reply: job.reply,
+                    };
+                    if let Err(unsent) = on_commit.send(committed) {
+                        // No one delivers any more (shutting down): answer.
+                        unsent.0.acknowledge();
+                    }
                 }
             }
             Err(err) => {
@@ -448,15 +473,16 @@ mod tests {
     #[tokio::test]
     async fn offsets_history_and_trim() {
         let dir = tempfile::tempdir().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        let store = Store::open(
-            dir.path(),
-            Arc::new(move |channel: &str, p: &Publication| {
-                log.lock().unwrap().push((channel.to_string(), p.offset));
-            }),
-        )
-        .unwrap();
+        let (on_commit, mut committed) = mpsc::unbounded_channel::<Committed>();
+        let seen = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while let Some(c) = committed.recv().await {
+                seen.push((c.channel.clone(), c.publication.offset));
+                c.acknowledge();
+            }
+            seen
+        });
+        let store = Store::open(dir.path(), on_commit).unwrap();
         for i in 0..5 {
             let p = store
                 .publish("chat:a", Arc::from(format!("{i}")), keep(3))
@@ -469,7 +495,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(p.offset, 1, "offsets are per channel");
-        assert_eq!(seen.lock().unwrap().len(), 6, "every commit is broadcast");
+        assert_eq!(p.offset, 1);
         let kept = store.range("chat:a", 0, 5, 0).unwrap();
         let offsets: Vec<u64> = kept.iter().map(|p| p.offset).collect();
         assert_eq!(offsets, [3, 4, 5], "trimmed to history_size");
@@ -478,8 +504,17 @@ mod tests {
         assert_eq!(&*newest[0].data, "3");
         store.shutdown().await;
         drop(store);
+        let seen = seen.await.unwrap();
+        assert_eq!(seen.len(), 6, "every commit is handed on");
+        assert_eq!(seen[5], ("chat:b".to_string(), 1));
 
-        let store = Store::open(dir.path(), Arc::new(|_: &str, _: &Publication| {})).unwrap();
+        let (on_commit, mut committed) = mpsc::unbounded_channel::<Committed>();
+        tokio::spawn(async move {
+            while let Some(c) = committed.recv().await {
+                c.acknowledge();
+            }
+        });
+        let store = Store::open(dir.path(), on_commit).unwrap();
         assert_eq!(store.last_offset("chat:a").unwrap(), 5);
         assert_eq!(store.last_offset("chat:none").unwrap(), 0);
         let p = store

@@ -193,13 +193,10 @@ pub async fn run<S>(
     let metrics = &docs.metrics;
     bump(&metrics.connections);
     let (queue, mut frames) = mpsc::channel::<Arc<PreparedMessage>>(send_queue);
-    let slow = CancellationToken::new();
     let peer = Arc::new(Peer {
         id,
-        outbox: Outbox::new(id, queue, slow.clone(), hub_metrics),
+        outbox: Outbox::new(id, queue, hub_metrics),
         writable: access == Access::Write,
-        close: Default::default(),
-        closing: CancellationToken::new(),
     });
     let (mut read, mut write) = ws.split();
     let config = docs.config().clone();
@@ -291,11 +288,7 @@ pub async fn run<S>(
         tokio::select! {
             biased;
             () = closing.cancelled() => Some((CloseCode::GOING_AWAY, "the server is shutting down".into())),
-            () = peer.closing.cancelled() => peer.close_reason(),
-            () = slow.cancelled() => Some((
-                CloseCode::POLICY_VIOLATION,
-                format!("slow consumer: send queue full ({send_queue} messages)"),
-            )),
+            told = peer.outbox.closed() => Some(told),
             result = pump(&mut write, &mut frames) => {
                 if let Err(err) = result {
                     tracing::debug!(%err, "writing failed");

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use duplex::{CloseCode, Message as WsMessage, PreparedMessage};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use yrs::sync::{Message, SyncMessage};
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
@@ -32,15 +31,8 @@ async fn join(docs: &Arc<Docs>, name: &str, writable: bool) -> Client {
     let (queue, frames) = mpsc::channel(4096);
     let peer = Arc::new(Peer {
         id,
-        outbox: Outbox::new(
-            id,
-            queue,
-            CancellationToken::new(),
-            Arc::new(Metrics::default()),
-        ),
+        outbox: Outbox::new(id, queue, Arc::new(Metrics::default())),
         writable,
-        close: Default::default(),
-        closing: CancellationToken::new(),
     });
     let commands = docs.join(name, peer.clone()).await.unwrap();
     let mut client = Client {
@@ -138,10 +130,9 @@ impl Client {
     }
 
     async fn closed(&self) -> (CloseCode, String) {
-        tokio::time::timeout(Duration::from_secs(10), self.peer.closing.cancelled())
+        tokio::time::timeout(Duration::from_secs(10), self.peer.outbox.closed())
             .await
-            .expect("closed within 10 s");
-        self.peer.close_reason().unwrap()
+            .expect("closed within 10 s")
     }
 }
 
@@ -193,7 +184,7 @@ async fn read_only_updates_are_ignored() {
     a.type_text("allowed").await;
     reader.receive_update().await;
     assert!(
-        !reader.peer.closing.is_cancelled(),
+        futures_util::FutureExt::now_or_never(reader.peer.outbox.closed()).is_none(),
         "read-only stays connected"
     );
     assert_eq!(stored_text(&docs, "n").await.0, "allowed");

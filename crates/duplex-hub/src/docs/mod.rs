@@ -254,26 +254,13 @@ pub(crate) struct Peer {
     pub(crate) id: u64,
     pub(crate) outbox: Outbox,
     pub(crate) writable: bool,
-    close: Mutex<Option<(CloseCode, String)>>,
-    closing: CancellationToken,
 }
 
 impl Peer {
     /// Asks the connection to close with `code` and `reason` (the first
     /// request wins).
     pub(crate) fn close(&self, code: CloseCode, reason: String) {
-        let mut slot = self.close.lock().unwrap_or_else(PoisonError::into_inner);
-        if slot.is_none() {
-            *slot = Some((code, reason));
-        }
-        self.closing.cancel();
-    }
-
-    fn close_reason(&self) -> Option<(CloseCode, String)> {
-        self.close
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.outbox.close(code, reason);
     }
 }
 

@@ -42,7 +42,7 @@ impl TestHub {
     }
 
     pub async fn start_in(config: Config, dir: &Path) -> TestHub {
-        let server = Server::open(config, dir).unwrap();
+        let server = Server::open(config, dir).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();

@@ -1,0 +1,1064 @@
+//! The Redis engine: several `duplex serve` nodes share one Redis (or
+//! several, each holding the channels a stable hash of their name gives it).
+//!
+//! # What Redis holds, per channel `C`
+//!
+//! | key | type | what |
+//! | --- | --- | --- |
+//! | `duplex:o:{C}` | string | the last offset (`INCR`); never expires, so offsets are never reused |
+//! | `duplex:h:{C}` | stream | history: entry id `0-OFFSET`, fields `t` (ms) and `d` (data), `MAXLEN` = `history_size`, the key expiring `history_ttl_secs` after the last publication |
+//! | `duplex:p:{C}` | hash | presence: client id to the client's JSON |
+//! | `duplex:e:{C}` | sorted set | presence: client id to the time (ms) its entry expires |
+//! | `duplex:c:{C}` | pub/sub channel | `p OFFSET TIME DATA`, `j CLIENT`, `l CLIENT` |
+//!
+//! # Publishing
+//!
+//! One Lua script does, atomically: `INCR` the offset, `XADD` the entry
+//! (trimmed to `history_size`), set the history's expiry, `PUBLISH` to the
+//! channel. A publication is acknowledged once the script returned: Redis
+//! holds its offset and history entry.
+//!
+//! # Delivering, without a gap
+//!
+//! Each node holds one pub/sub connection per Redis server and subscribes
+//! to the channels it has subscribers for. A channel becomes live on a
+//! node in this order: `SUBSCRIBE` (confirmed), then `GET` the offset. A
+//! publication at or below that offset was stored before the read; one
+//! above it was published after the subscription began, so it arrives over
+//! pub/sub; what arrives between the two is kept and replayed
+//! ([`Registry::make_ready`]).
+//!
+//! Pub/sub delivers at most once. A node that sees an offset further ahead
+//! than the next one fills the gap from the history stream first; a node
+//! whose pub/sub connection drops reconnects with backoff, subscribes again
+//! and catches every live channel up from history before it delivers on
+//! (a PING every few seconds finds a connection that died without a word).
+//! If history no longer holds what was missed, the channel's subscribers on
+//! that node are closed with 1012 so that they reconnect and recover.
+//!
+//! A random epoch in `duplex:epoch` tells a node that Redis lost its data
+//! (restarted without persistence): then its channels start again from
+//! Redis's offsets and their subscribers are told to recover the same way.
+//!
+//! # Presence
+//!
+//! Joining writes the client to the hash and its expiry to the sorted set,
+//! and publishes `j`; leaving removes both and publishes `l`, in one script
+//! each. Every node refreshes the expiry of its own clients every third of
+//! `presence_ttl_secs`, and removes expired entries (publishing `l` for
+//! each, once, since the script that removes an entry is the one that
+//! publishes it): a node killed without a word has its clients gone within
+//! `presence_ttl_secs` plus one refresh.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use redis::{AsyncCommands, Script};
+use tokio_util::sync::CancellationToken;
+
+use super::{EngineConfig, History, mask_password, unavailable};
+use crate::metrics::{Metrics, bump};
+use crate::protocol::{ClientInfo, ErrorCode, HubError, Publication};
+use crate::registry::{Delivery, PresenceEvent, Registry};
+use crate::storage::Retention;
+
+/// Every key starts with this.
+const PREFIX: &str = "duplex";
+/// How often a node pings its pub/sub connections.
+const PING_EVERY: Duration = Duration::from_secs(3);
+/// Reconnection delays: from the first to the longest, doubling.
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// Removes expired presence entries of a channel, publishing `l` for each.
+/// Expects `now` (ms) and KEYS[1] hash, KEYS[2] sorted set, KEYS[3] channel.
+const EXPIRE_PRESENCE: &str = r"
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
+for _, id in ipairs(expired) do
+  local client = redis.call('HGET', KEYS[1], id)
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+  if client then redis.call('PUBLISH', KEYS[3], 'l ' .. client) end
+end
+";
+
+/// Lua's view of Redis's clock, in ms.
+const NOW: &str = r"
+local time = redis.call('TIME')
+local now = time[1] * 1000 + math.floor(time[2] / 1000)
+";
+
+fn publish_script() -> Script {
+    Script::new(&format!(
+        r"{NOW}
+-- KEYS: offset, history, channel. ARGV: history size, history ttl (ms), data.
+local offset = redis.call('INCR', KEYS[1])
+local ms = string.format('%d', now)
+if tonumber(ARGV[1]) > 0 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], '0-' .. offset, 't', ms, 'd', ARGV[3])
+  if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
+end
+redis.call('PUBLISH', KEYS[3], 'p ' .. offset .. ' ' .. ms .. ' ' .. ARGV[3])
+return {{offset, ms}}
+"
+    ))
+}
+
+fn join_script() -> Script {
+    Script::new(&format!(
+        r"{NOW}
+-- KEYS: hash, sorted set, channel. ARGV: client id, client JSON, ttl (ms).
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], 3 * tonumber(ARGV[3]))
+redis.call('PEXPIRE', KEYS[2], 3 * tonumber(ARGV[3]))
+redis.call('PUBLISH', KEYS[3], 'j ' .. ARGV[2])
+return 1
+"
+    ))
+}
+
+fn leave_script() -> Script {
+    Script::new(
+        r"
+-- KEYS: hash, sorted set, channel. ARGV: client id, client JSON.
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('PUBLISH', KEYS[3], 'l ' .. ARGV[2])
+end
+return 1
+",
+    )
+}
+
+fn presence_script() -> Script {
+    Script::new(&format!(
+        r"{NOW}{EXPIRE_PRESENCE}
+return redis.call('HVALS', KEYS[1])
+"
+    ))
+}
+
+fn refresh_script() -> Script {
+    Script::new(&format!(
+        r"{NOW}
+-- KEYS: hash, sorted set, channel. ARGV: ttl (ms), 'touch' or 'add', then
+-- client ids ('touch') or client id and JSON pairs ('add').
+local ttl = tonumber(ARGV[1])
+if ARGV[2] == 'add' then
+  for i = 3, #ARGV, 2 do
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    redis.call('ZADD', KEYS[2], now + ttl, ARGV[i])
+  end
+else
+  for i = 3, #ARGV do
+    redis.call('ZADD', KEYS[2], 'XX', now + ttl, ARGV[i])
+  end
+end
+redis.call('PEXPIRE', KEYS[1], 3 * ttl)
+redis.call('PEXPIRE', KEYS[2], 3 * ttl)
+{EXPIRE_PRESENCE}
+return 1
+"
+    ))
+}
+
+fn lease_script() -> Script {
+    Script::new(
+        r"
+-- KEYS: lease. ARGV: holder, ttl (ms).
+local holder = redis.call('GET', KEYS[1])
+if holder == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+",
+    )
+}
+
+struct Scripts {
+    publish: Script,
+    join: Script,
+    leave: Script,
+    presence: Script,
+    refresh: Script,
+    lease: Script,
+}
+
+/// One Redis server and this node's connections to it.
+struct Shard {
+    /// Its URL, the password masked.
+    name: String,
+    client: redis::Client,
+    commands: ConnectionManager,
+    /// The pub/sub connection's subscribing half; `None` while it is down.
+    /// Held across every SUBSCRIBE and UNSUBSCRIBE, so they happen in order.
+    subscriptions: tokio::sync::Mutex<Option<PubSubSink>>,
+    /// The pub/sub connection is up.
+    listening: AtomicBool,
+}
+
+struct Inner {
+    shards: Vec<Shard>,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    scripts: Scripts,
+    timeout: Duration,
+    presence_ttl: Duration,
+    /// This node's clients in presence, per channel: what it refreshes.
+    present: Mutex<HashMap<String, HashMap<String, Arc<ClientInfo>>>>,
+    /// Who holds leases: this node's name and a random instance id.
+    holder: String,
+    stop: CancellationToken,
+}
+
+/// Redis, shared by several nodes.
+pub struct RedisEngine {
+    inner: Arc<Inner>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for RedisEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shards: Vec<&str> = self.inner.shards.iter().map(|s| s.name.as_str()).collect();
+        f.debug_struct("RedisEngine")
+            .field("shards", &shards)
+            .finish_non_exhaustive()
+    }
+}
+
+fn key(kind: &str, channel: &str) -> String {
+    format!("{PREFIX}:{kind}:{{{channel}}}")
+}
+
+/// FNV-1a, 64 bits: a stable hash of a channel name.
+fn fnv1a(text: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// Jump consistent hash (Lamping and Veach): a bucket in `0..buckets` for
+/// `key`, that moves for the fewest keys when a bucket is added.
+pub fn jump_hash(mut key: u64, buckets: usize) -> usize {
+    let buckets = buckets.max(1) as i64;
+    let (mut b, mut j) = (-1i64, 0i64);
+    while j < buckets {
+        b = j;
+        key = key.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
+        j = ((b + 1) as f64 * ((1u64 << 31) as f64 / ((key >> 33) + 1) as f64)) as i64;
+    }
+    b as usize
+}
+
+/// The shard of `channel` among `shards`.
+pub fn shard_of(channel: &str, shards: usize) -> usize {
+    jump_hash(fnv1a(channel), shards)
+}
+
+fn parse_offset(id: &str) -> Option<u64> {
+    id.strip_prefix("0-")?.parse().ok()
+}
+
+/// Publications from an `XRANGE`/`XREVRANGE` reply.
+fn publications(entries: Vec<(String, Vec<String>)>, min_time: u64) -> Vec<Publication> {
+    entries
+        .into_iter()
+        .filter_map(|(id, fields)| {
+            let offset = parse_offset(&id)?;
+            let mut time = None;
+            let mut data = None;
+            for pair in fields.chunks_exact(2) {
+                match pair[0].as_str() {
+                    "t" => time = pair[1].parse().ok(),
+                    "d" => data = Some(Arc::from(pair[1].as_str())),
+                    _ => {}
+                }
+            }
+            Some(Publication {
+                offset,
+                time: time?,
+                data: data?,
+            })
+        })
+        .filter(|p| p.time >= min_time)
+        .collect()
+}
+
+/// A pub/sub message: a publication, or a presence event.
+enum Event {
+    Publication(Publication),
+    Presence(PresenceEvent, ClientInfo),
+}
+
+fn parse_event(payload: &[u8]) -> Option<Event> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let (kind, rest) = text.split_once(' ')?;
+    match kind {
+        "p" => {
+            let (offset, rest) = rest.split_once(' ')?;
+            let (time, data) = rest.split_once(' ')?;
+            Some(Event::Publication(Publication {
+                offset: offset.parse().ok()?,
+                time: time.parse().ok()?,
+                data: Arc::from(data),
+            }))
+        }
+        "j" | "l" => {
+            let client: ClientInfo = serde_json::from_str(rest).ok()?;
+            let event = if kind == "j" {
+                PresenceEvent::Join
+            } else {
+                PresenceEvent::Leave
+            };
+            Some(Event::Presence(event, client))
+        }
+        _ => None,
+    }
+}
+
+impl RedisEngine {
+    /// Connects to every Redis of `config` and starts listening.
+    ///
+    /// # Errors
+    ///
+    /// A Redis URL that does not parse, or a Redis that does not answer
+    /// within the timeout: the message names it (password masked).
+    pub async fn connect(
+        config: &EngineConfig,
+        node: &str,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+    ) -> Result<RedisEngine, HubError> {
+        let timeout = config.timeout();
+        let mut shards = Vec::new();
+        for url in config.redis_urls() {
+            let name = mask_password(&url);
+            let failed = |err: &dyn std::fmt::Display| {
+                HubError::new(ErrorCode::Internal, format!("Redis {name}: {err}"))
+            };
+            let client = redis::Client::open(url.as_str()).map_err(|err| failed(&err))?;
+            let manager = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_secs(2));
+            let mut commands =
+                tokio::time::timeout(timeout, client.get_connection_manager_with_config(manager))
+                    .await
+                    .map_err(|_| failed(&"no answer in time"))?
+                    .map_err(|err| failed(&err))?;
+            let pong: String =
+                tokio::time::timeout(timeout, redis::cmd("PING").query_async(&mut commands))
+                    .await
+                    .map_err(|_| failed(&"no answer in time"))?
+                    .map_err(|err| failed(&err))?;
+            debug_assert_eq!(pong, "PONG");
+            shards.push(Shard {
+                name,
+                client,
+                commands,
+                subscriptions: tokio::sync::Mutex::new(None),
+                listening: AtomicBool::new(false),
+            });
+        }
+        let mut instance = [0u8; 4];
+        let _ = getrandom::fill(&mut instance);
+        let instance: String = instance.iter().map(|b| format!("{b:02x}")).collect();
+        let inner = Arc::new(Inner {
+            shards,
+            registry,
+            metrics,
+            scripts: Scripts {
+                publish: publish_script(),
+                join: join_script(),
+                leave: leave_script(),
+                presence: presence_script(),
+                refresh: refresh_script(),
+                lease: lease_script(),
+            },
+            timeout,
+            presence_ttl: Duration::from_secs(config.presence_ttl_secs),
+            present: Mutex::new(HashMap::new()),
+            holder: format!("{node}/{instance}"),
+            stop: CancellationToken::new(),
+        });
+        let mut tasks = Vec::new();
+        let mut first = Vec::new();
+        for index in 0..inner.shards.len() {
+            let (connected, ready) = tokio::sync::oneshot::channel();
+            first.push(ready);
+            tasks.push(tokio::spawn(listen(inner.clone(), index, connected)));
+        }
+        tasks.push(tokio::spawn(refresh_presence(inner.clone())));
+        // Serve once every pub/sub connection is up (or has failed once).
+        for ready in first {
+            let _ = tokio::time::timeout(timeout, ready).await;
+        }
+        Ok(RedisEngine {
+            inner,
+            tasks: Mutex::new(tasks),
+        })
+    }
+
+    fn shard(&self, channel: &str) -> &Shard {
+        self.inner.shard(channel)
+    }
+
+    pub(super) async fn publish(
+        &self,
+        channel: &str,
+        data: Arc<str>,
+        retention: Retention,
+    ) -> Result<Publication, HubError> {
+        let shard = self.shard(channel);
+        let mut invocation = self.inner.scripts.publish.prepare_invoke();
+        invocation
+            .key(key("o", channel))
+            .key(key("h", channel))
+            .key(key("c", channel))
+            .arg(retention.size)
+            .arg(retention.ttl_secs.saturating_mul(1000))
+            .arg(&*data);
+        let mut commands = shard.commands.clone();
+        let (offset, time): (u64, String) = self
+            .inner
+            .call(shard, invocation.invoke_async(&mut commands))
+            .await?;
+        Ok(Publication {
+            offset,
+            time: time.parse().unwrap_or(0),
+            data,
+        })
+    }
+
+    pub(super) async fn last_offset(&self, channel: &str) -> Result<u64, HubError> {
+        self.inner.last_offset(channel).await
+    }
+
+    pub(super) async fn range(
+        &self,
+        channel: &str,
+        after: u64,
+        upto: u64,
+        min_time: u64,
+    ) -> Result<Vec<Publication>, HubError> {
+        self.inner.range(channel, after, upto, min_time).await
+    }
+
+    pub(super) async fn newest(
+        &self,
+        channel: &str,
+        before: u64,
+        upto: u64,
+        min_time: u64,
+        limit: usize,
+    ) -> Result<Vec<Publication>, HubError> {
+        let top = before.saturating_sub(1).min(upto);
+        if before == 0 || top == 0 || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let shard = self.shard(channel);
+        let mut commands = shard.commands.clone();
+        let entries: Vec<(String, Vec<String>)> = self
+            .inner
+            .call(
+                shard,
+                commands.xrevrange_count(key("h", channel), format!("0-{top}"), "-", limit),
+            )
+            .await?;
+        let mut found = publications(entries, min_time);
+        found.reverse();
+        Ok(found)
+    }
+
+    pub(super) async fn open_channel(&self, channel: &str) -> Result<u64, HubError> {
+        let shard = self.shard(channel);
+        {
+            let mut subscriptions = shard.subscriptions.lock().await;
+            let Some(sink) = subscriptions.as_mut() else {
+                bump(&self.inner.metrics.engine_unavailable);
+                return Err(unavailable(format!(
+                    "Redis {}: not connected (reconnecting)",
+                    shard.name
+                )));
+            };
+            self.inner
+                .call(shard, sink.subscribe(key("c", channel)))
+                .await?;
+        }
+        self.inner.last_offset(channel).await
+    }
+
+    pub(super) fn close_channel(&self, channel: &str) {
+        let inner = self.inner.clone();
+        let channel = channel.to_string();
+        tokio::spawn(async move {
+            let shard = inner.shard(&channel);
+            let mut subscriptions = shard.subscriptions.lock().await;
+            // Live again since: a subscription made after this one was
+            // asked for; keep it.
+            if inner.registry.is_live(&channel) {
+                return;
+            }
+            if let Some(sink) = subscriptions.as_mut()
+                && let Err(err) = inner
+                    .call(shard, sink.unsubscribe(key("c", &channel)))
+                    .await
+            {
+                tracing::debug!(%err, channel, "unsubscribing failed");
+            }
+        });
+    }
+
+    pub(super) async fn catch_up(&self, channel: &str) -> Result<(), HubError> {
+        super::catch_up(
+            self.inner.as_ref(),
+            &self.inner.registry,
+            &self.inner.metrics,
+            channel,
+            None,
+        )
+        .await
+    }
+
+    pub(super) async fn join(
+        &self,
+        channel: &str,
+        client: &Arc<ClientInfo>,
+    ) -> Result<(), HubError> {
+        let shard = self.shard(channel);
+        let json = serde_json::to_string(&**client).unwrap_or_default();
+        let mut invocation = self.inner.scripts.join.prepare_invoke();
+        invocation
+            .key(key("p", channel))
+            .key(key("e", channel))
+            .key(key("c", channel))
+            .arg(&client.client)
+            .arg(json)
+            .arg(self.inner.presence_ttl.as_millis() as u64);
+        let mut commands = shard.commands.clone();
+        let () = self
+            .inner
+            .call(shard, async {
+                invocation
+                    .invoke_async::<i64>(&mut commands)
+                    .await
+                    .map(|_| ())
+            })
+            .await?;
+        self.inner
+            .lock_present()
+            .entry(channel.to_string())
+            .or_default()
+            .insert(client.client.clone(), client.clone());
+        Ok(())
+    }
+
+    pub(super) async fn leave(&self, channel: &str, client: &Arc<ClientInfo>) {
+        {
+            let mut present = self.inner.lock_present();
+            if let Some(clients) = present.get_mut(channel) {
+                clients.remove(&client.client);
+                if clients.is_empty() {
+                    present.remove(channel);
+                }
+            }
+        }
+        let shard = self.shard(channel);
+        let json = serde_json::to_string(&**client).unwrap_or_default();
+        let mut invocation = self.inner.scripts.leave.prepare_invoke();
+        invocation
+            .key(key("p", channel))
+            .key(key("e", channel))
+            .key(key("c", channel))
+            .arg(&client.client)
+            .arg(json);
+        let mut commands = shard.commands.clone();
+        let left = self
+            .inner
+            .call(shard, invocation.invoke_async::<i64>(&mut commands))
+            .await;
+        if let Err(err) = left {
+            // Its entry expires by itself; `leave` is pushed then.
+            tracing::debug!(%err, channel, "removing a presence entry failed");
+        }
+    }
+
+    pub(super) async fn presence(&self, channel: &str) -> Result<Vec<ClientInfo>, HubError> {
+        let shard = self.shard(channel);
+        let mut invocation = self.inner.scripts.presence.prepare_invoke();
+        invocation
+            .key(key("p", channel))
+            .key(key("e", channel))
+            .key(key("c", channel));
+        let mut commands = shard.commands.clone();
+        let listed: Vec<String> = self
+            .inner
+            .call(shard, invocation.invoke_async(&mut commands))
+            .await?;
+        let mut clients: Vec<ClientInfo> = listed
+            .iter()
+            .filter_map(|json| serde_json::from_str(json).ok())
+            .collect();
+        clients.sort_by(|a, b| a.client.cmp(&b.client));
+        Ok(clients)
+    }
+
+    pub(super) async fn health(&self) -> Result<(), String> {
+        for shard in &self.inner.shards {
+            if !shard.listening.load(Ordering::Relaxed) {
+                return Err(format!("Redis {}: pub/sub connection down", shard.name));
+            }
+            let mut commands = shard.commands.clone();
+            let ping = self
+                .inner
+                .call(
+                    shard,
+                    redis::cmd("PING").query_async::<String>(&mut commands),
+                )
+                .await;
+            if let Err(err) = ping {
+                return Err(format!("Redis {}: {}", shard.name, err.message));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn hold_lease(&self, name: &str, ttl: Duration) -> bool {
+        let shard = self.shard(name);
+        let mut invocation = self.inner.scripts.lease.prepare_invoke();
+        invocation
+            .key(format!("{PREFIX}:lease:{name}"))
+            .arg(&self.inner.holder)
+            .arg(ttl.as_millis() as u64);
+        let mut commands = shard.commands.clone();
+        matches!(
+            self.inner
+                .call(shard, invocation.invoke_async::<i64>(&mut commands))
+                .await,
+            Ok(1)
+        )
+    }
+
+    pub(super) async fn shutdown(&self) {
+        self.inner.stop.cancel();
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Inner {
+    fn shard(&self, channel: &str) -> &Shard {
+        &self.shards[shard_of(channel, self.shards.len())]
+    }
+
+    fn lock_present(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, Arc<ClientInfo>>>> {
+        self.present.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs one Redis command within the timeout, timing it; a failure is
+    /// `unavailable`.
+    async fn call<T>(
+        &self,
+        shard: &Shard,
+        command: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, HubError> {
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.timeout, command).await;
+        self.metrics.engine_latency.observe(started.elapsed());
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => {
+                bump(&self.metrics.engine_unavailable);
+                Err(unavailable(format!("Redis {}: {err}", shard.name)))
+            }
+            Err(_) => {
+                bump(&self.metrics.engine_unavailable);
+                Err(unavailable(format!(
+                    "Redis {}: no answer within {} ms",
+                    shard.name,
+                    self.timeout.as_millis()
+                )))
+            }
+        }
+    }
+
+    async fn last_offset(&self, channel: &str) -> Result<u64, HubError> {
+        let shard = self.shard(channel);
+        let mut commands = shard.commands.clone();
+        let offset: Option<u64> = self.call(shard, commands.get(key("o", channel))).await?;
+        Ok(offset.unwrap_or(0))
+    }
+
+    async fn range(
+        &self,
+        channel: &str,
+        after: u64,
+        upto: u64,
+        min_time: u64,
+    ) -> Result<Vec<Publication>, HubError> {
+        if upto <= after {
+            return Ok(Vec::new());
+        }
+        let shard = self.shard(channel);
+        let mut commands = shard.commands.clone();
+        let entries: Vec<(String, Vec<String>)> = self
+            .call(
+                shard,
+                commands.xrange(
+                    key("h", channel),
+                    format!("0-{}", after + 1),
+                    format!("0-{upto}"),
+                ),
+            )
+            .await?;
+        Ok(publications(entries, min_time))
+    }
+
+    /// Delivers one pub/sub message; fills a gap first if it reveals one.
+    async fn handle(&self, channel: &str, event: Event) {
+        match event {
+            Event::Publication(publication) => {
+                if let Delivery::Gap { .. } = self.registry.deliver(channel, &publication) {
+                    let upto = Some(publication.offset - 1);
+                    if let Err(err) =
+                        super::catch_up(self, &self.registry, &self.metrics, channel, upto).await
+                    {
+                        tracing::warn!(%err, channel, "filling a gap failed");
+                        return;
+                    }
+                    self.registry.deliver(channel, &publication);
+                }
+            }
+            Event::Presence(event, client) => {
+                self.registry.presence_event(channel, event, &client);
+            }
+        }
+    }
+
+    /// After a reconnection: every live channel of shard `index` catches
+    /// up, and this node's presence entries are written again.
+    async fn resync(&self, index: usize, lost_data: bool) {
+        let channels: Vec<String> = self
+            .registry
+            .live_names()
+            .into_iter()
+            .filter(|c| shard_of(c, self.shards.len()) == index)
+            .collect();
+        for channel in &channels {
+            if lost_data {
+                match self.last_offset(channel).await {
+                    Ok(offset) => self.registry.lost(channel, offset),
+                    Err(err) => tracing::warn!(%err, channel, "reading an offset failed"),
+                }
+                continue;
+            }
+            if let Err(err) =
+                super::catch_up(self, &self.registry, &self.metrics, channel, None).await
+            {
+                tracing::warn!(%err, channel, "catching up after a reconnection failed");
+            }
+        }
+        self.refresh(index, true).await;
+    }
+
+    /// Refreshes this node's presence entries on shard `index` (writes them
+    /// again if `add`), and expires those of nodes gone.
+    async fn refresh(&self, index: usize, add: bool) {
+        let present: Vec<(String, Vec<Arc<ClientInfo>>)> = self
+            .lock_present()
+            .iter()
+            .filter(|(channel, _)| shard_of(channel, self.shards.len()) == index)
+            .map(|(channel, clients)| (channel.clone(), clients.values().cloned().collect()))
+            .collect();
+        let shard = &self.shards[index];
+        for (channel, clients) in present {
+            let mut invocation = self.scripts.refresh.prepare_invoke();
+            invocation
+                .key(key("p", &channel))
+                .key(key("e", &channel))
+                .key(key("c", &channel))
+                .arg(self.presence_ttl.as_millis() as u64)
+                .arg(if add { "add" } else { "touch" });
+            for client in &clients {
+                invocation.arg(&client.client);
+                if add {
+                    invocation.arg(serde_json::to_string(&**client).unwrap_or_default());
+                }
+            }
+            let mut commands = shard.commands.clone();
+            if let Err(err) = self
+                .call(shard, invocation.invoke_async::<i64>(&mut commands))
+                .await
+            {
+                tracing::debug!(%err, channel, "refreshing presence failed");
+            }
+        }
+    }
+
+    /// The epoch of shard `index`'s data, made if there is none.
+    async fn epoch(&self, index: usize) -> Result<String, HubError> {
+        let shard = &self.shards[index];
+        let mut fresh = [0u8; 8];
+        let _ = getrandom::fill(&mut fresh);
+        let fresh: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
+        let mut commands = shard.commands.clone();
+        let key = format!("{PREFIX}:epoch");
+        let _: Option<String> = self
+            .call(
+                shard,
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&fresh)
+                    .arg("NX")
+                    .query_async(&mut commands),
+            )
+            .await?;
+        self.call(shard, commands.get(&key)).await
+    }
+}
+
+impl History for Inner {
+    async fn last_offset(&self, channel: &str) -> Result<u64, HubError> {
+        Inner::last_offset(self, channel).await
+    }
+
+    async fn range(
+        &self,
+        channel: &str,
+        after: u64,
+        upto: u64,
+    ) -> Result<Vec<Publication>, HubError> {
+        Inner::range(self, channel, after, upto, 0).await
+    }
+}
+
+/// The pub/sub connection of shard `index`: connects, subscribes to the
+/// live channels, catches them up, delivers; again after every loss, with
+/// backoff.
+async fn listen(inner: Arc<Inner>, index: usize, connected: tokio::sync::oneshot::Sender<()>) {
+    let mut connected = Some(connected);
+    let mut delay = RECONNECT_MIN;
+    let mut epoch: Option<String> = None;
+    let mut first = true;
+    while !inner.stop.is_cancelled() {
+        let shard = &inner.shards[index];
+        match session(&inner, index, &mut epoch, first, &mut connected).await {
+            Ok(()) => {
+                delay = RECONNECT_MIN;
+                first = false;
+            }
+            Err(err) => {
+                tracing::warn!(redis = shard.name, %err, "Redis pub/sub connection failed");
+            }
+        }
+        shard.listening.store(false, Ordering::Relaxed);
+        *shard.subscriptions.lock().await = None;
+        if let Some(connected) = connected.take() {
+            let _ = connected.send(());
+        }
+        if inner.stop.is_cancelled() {
+            break;
+        }
+        // Full jitter: anywhere up to the delay, so nodes do not come back
+        // all at once.
+        let mut random = [0u8; 2];
+        let _ = getrandom::fill(&mut random);
+        let fraction = f64::from(u16::from_le_bytes(random)) / f64::from(u16::MAX);
+        let wait = delay.mul_f64(0.5 + fraction / 2.0);
+        tokio::select! {
+            () = inner.stop.cancelled() => break,
+            () = tokio::time::sleep(wait) => {}
+        }
+        delay = (delay * 2).min(RECONNECT_MAX);
+    }
+}
+
+/// One pub/sub connection's life; `Ok` once it was up and then ended.
+async fn session(
+    inner: &Inner,
+    index: usize,
+    epoch: &mut Option<String>,
+    first: bool,
+    connected: &mut Option<tokio::sync::oneshot::Sender<()>>,
+) -> Result<(), String> {
+    let shard = &inner.shards[index];
+    let pubsub = tokio::time::timeout(inner.timeout, shard.client.get_async_pubsub())
+        .await
+        .map_err(|_| "no answer in time".to_string())?
+        .map_err(|err| err.to_string())?;
+    let (mut sink, mut stream) = pubsub.split();
+    let now = inner.epoch(index).await.map_err(|err| err.message)?;
+    let lost_data = epoch.as_ref().is_some_and(|known| *known != now);
+    if lost_data {
+        tracing::error!(
+            redis = shard.name,
+            "Redis lost its data (a new epoch): channels start again from its offsets"
+        );
+    }
+    *epoch = Some(now);
+    {
+        let mut subscriptions = shard.subscriptions.lock().await;
+        let channels: Vec<String> = inner
+            .registry
+            .live_names()
+            .into_iter()
+            .filter(|c| shard_of(c, inner.shards.len()) == index)
+            .map(|c| key("c", &c))
+            .collect();
+        if !channels.is_empty() {
+            inner
+                .call(shard, sink.subscribe(&channels))
+                .await
+                .map_err(|err| err.message)?;
+        }
+        *subscriptions = Some(sink.clone());
+    }
+    shard.listening.store(true, Ordering::Relaxed);
+    if let Some(connected) = connected.take() {
+        let _ = connected.send(());
+    }
+    if !first {
+        bump(&inner.metrics.engine_reconnects);
+        tracing::info!(redis = shard.name, "Redis pub/sub connection back");
+    }
+    inner.resync(index, lost_data).await;
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.reset();
+    loop {
+        tokio::select! {
+            () = inner.stop.cancelled() => return Ok(()),
+            message = stream.next() => {
+                let Some(message) = message else {
+                    return Err("the connection was closed".into());
+                };
+                let Some(channel) = message
+                    .get_channel_name()
+                    .strip_prefix(&format!("{PREFIX}:c:{{"))
+                    .and_then(|c| c.strip_suffix('}'))
+                    .map(str::to_string)
+                else {
+                    continue;
+                };
+                match parse_event(message.get_payload_bytes()) {
+                    Some(event) => inner.handle(&channel, event).await,
+                    None => tracing::warn!(channel, "an unreadable message on Redis pub/sub"),
+                }
+            }
+            _ = ping.tick() => {
+                let mut sink = sink.clone();
+                inner
+                    .call(shard, sink.ping::<String>())
+                    .await
+                    .map_err(|err| err.message)?;
+            }
+        }
+    }
+}
+
+/// Refreshes this node's presence entries every third of their ttl.
+async fn refresh_presence(inner: Arc<Inner>) {
+    let mut interval = tokio::time::interval(inner.presence_ttl / 3);
+    interval.reset();
+    loop {
+        tokio::select! {
+            () = inner.stop.cancelled() => return,
+            _ = interval.tick() => {
+                for index in 0..inner.shards.len() {
+                    inner.refresh(index, false).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_spread_over_shards_stably() {
+        let mut counts = [0usize; 3];
+        for i in 0..3000 {
+            counts[shard_of(&format!("chat:room-{i}"), 3)] += 1;
+        }
+        assert!(counts.iter().all(|&n| n > 800), "{counts:?}");
+        assert_eq!(shard_of("chat:lobby", 1), 0);
+        // The same name, the same shard, in every process.
+        assert_eq!(shard_of("chat:lobby", 2), shard_of("chat:lobby", 2));
+        assert_eq!(fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
+        // Adding a shard moves about a third of the channels, to it.
+        let moved = (0..3000)
+            .filter(|i| {
+                let name = format!("chat:room-{i}");
+                let (before, after) = (shard_of(&name, 2), shard_of(&name, 3));
+                assert!(before == after || after == 2);
+                before != after
+            })
+            .count();
+        assert!((800..1200).contains(&moved), "{moved}");
+    }
+
+    #[test]
+    fn events_parse() {
+        let Some(Event::Publication(p)) = parse_event(b"p 42 1764600000000 {\"a\": 1}") else {
+            panic!("a publication");
+        };
+        assert_eq!(
+            (p.offset, p.time, &*p.data),
+            (42, 1_764_600_000_000, "{\"a\": 1}")
+        );
+        let join = br#"j {"client":"x-1","user":"ann","info":{}}"#;
+        let Some(Event::Presence(PresenceEvent::Join, client)) = parse_event(join) else {
+            panic!("a join");
+        };
+        assert_eq!(client.user, "ann");
+        assert!(parse_event(b"p x 1 2").is_none());
+        assert!(parse_event(b"q 1").is_none());
+        assert!(parse_event(&[0xff, b' ']).is_none());
+        assert!(parse_event(b"l {").is_none());
+    }
+
+    #[test]
+    fn history_entries_parse() {
+        let entries = vec![
+            (
+                "0-3".to_string(),
+                vec!["t".into(), "10".into(), "d".into(), "1".into()],
+            ),
+            (
+                "0-4".to_string(),
+                vec!["t".into(), "20".into(), "d".into(), "2".into()],
+            ),
+            (
+                "7-1".to_string(),
+                vec!["t".into(), "30".into(), "d".into(), "3".into()],
+            ),
+        ];
+        let found = publications(entries, 15);
+        assert_eq!(found.len(), 1, "too old, and not ours, are skipped");
+        assert_eq!((found[0].offset, &*found[0].data), (4, "2"));
+    }
+
+    #[test]
+    fn keys_name_the_channel() {
+        assert_eq!(key("o", "chat:lobby"), "duplex:o:{chat:lobby}");
+    }
+}
