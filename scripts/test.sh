@@ -9,7 +9,8 @@
 # scripts/setup-peers.sh installs, and apt-get (root or sudo) with access to
 # Debian's archive for the browser test's chromium, which
 # scripts/setup-browser.sh installs with playwright-core from npm (both quickly
-# skipped when already installed).
+# skipped when already installed), and Debian's redis-server for the cluster
+# tests (scripts/setup-redis.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +40,9 @@ scripts/setup-browser.sh
 
 step "document peers (yjs, y-websocket)"
 scripts/setup-docs.sh
+
+step "Redis (the cluster tests start their own redis-server processes)"
+scripts/setup-redis.sh
 
 step "tests (unit, integration, property, doc, interop, browser)"
 cargo test --workspace --all-features

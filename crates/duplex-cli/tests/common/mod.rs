@@ -1,6 +1,7 @@
 //! Starting `duplex echo` and speaking raw WebSocket bytes to it.
 #![allow(dead_code)]
 
+pub mod redis;
 pub mod serve;
 
 use std::io::{BufRead, BufReader, Read, Write};

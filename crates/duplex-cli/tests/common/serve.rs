@@ -21,12 +21,23 @@ pub fn spawn_serve(
     data: &Path,
     config: Option<&Path>,
 ) -> Result<(Child, SocketAddr), String> {
+    spawn_serve_with(listen, data, config, &[])
+}
+
+/// [`spawn_serve`] with more arguments (`--redis URL` ...).
+pub fn spawn_serve_with(
+    listen: &str,
+    data: &Path,
+    config: Option<&Path>,
+    extra: &[&str],
+) -> Result<(Child, SocketAddr), String> {
     let mut command = Command::new(env!("CARGO_BIN_EXE_duplex"));
     command
         .arg("serve")
         .args(["--listen", listen])
         .arg("--data")
-        .arg(data);
+        .arg(data)
+        .args(extra);
     if let Some(config) = config {
         command.arg("--config").arg(config);
     }

@@ -110,6 +110,13 @@ impl EngineConfig {
         if self.kind == EngineKind::Redis && self.redis_urls().is_empty() {
             return Err("engine.kind = \"redis\" needs engine.url (or engine.urls)".into());
         }
+        if self.kind == EngineKind::Embedded && !self.redis_urls().is_empty() {
+            return Err(
+                "engine.url (or engine.urls) is set but engine.kind is \"embedded\": \
+                 set engine.kind = \"redis\""
+                    .into(),
+            );
+        }
         for url in self.redis_urls() {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 return Err(format!(
@@ -445,7 +452,13 @@ mod tests {
         };
         let err = bad.validate().unwrap_err();
         assert!(err.contains("redis://") && !err.contains("pw"), "{err}");
+        let embedded = EngineConfig {
+            url: Some("redis://a".into()),
+            ..EngineConfig::default()
+        };
+        assert!(embedded.validate().unwrap_err().contains("kind"));
         let both = EngineConfig {
+            kind: EngineKind::Redis,
             url: Some("redis://a".into()),
             urls: vec!["redis://b".into()],
             ..EngineConfig::default()

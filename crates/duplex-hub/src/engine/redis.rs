@@ -857,17 +857,16 @@ async fn listen(inner: Arc<Inner>, index: usize, connected: tokio::sync::oneshot
     let mut connected = Some(connected);
     let mut delay = RECONNECT_MIN;
     let mut epoch: Option<String> = None;
-    let mut first = true;
+    let mut sessions = 0u64;
     while !inner.stop.is_cancelled() {
         let shard = &inner.shards[index];
-        match session(&inner, index, &mut epoch, first, &mut connected).await {
-            Ok(()) => {
-                delay = RECONNECT_MIN;
-                first = false;
-            }
-            Err(err) => {
-                tracing::warn!(redis = shard.name, %err, "Redis pub/sub connection failed");
-            }
+        let before = sessions;
+        let ended = session(&inner, index, &mut epoch, &mut sessions, &mut connected).await;
+        if sessions > before {
+            delay = RECONNECT_MIN;
+        }
+        if let Err(err) = ended {
+            tracing::warn!(redis = shard.name, %err, "Redis pub/sub connection lost");
         }
         shard.listening.store(false, Ordering::Relaxed);
         *shard.subscriptions.lock().await = None;
@@ -891,12 +890,13 @@ async fn listen(inner: Arc<Inner>, index: usize, connected: tokio::sync::oneshot
     }
 }
 
-/// One pub/sub connection's life; `Ok` once it was up and then ended.
+/// One pub/sub connection's life, counted in `sessions` once it is up;
+/// `Ok` if it ended because the engine stops.
 async fn session(
     inner: &Inner,
     index: usize,
     epoch: &mut Option<String>,
-    first: bool,
+    sessions: &mut u64,
     connected: &mut Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<(), String> {
     let shard = &inner.shards[index];
@@ -935,7 +935,8 @@ async fn session(
     if let Some(connected) = connected.take() {
         let _ = connected.send(());
     }
-    if !first {
+    *sessions += 1;
+    if *sessions > 1 {
         bump(&inner.metrics.engine_reconnects);
         tracing::info!(redis = shard.name, "Redis pub/sub connection back");
     }
@@ -965,7 +966,7 @@ async fn session(
             _ = ping.tick() => {
                 let mut sink = sink.clone();
                 inner
-                    .call(shard, sink.ping::<String>())
+                    .call(shard, sink.ping::<redis::Value>())
                     .await
                     .map_err(|err| err.message)?;
             }
