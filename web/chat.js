@@ -2,6 +2,11 @@
 // room's recent history, who is in the room, and messages as they come.
 // Messages are `{"user": "<nick>", "text": "..."}`. Everything from the
 // network is put on the page with textContent, never as HTML.
+//
+// `?nodes=ws://a:8080/ws,ws://b:8080/ws` (ws:// or wss:// URLs, comma-
+// separated) connects to those `duplex serve` nodes in turn instead of the
+// page's own `/ws`; the parameter is ignored, with a console warning, if any
+// entry is not such a URL.
 
 import { HubClient, describeState, hubUrl } from '/static/client.js';
 
@@ -179,9 +184,22 @@ async function loadPresence() {
 
 // ---- joining and leaving ----
 
+/** The hub URLs of the page's `?nodes=` list, if valid, else its own `/ws`. */
+function hubUrls() {
+  const nodes = new URLSearchParams(location.search).get('nodes');
+  if (!nodes) return hubUrl();
+  const urls = nodes.split(',').map((u) => u.trim());
+  const bad = urls.filter((u) => !/^wss?:\/\/\S+$/i.test(u));
+  if (bad.length) {
+    console.warn(`?nodes= ignored: not ws:// or wss:// URLs: ${bad.map((u) => JSON.stringify(u)).join(', ')}`);
+    return hubUrl();
+  }
+  return urls;
+}
+
 function join(nick, room) {
   const channel = `chat:${room}`;
-  const client = new HubClient(hubUrl(), { info: { name: nick } });
+  const client = new HubClient(hubUrls(), { info: { name: nick } });
   session = { nick, room, channel, client, shown: new Set(), people: new Map() };
   window.__hub.client = client;
 

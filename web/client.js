@@ -3,6 +3,7 @@
 //
 //   import { HubClient, hubUrl } from '/static/client.js';
 //   const client = new HubClient(hubUrl(), { info: { name: 'alice' } });
+//   // or, for several `duplex serve` nodes: new HubClient(['wss://a/ws', 'wss://b/ws'])
 //   client.addEventListener('message', (e) => console.log(e.detail));
 //   client.start();
 //   await client.subscribe('chat:lobby');
@@ -14,9 +15,11 @@
 // `disconnected` (the connection was lost before the reply, or there is none).
 //
 // Events (an EventTarget; each event's `detail`):
-//   state               {state, delayMs, attempt, reason}: `connecting`, `open`
-//                       (the connect reply arrived), `closed` (with the delay
-//                       before the next attempt, or null once close() was called)
+//   state               {state, delayMs, attempt, reason, url}: `connecting`,
+//                       `open` (the connect reply arrived), `closed` (with the
+//                       delay before the next attempt, or null once close() was
+//                       called); `url` is the URL being tried or in use, and in
+//                       `closed` the one the next attempt uses
 //   message             {channel, offset, time, data, recovered}: a publication,
 //                       recovered ones (missed while disconnected) first, in
 //                       offset order, each offset once
@@ -35,6 +38,17 @@
 // info and token) and subscribes every channel again with
 // `since: {offset: <last offset seen>}`. A ping every `heartbeatMs` without a
 // reply in `requestTimeoutMs` counts as a lost connection.
+//
+// Given a list of URLs, the first connection tries urls[0], and each lost
+// connection or failed attempt moves to the next URL (wrapping around); an
+// open connection stays on its URL until it is lost. The backoff then counts
+// rounds, not attempts: each URL of the first round after a loss is tried
+// after at most `minDelayMs` (jittered as always), and the delay doubles only
+// once a whole round of URLs has failed (with 2 URLs and the defaults: 0.5,
+// 0.5, 1, 1, 2, 2 s...). With one URL that is the backoff above. The last
+// offsets are kept per channel, not per URL: nodes that share an engine
+// (`duplex serve --redis`) share each channel's offsets, so the
+// resubscription on another node recovers exactly what was missed.
 
 /** An error reply of the hub, or a local failure (`timeout`, `disconnected`). */
 export class HubError extends Error {
@@ -51,7 +65,8 @@ export function hubUrl(path = '/ws') {
 }
 
 export class HubClient extends EventTarget {
-  #url;
+  #urls;
+  #urlIndex = 0;
   #info;
   #token;
   #ws = null;
@@ -74,7 +89,8 @@ export class HubClient extends EventTarget {
   stats = { connections: 0, delivered: 0, recovered: 0, duplicates: 0 };
 
   /**
-   * @param {string} url ws:// or wss:// URL of the hub (see hubUrl()).
+   * @param {string | string[]} url ws:// or wss:// URL of the hub (see
+   *   hubUrl()), or a non-empty list of them, tried in turn (see above)
    * @param {object} [options]
    * @param {object} [options.info] free JSON shown to others in presence
    * @param {string} [options.token] a JWT, sent with `connect`
@@ -85,13 +101,27 @@ export class HubClient extends EventTarget {
    */
   constructor(url, options = {}) {
     super();
-    this.#url = url;
+    if (Array.isArray(url)) {
+      if (url.length === 0) throw new TypeError('HubClient: the list of URLs is empty');
+      const bad = url.findIndex((u) => typeof u !== 'string');
+      if (bad !== -1) {
+        throw new TypeError(`HubClient: url[${bad}] is not a string (${url[bad] === null ? 'null' : typeof url[bad]})`);
+      }
+      this.#urls = [...url];
+    } else {
+      this.#urls = [url];
+    }
     this.#info = options.info;
     this.#token = options.token;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
     this.minDelayMs = options.minDelayMs ?? 500;
     this.maxDelayMs = options.maxDelayMs ?? 10_000;
     this.heartbeatMs = options.heartbeatMs ?? 15_000;
+  }
+
+  /** The URL of the current connection or attempt, or of the next one while closed. */
+  get url() {
+    return this.#urls[this.#urlIndex];
   }
 
   /** Starts connecting (and keeps reconnecting until close()). */
@@ -201,7 +231,7 @@ export class HubClient extends EventTarget {
   #setState(state, extra = {}) {
     this.state = state;
     this.retryAt = extra.delayMs != null ? Date.now() + extra.delayMs : null;
-    this.dispatchEvent(new CustomEvent('state', { detail: { state, attempt: this.#attempt, ...extra } }));
+    this.dispatchEvent(new CustomEvent('state', { detail: { state, attempt: this.#attempt, url: this.url, ...extra } }));
   }
 
   #open() {
@@ -209,7 +239,7 @@ export class HubClient extends EventTarget {
     this.#setState('connecting');
     let ws;
     try {
-      ws = new WebSocket(this.#url);
+      ws = new WebSocket(this.url);
     } catch (e) {
       this.#ws = null;
       this.#lost(null, `cannot open the WebSocket: ${e.message}`);
@@ -282,7 +312,11 @@ export class HubClient extends EventTarget {
       this.#setState('closed', { reason, delayMs: null });
       return;
     }
-    const ceiling = Math.min(this.maxDelayMs, this.minDelayMs * 2 ** this.#attempt);
+    // The next attempt goes to the next URL; the delay doubles with each full
+    // round of URLs that failed (with one URL, with each failed attempt).
+    this.#urlIndex = (this.#urlIndex + 1) % this.#urls.length;
+    const rounds = Math.floor(this.#attempt / this.#urls.length);
+    const ceiling = Math.min(this.maxDelayMs, this.minDelayMs * 2 ** rounds);
     // Jitter: somewhere in the upper half, so clients do not come back in step.
     const delayMs = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
     this.#attempt++;

@@ -1,7 +1,8 @@
 // Unit tests of web/client.js (the pages' HubClient) in node, against a fake
 // WebSocket that plays the server: requests and replies, the reconnection
 // backoff, the heartbeat, resubscription from the last offset, in-order
-// delivery without duplicates, refused subscriptions and recovery_impossible.
+// delivery without duplicates, refused subscriptions and recovery_impossible,
+// and the rotation through a list of URLs.
 //
 //   node --test tests/browser/client.test.mjs
 //
@@ -81,9 +82,9 @@ async function nextRequest(socket, op) {
 }
 
 /** A client with short delays, its events, and its connection made. */
-async function connected(options = {}) {
+async function connected({ url = 'ws://hub.test/ws', ...options } = {}) {
   sockets.length = 0;
-  const client = new HubClient('ws://hub.test/ws', {
+  const client = new HubClient(url, {
     info: { name: 'alice' },
     minDelayMs: 20,
     maxDelayMs: 160,
@@ -304,5 +305,128 @@ test('requests before the connection is open fail at once; subscriptions wait fo
   socket.reply(connect, { client: 'c1', user: '' });
   socket.reply(await nextRequest(socket, 'subscribe'), { offset: 0 });
   assert.deepEqual(await subscribed, { offset: 0 });
+  client.close();
+});
+
+const A = 'ws://a.hub.test/ws';
+const B = 'ws://b.hub.test/ws';
+const C = 'wss://c.hub.test/ws';
+
+/** The `closed` state events with a next attempt, as [url, delayMs]. */
+const retries = (events) =>
+  events.filter((e) => e.type === 'state' && e.state === 'closed' && e.delayMs != null).map((e) => [e.url, e.delayMs]);
+
+test('with two URLs, a lost connection moves to the other one and recovers from the last offset seen', async () => {
+  const { client, socket, events } = await connected({ url: [A, B] });
+  assert.equal(socket.url, A);
+  assert.equal(client.url, A);
+  assert.equal(events.find((e) => e.type === 'state' && e.state === 'open').url, A);
+  const subscribed = client.subscribe('chat:lobby');
+  socket.reply(await nextRequest(socket, 'subscribe'), { offset: 40 });
+  await subscribed;
+  socket.deliver({ push: 'message', channel: 'chat:lobby', offset: 41, time: 41, data: {} });
+  socket.deliver({ push: 'message', channel: 'chat:lobby', offset: 42, time: 42, data: {} });
+  assert.equal(client.lastOffset('chat:lobby'), 42);
+
+  socket.drop();
+  assert.equal(client.url, B, 'the next attempt is on B');
+  assert.deepEqual(retries(events).map(([url]) => url), [B]);
+  await until('a socket on B', () => sockets.length === 2);
+  const next = sockets[1];
+  assert.equal(next.url, B);
+  next.accept();
+  next.reply(await nextRequest(next, 'connect'), { client: 'c2', user: '' });
+  const resubscribe = await nextRequest(next, 'subscribe');
+  assert.equal(resubscribe.channel, 'chat:lobby');
+  assert.deepEqual(resubscribe.since, { offset: 42 }, 'the last offset seen on A');
+  next.reply(resubscribe, {
+    offset: 43,
+    publications: [42, 43].map((offset) => ({ offset, time: offset, data: {} })),
+  });
+  await until('the resubscription', () => events.some((e) => e.type === 'subscribed' && e.resumed));
+  next.deliver({ push: 'message', channel: 'chat:lobby', offset: 44, time: 44, data: {} });
+  next.deliver({ push: 'message', channel: 'chat:lobby', offset: 44, time: 44, data: {} });
+  next.deliver({ push: 'message', channel: 'chat:lobby', offset: 45, time: 45, data: {} });
+
+  assert.deepEqual(
+    messages(events, 'chat:lobby').map((e) => [e.offset, e.recovered]),
+    [[41, false], [42, false], [43, true], [44, false], [45, false]],
+  );
+  assert.equal(client.stats.duplicates, 2, 'offset 42 recovered again and offset 44 pushed twice');
+  assert.equal(client.url, B, 'an open connection stays on its URL');
+  assert.equal(events.filter((e) => e.type === 'state' && e.state === 'open').at(-1).url, B);
+  client.close();
+  assert.equal(client.url, B);
+});
+
+test('the rotation wraps around: A, then B, then A again', async () => {
+  const { client, socket, events } = await connected({ url: [A, B] });
+  socket.drop();
+  await until('a socket on B', () => sockets.length === 2);
+  assert.equal(sockets[1].url, B);
+  sockets[1].refuse();
+  await until('a socket on A again', () => sockets.length === 3);
+  assert.equal(sockets[2].url, A);
+  sockets[2].accept();
+  sockets[2].reply(await nextRequest(sockets[2], 'connect'), { client: 'c3', user: '' });
+  await until('open on A', () => client.state === 'open');
+  assert.equal(client.url, A);
+  assert.deepEqual(retries(events).map(([url]) => url), [B, A]);
+  assert.deepEqual(
+    events.filter((e) => e.type === 'state' && e.state === 'connecting').map((e) => e.url),
+    [A, B, A],
+  );
+  client.close();
+});
+
+test('with several URLs, each is first tried after the minimum delay; the backoff grows once per failed round', async () => {
+  const { client, socket, events } = await connected({ url: [A, B, C] });
+  socket.drop();
+  // Six refused attempts (B, C, A, B, C, A), then one on B that works.
+  for (let i = 1; i <= 6; i++) {
+    await until(`attempt ${i}`, () => sockets.length === i + 1);
+    sockets[i].refuse();
+  }
+  await until('attempt 7', () => sockets.length === 8);
+  assert.deepEqual(sockets.map((s) => s.url), [A, B, C, A, B, C, A, B]);
+  sockets[7].accept();
+  sockets[7].reply(await nextRequest(sockets[7], 'connect'), { client: 'c2', user: '' });
+  await until('open again', () => client.state === 'open');
+
+  const got = retries(events);
+  assert.deepEqual(got.map(([url]) => url), [B, C, A, B, C, A, B]);
+  // minDelayMs 20: ceilings of 20 ms for the first round (B, C and A again),
+  // 40 for the second, then 80; each delay in the upper half of its own.
+  [20, 20, 20, 40, 40, 40, 80].forEach((ceiling, i) => {
+    const delay = got[i][1];
+    assert.ok(delay >= ceiling / 2 && delay <= ceiling, `delay ${i}: ${delay} for ${ceiling}`);
+  });
+
+  // Once open, the count starts again: the next loss waits the minimum delay.
+  sockets[7].drop();
+  assert.deepEqual(retries(events).at(-1)[0], C);
+  assert.ok(retries(events).at(-1)[1] <= 20);
+  client.close();
+});
+
+test('a list of URLs must be non-empty and hold only strings', () => {
+  assert.throws(() => new HubClient([]), (e) => e instanceof TypeError && /empty/.test(e.message));
+  assert.throws(() => new HubClient([42]), (e) => e instanceof TypeError && /url\[0\] is not a string/.test(e.message));
+  assert.throws(() => new HubClient([A, null]), (e) => e instanceof TypeError && /url\[1\]/.test(e.message));
+  assert.equal(new HubClient([A]).url, A);
+  assert.equal(new HubClient(A).url, A);
+});
+
+test('a single URL in a list behaves as the string form', async () => {
+  const { client, socket, events } = await connected({ url: [A] });
+  socket.drop();
+  await until('a new socket', () => sockets.length === 2);
+  sockets[1].refuse();
+  await until('a third socket', () => sockets.length === 3);
+  assert.deepEqual(sockets.map((s) => s.url), [A, A, A]);
+  const got = retries(events);
+  [20, 40].forEach((ceiling, i) => {
+    assert.ok(got[i][1] >= ceiling / 2 && got[i][1] <= ceiling, `delay ${i}: ${got[i][1]} for ${ceiling}`);
+  });
   client.close();
 });
