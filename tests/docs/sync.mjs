@@ -3,6 +3,8 @@
 //
 //   converge BASE DOC    two providers type concurrently and converge; a third
 //                        joins later and gets the full state; awareness flows
+//                        (BASE may be a comma list of nodes: the providers
+//                        use them in turn)
 //   write BASE DOC TEXT  inserts TEXT, waits until a second provider sees it
 //   read BASE DOC        the text and state vector of a fresh provider
 //   offline BASE DOC     edits made while disconnected arrive after reconnect
@@ -18,8 +20,10 @@ const [scenario, base, name, ...rest] = process.argv.slice(2)
 
 const scenarios = {
   async converge () {
-    const a = provider(base, name, { user: 'ann' })
-    const b = provider(base, name, { user: 'bob' })
+    const bases = base.split(',')
+    const on = (i) => bases[i % bases.length]
+    const a = provider(on(0), name, { user: 'ann' })
+    const b = provider(on(1), name, { user: 'bob' })
     await Promise.all([synced(a), synced(b)])
     const ta = a.doc.getText('text')
     const tb = b.doc.getText('text')
@@ -40,7 +44,7 @@ const scenarios = {
     // Awareness: each sees the other's user.
     const names = (p) => [...p.awareness.getStates().values()].map((s) => s.user && s.user.name).filter(Boolean).sort()
     await until('awareness', () => names(a).length === 2 && names(b).length === 2, [[a.awareness, 'change'], [b.awareness, 'change']])
-    const c = provider(base, name, { user: 'cid' })
+    const c = provider(on(2), name, { user: 'cid' })
     await synced(c)
     await textIs(c, ta.toString())
     await until('awareness of the late joiner', () => names(c).length === 3, [[c.awareness, 'change']])

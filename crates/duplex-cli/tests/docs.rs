@@ -55,13 +55,20 @@ fn fresh_folder() -> PathBuf {
 impl Serve {
     /// Starts `duplex serve` with `config` (TOML) if not empty.
     fn start(config: &str) -> Serve {
+        Serve::start_with(config, &[])
+    }
+
+    /// [`Serve::start`] with more arguments (`--redis URL`).
+    fn start_with(config: &str, extra: &[&str]) -> Serve {
         let data = fresh_folder();
         let config = (!config.is_empty()).then(|| {
             let path = data.join("duplex.toml");
             std::fs::write(&path, config).unwrap();
             path
         });
-        let (child, addr) = spawn("127.0.0.1:0", &data, config.as_deref());
+        let (child, addr) =
+            common::serve::spawn_serve_with("127.0.0.1:0", &data, config.as_deref(), extra)
+                .unwrap_or_else(|e| panic!("{e}"));
         Serve {
             child,
             addr,
@@ -196,6 +203,49 @@ fn two_providers_edit_concurrently_and_converge_and_a_late_joiner_gets_everythin
     );
     assert_eq!(r["awareness_c"], serde_json::json!(["ann", "cid"]));
     assert!(serve.metric("duplex_docs_updates_total") >= 200);
+}
+
+#[test]
+fn editors_on_different_nodes_converge_and_a_late_joiner_on_a_third_gets_everything() {
+    let redis = common::redis::Redis::start(&fresh_folder(), false);
+    let url = redis.url();
+    let config = "[feed]\nenabled = false\n[docs]\ncompact_every = 50\n";
+    let nodes: Vec<Serve> = (0..3)
+        .map(|_| Serve::start_with(config, &["--redis", &url]))
+        .collect();
+    let bases: Vec<String> = nodes.iter().map(Serve::base).collect();
+    let r = node("sync.mjs", &["converge", &bases.join(","), "shared"]);
+    let a = r["a"].as_str().unwrap();
+    assert_eq!(a.chars().count(), 400, "every insert of both editors");
+    assert_eq!(r["b"], r["a"], "ann on node 1 and bob on node 2 converged");
+    assert_eq!(
+        r["c"], r["a"],
+        "the late joiner on node 3 has the full text"
+    );
+    assert_eq!(r["sv_c"], r["sv_a"], "and the same state vector");
+    assert_eq!(
+        r["awareness_a"],
+        serde_json::json!(["ann", "cid"]),
+        "awareness crossed nodes, and bob's state left with him"
+    );
+    assert_eq!(r["awareness_c"], serde_json::json!(["ann", "cid"]));
+    // Every update is in Redis's log or folded into its snapshot, and the
+    // log stays short: one snapshot and a tail (compact_every = 50).
+    let cli = |args: &[&str]| redis.cli(args).trim().to_string();
+    let stored: u64 = cli(&["GET", "duplex:ds:{shared}"]).parse().unwrap();
+    assert!(stored >= 200, "{stored} updates stored");
+    let tail: u64 = cli(&["XLEN", "duplex:dl:{shared}"]).parse().unwrap();
+    let snapshot: u64 = cli(&["HGET", "duplex:dn:{shared}", "seq"]).parse().unwrap();
+    assert!(snapshot >= 100, "compacted up to {snapshot}");
+    assert!(
+        tail <= stored - snapshot,
+        "the log below the snapshot is trimmed: {tail}"
+    );
+    assert!(tail < 150, "{tail} updates left in the log");
+    // A node that loads the document afresh reads it all from Redis.
+    let late = Serve::start_with(config, &["--redis", &url]);
+    let fresh = sync("read", &late, "shared", &[]);
+    assert_eq!(fresh["text"], r["a"], "{fresh}");
 }
 
 #[test]

@@ -86,7 +86,11 @@ impl Hub {
                 ),
             )
         })?;
-        let docs = crate::docs::Docs::open(config.docs.clone(), data_dir)
+        let shared = match &engine {
+            Engine::Redis(redis) => Some(redis.docs()),
+            Engine::Embedded(_) => None,
+        };
+        let docs = crate::docs::Docs::open(config.docs.clone(), data_dir, shared)
             .map_err(|err| HubError::new(ErrorCode::Internal, err.to_string()))?;
         let mut prefix = [0u8; 4];
         let _ = getrandom::fill(&mut prefix);

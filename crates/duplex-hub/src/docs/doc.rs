@@ -27,9 +27,11 @@ use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
 use super::awareness::States;
-use super::store::{DocStore, Stored};
+use super::log::DocLog;
+use super::store::Stored;
 use super::sync::{self, Incoming};
 use super::{Docs, DocsConfig, Peer};
+use crate::engine::redis::DocEvent;
 use crate::metrics::bump;
 
 /// Commands handled in one go, at most.
@@ -50,6 +52,8 @@ pub(crate) enum Cmd {
     Message { peer: u64, message: Incoming },
     /// Store everything, write a snapshot and end (server shutdown).
     Stop { reply: oneshot::Sender<()> },
+    /// What another node stored or said (several nodes over Redis).
+    Remote(DocEvent),
 }
 
 struct Pending {
@@ -79,8 +83,8 @@ struct DocTask {
     reload: bool,
 }
 
-fn store(docs: &Docs) -> &DocStore {
-    &docs.store
+fn store(docs: &Docs) -> &DocLog {
+    &docs.log
 }
 
 /// Builds a document from what is stored.
@@ -112,10 +116,18 @@ pub(crate) async fn run(
     generation: u64,
     mut commands: mpsc::Receiver<Cmd>,
 ) {
-    let stored = match store(&docs).load(&name).await {
+    // Other nodes' updates are heard from before the load: none falls
+    // between the two.
+    let opened = store(&docs).open(&name).await;
+    let loaded = match opened {
+        Ok(()) => store(&docs).load(&name).await,
+        Err(err) => Err(err),
+    };
+    let stored = match loaded {
         Ok(stored) => stored,
         Err(err) => {
             tracing::error!(%err, doc = %name, "loading a document failed");
+            store(&docs).close(&name).await;
             docs.remove(&name, generation);
             drop_gauge(&docs);
             // Joiners see their reply dropped and try again.
@@ -173,6 +185,10 @@ pub(crate) async fn run(
                     message: Incoming::Update(update),
                 } => task.apply(peer, update).await,
                 Cmd::Stop { reply } => stop = Some(reply),
+                Cmd::Remote(event) => {
+                    task.flush().await;
+                    task.remote(event).await;
+                }
                 other => {
                     task.flush().await;
                     task.handle(other);
@@ -187,6 +203,7 @@ pub(crate) async fn run(
             break;
         }
     }
+    store(&task.docs).close(&task.name).await;
     drop_gauge(&task.docs);
     tracing::debug!(doc = %task.name, "document unloaded");
 }
@@ -266,7 +283,7 @@ impl DocTask {
                 }
             }
             Cmd::Message { peer, message } => self.message(peer, message),
-            Cmd::Stop { .. } => {}
+            Cmd::Stop { .. } | Cmd::Remote(_) => {}
         }
     }
 
@@ -322,16 +339,117 @@ impl DocTask {
                 format!("awareness for more than {MAX_AWARENESS_CLIENTS} client ids"),
             );
         }
-        let out = self.awareness.encode(changes.all(), &removed_clocks);
+        let out = sync::awareness(self.awareness.encode(changes.all(), &removed_clocks));
+        store(&self.docs).publish_awareness(&self.name, &out);
         // To every connection, the sender too (the provider takes any
         // message as a sign of life).
-        self.broadcast(sync::awareness(out), None);
+        self.broadcast(out, None);
     }
 
     fn remove_awareness(&mut self, owned: HashSet<ClientID>) {
         if let Some(update) = self.awareness.remove(owned) {
-            self.broadcast(sync::awareness(update), None);
+            let out = sync::awareness(update);
+            store(&self.docs).publish_awareness(&self.name, &out);
+            self.broadcast(out, None);
         }
+    }
+
+    /// What another node stored or said: an update applied and sent to
+    /// this node's connections (after any it missed), awareness passed on.
+    async fn remote(&mut self, event: DocEvent) {
+        match event {
+            DocEvent::Update { seq, update } => {
+                if seq <= self.last_seq {
+                    // Ours, or had already.
+                    return;
+                }
+                if seq > self.last_seq + 1 {
+                    self.catch_up(Some(seq)).await;
+                }
+                if seq > self.last_seq {
+                    self.apply_stored(seq, &update);
+                }
+            }
+            DocEvent::Awareness(message) => {
+                let Ok(Incoming::Awareness(update)) = sync::decode(&message) else {
+                    tracing::debug!(doc = %self.name, "unreadable awareness from another node");
+                    return;
+                };
+                let changes = self.awareness.apply(&update);
+                if !changes.is_empty() {
+                    let removed: HashMap<ClientID, u32> = update
+                        .clients
+                        .iter()
+                        .map(|(id, e)| (*id, e.clock))
+                        .collect();
+                    let out = self.awareness.encode(changes.all(), &removed);
+                    self.broadcast(sync::awareness(out), None);
+                }
+            }
+            DocEvent::CatchUp => self.catch_up(None).await,
+        }
+    }
+
+    /// Applies what other nodes stored after `last_seq` (and before
+    /// `before`), in order. If the log no longer holds it all (a node
+    /// compacted it meanwhile), the snapshot and the log are applied whole:
+    /// Yjs updates apply in any order, and twice.
+    async fn catch_up(&mut self, before: Option<u64>) {
+        let missed = match store(&self.docs)
+            .range(&self.name, self.last_seq, before)
+            .await
+        {
+            Ok(missed) => missed,
+            Err(err) => {
+                tracing::warn!(%err, doc = %self.name, "reading updates of other nodes failed");
+                return;
+            }
+        };
+        let follows = missed
+            .iter()
+            .zip(self.last_seq + 1..)
+            .all(|((seq, _), next)| *seq == next);
+        let complete = match before {
+            Some(before) => missed.len() as u64 == before.saturating_sub(self.last_seq + 1),
+            None => !missed.is_empty(),
+        };
+        if follows && complete {
+            for (seq, update) in missed {
+                self.apply_stored(seq, &update);
+            }
+            return;
+        }
+        match store(&self.docs).load(&self.name).await {
+            Ok(stored) if stored.last_seq > self.last_seq => {
+                for update in stored.snapshot.iter().chain(stored.updates.iter()) {
+                    if let Err(err) = integrate(&self.doc, update) {
+                        tracing::error!(doc = %self.name, ?err, "a stored update does not apply here");
+                        self.reload = true;
+                    }
+                    self.broadcast(sync::update(update.clone()), None);
+                }
+                self.last_seq = stored.last_seq;
+                self.stored_size = stored.size();
+                self.since_snapshot = stored.updates.len() as u64;
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(%err, doc = %self.name, "reading the document again failed");
+            }
+        }
+    }
+
+    /// Applies an update another node validated and stored as `seq`, and
+    /// sends it to this node's connections.
+    fn apply_stored(&mut self, seq: u64, update: &[u8]) {
+        if let Err(err) = integrate(&self.doc, update) {
+            tracing::error!(doc = %self.name, seq, ?err, "a stored update does not apply here");
+            self.reload = true;
+        }
+        self.last_seq = seq;
+        self.stored_size += update.len();
+        self.since_snapshot += 1;
+        self.broadcast(sync::update(update.to_vec()), None);
     }
 
     /// Validates and applies an update from `from`; it is stored by the
@@ -401,8 +519,13 @@ impl DocTask {
             let first = self.last_seq + 1;
             let count = updates.len() as u64;
             match store(&self.docs).append(&self.name, first, updates).await {
-                Ok(()) => {
-                    self.last_seq += count;
+                Ok(given) => {
+                    if given > first {
+                        // Other nodes stored updates meanwhile: theirs
+                        // first, as the log has them.
+                        self.catch_up(Some(given)).await;
+                    }
+                    self.last_seq = self.last_seq.max(given + count - 1);
                     self.stored_size += size;
                     self.since_snapshot += count;
                     let metrics = &self.docs.metrics;

@@ -144,7 +144,7 @@ fn config() -> DocsConfig {
 }
 
 async fn stored_text(docs: &Docs, name: &str) -> (String, usize) {
-    let stored = docs.store.load(name).await.unwrap();
+    let stored = docs.log.load(name).await.unwrap();
     let (doc, failed) = super::doc::build(&stored);
     let t = doc.get_or_insert_text("text");
     let text = t.get_string(&doc.transact());
@@ -154,7 +154,7 @@ async fn stored_text(docs: &Docs, name: &str) -> (String, usize) {
 #[tokio::test]
 async fn updates_are_stored_and_sent_to_the_others() {
     let dir = tempfile::tempdir().unwrap();
-    let docs = Docs::open(config(), dir.path()).unwrap();
+    let docs = Docs::open(config(), dir.path(), None).unwrap();
     let a = join(&docs, "n", true).await;
     let mut b = join(&docs, "n", true).await;
     a.type_text("hello").await;
@@ -177,7 +177,7 @@ async fn updates_are_stored_and_sent_to_the_others() {
 #[tokio::test]
 async fn read_only_updates_are_ignored() {
     let dir = tempfile::tempdir().unwrap();
-    let docs = Docs::open(config(), dir.path()).unwrap();
+    let docs = Docs::open(config(), dir.path(), None).unwrap();
     let a = join(&docs, "n", true).await;
     let mut reader = join(&docs, "n", false).await;
     reader.type_text("forbidden").await;
@@ -200,7 +200,7 @@ async fn read_only_updates_are_ignored() {
 #[tokio::test]
 async fn malformed_updates_close_with_1007_and_store_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let docs = Docs::open(config(), dir.path()).unwrap();
+    let docs = Docs::open(config(), dir.path(), None).unwrap();
     let a = join(&docs, "n", true).await;
     a.type_text("intact").await;
     let bad = join(&docs, "n", true).await;
@@ -221,7 +221,7 @@ async fn malformed_updates_close_with_1007_and_store_nothing() {
     let bad2 = join(&docs, "n", true).await;
     bad2.send(Incoming::Update(update)).await;
     assert_eq!(bad2.closed().await.0, CloseCode::INVALID_PAYLOAD);
-    let stored = docs.store.load("n").await.unwrap();
+    let stored = docs.log.load("n").await.unwrap();
     assert_eq!(stored.updates.len(), 1, "only the good update is stored");
     assert_eq!(stored_text(&docs, "n").await, ("intact".to_string(), 0));
     let fresh = join(&docs, "n", true).await;
@@ -238,6 +238,7 @@ async fn the_log_is_compacted_and_survives_a_reopen_byte_for_byte() {
             ..config()
         },
         dir.path(),
+        None,
     )
     .unwrap();
     let a = join(&docs, "n", true).await;
@@ -246,7 +247,7 @@ async fn the_log_is_compacted_and_survives_a_reopen_byte_for_byte() {
         a.type_text(&format!("{i} ")).await;
         b.receive_update().await;
     }
-    let stored = docs.store.load("n").await.unwrap();
+    let stored = docs.log.load("n").await.unwrap();
     assert!(stored.snapshot.is_some(), "compacted");
     assert!(
         stored.updates.len() < 4,
@@ -262,7 +263,7 @@ async fn the_log_is_compacted_and_survives_a_reopen_byte_for_byte() {
     docs.shutdown().await;
     drop(docs);
 
-    let docs = Docs::open(config(), dir.path()).unwrap();
+    let docs = Docs::open(config(), dir.path(), None).unwrap();
     let c = join(&docs, "n", true).await;
     assert_eq!(c.text(), "0 1 2 3 4 5 6 7 8 9 ");
     assert_eq!(c.doc.transact().state_vector(), sv);
@@ -285,6 +286,7 @@ async fn joining_while_the_document_unloads_loses_nothing() {
             ..DocsConfig::default()
         },
         dir.path(),
+        None,
     )
     .unwrap();
     let mut expected = String::new();
@@ -326,6 +328,7 @@ async fn a_document_over_its_size_limit_refuses_updates_with_1009() {
             ..config()
         },
         dir.path(),
+        None,
     )
     .unwrap();
     let a = join(&docs, "n", true).await;
@@ -340,7 +343,7 @@ async fn a_document_over_its_size_limit_refuses_updates_with_1009() {
     let (code, reason) = a.closed().await;
     assert_eq!(code, CloseCode::MESSAGE_TOO_BIG);
     assert!(reason.contains("4096"), "{reason}");
-    let stored = docs.store.load("n").await.unwrap();
+    let stored = docs.log.load("n").await.unwrap();
     assert!(stored.size() <= 4096, "{}", stored.size());
     assert_eq!(stored_text(&docs, "n").await.0.len(), 3000);
     docs.shutdown().await;
@@ -358,7 +361,7 @@ async fn regression_an_update_that_makes_yrs_panic_when_encoding_is_refused() {
         .map(|i| u8::from_str_radix(&POISON[i..i + 2], 16).unwrap())
         .collect();
     let dir = tempfile::tempdir().unwrap();
-    let docs = Docs::open(config(), dir.path()).unwrap();
+    let docs = Docs::open(config(), dir.path(), None).unwrap();
     let a = join(&docs, "n", true).await;
     a.type_text("intact").await;
     let bad = join(&docs, "n", true).await;
@@ -370,7 +373,7 @@ async fn regression_an_update_that_makes_yrs_panic_when_encoding_is_refused() {
     // only the good update.
     let fresh = join(&docs, "n", true).await;
     assert_eq!(fresh.text(), "intact");
-    assert_eq!(docs.store.load("n").await.unwrap().updates.len(), 1);
+    assert_eq!(docs.log.load("n").await.unwrap().updates.len(), 1);
     docs.shutdown().await;
 }
 
@@ -462,7 +465,7 @@ async fn next_awareness(client: &mut Client) -> yrs::sync::AwarenessUpdate {
 #[tokio::test]
 async fn awareness_is_relayed_queried_and_removed_when_its_connection_leaves() {
     let dir = tempfile::tempdir().unwrap();
-    let docs = Docs::open(config(), dir.path()).unwrap();
+    let docs = Docs::open(config(), dir.path(), None).unwrap();
     let mut a = join(&docs, "n", true).await;
     let mut b = join(&docs, "n", true).await;
     a.send(awareness_of(&[(7, 1, r#"{"user":{"name":"ann"}}"#)]))

@@ -1,5 +1,7 @@
 //! Collaborative documents: Yjs documents, kept with `yrs`, served over the
-//! y-websocket protocol at `/docs/NAME`, stored in the hub's SQLite.
+//! y-websocket protocol at `/docs/NAME`, stored in the hub's SQLite, or in
+//! Redis when several nodes share it (then every node that has a document
+//! loaded hears the updates and awareness of the others).
 //!
 //! The npm `y-websocket` provider connects to `ws://HOST/docs` with the
 //! document name as its room, exactly as to the y-websocket server: on
@@ -9,7 +11,8 @@
 //!
 //! - [`sync`]: the wire codec (on `yrs`'s lib0 encoding);
 //! - [`awareness`]: who is there, with the rules of y-protocols;
-//! - [`store`]: the update log and snapshots in SQLite;
+//! - [`store`]: the update log and snapshots in SQLite; `log`: SQLite or
+//!   Redis (`crate::engine::redis::RedisDocs`);
 //! - `doc`: one task per loaded document (validate, store, broadcast;
 //!   unload after the last client);
 //! - [`endpoint`]: the HTTP route and the WebSocket connections.
@@ -40,12 +43,16 @@ mod doc;
 pub mod endpoint;
 #[cfg(test)]
 mod lifecycle_tests;
+mod log;
 pub mod store;
 pub mod sync;
 
 use doc::Cmd;
 pub use doc::MAX_AWARENESS_CLIENTS;
+use log::DocLog;
 use store::{DocStore, StoreError};
+
+use crate::engine::redis::{DocEvent, RedisDocs};
 
 /// Commands queued for one document, at most; connections wait beyond.
 const MAILBOX: usize = 1024;
@@ -272,7 +279,7 @@ struct Entry {
 /// The loaded documents and their store.
 pub struct Docs {
     config: DocsConfig,
-    store: DocStore,
+    log: DocLog,
     metrics: Arc<DocMetrics>,
     loaded: Mutex<HashMap<String, Entry>>,
     generations: AtomicU64,
@@ -293,20 +300,33 @@ pub struct JoinError(pub &'static str);
 
 impl Docs {
     /// Opens the documents' tables in `data_dir/hub.sqlite3` (the folder must
-    /// exist).
+    /// exist), or, given `redis`, keeps them in Redis.
     ///
     /// # Errors
     ///
     /// The database could not be opened.
-    pub fn open(config: DocsConfig, data_dir: &Path) -> Result<Arc<Docs>, StoreError> {
-        Ok(Arc::new(Docs {
-            store: DocStore::open(data_dir)?,
+    pub fn open(
+        config: DocsConfig,
+        data_dir: &Path,
+        redis: Option<RedisDocs>,
+    ) -> Result<Arc<Docs>, StoreError> {
+        let events = redis.as_ref().and_then(RedisDocs::events);
+        let log = match redis {
+            Some(redis) => DocLog::Redis(redis),
+            None => DocLog::Sqlite(DocStore::open(data_dir)?),
+        };
+        let docs = Arc::new(Docs {
+            log,
             config,
             metrics: Arc::new(DocMetrics::default()),
             loaded: Mutex::new(HashMap::new()),
             generations: AtomicU64::new(1),
             shut: CancellationToken::new(),
-        }))
+        });
+        if let Some(events) = events {
+            tokio::spawn(route(Arc::downgrade(&docs), events));
+        }
+        Ok(docs)
     }
 
     /// The configuration.
@@ -432,7 +452,22 @@ impl Docs {
                 let _ = done.await;
             }
         }
-        self.store.shutdown().await;
+        self.log.shutdown().await;
+    }
+}
+
+/// Hands what other nodes say of a document to its task, if it is loaded
+/// here.
+async fn route(
+    docs: std::sync::Weak<Docs>,
+    mut events: mpsc::UnboundedReceiver<(String, DocEvent)>,
+) {
+    while let Some((name, event)) = events.recv().await {
+        let Some(docs) = docs.upgrade() else { return };
+        let commands = docs.lock().get(&name).map(|e| e.commands.clone());
+        if let Some(commands) = commands {
+            let _ = commands.send(Cmd::Remote(event)).await;
+        }
     }
 }
 

@@ -52,7 +52,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -65,6 +65,9 @@ use crate::metrics::{Metrics, bump};
 use crate::protocol::{ClientInfo, ErrorCode, HubError, Publication};
 use crate::registry::{Delivery, PresenceEvent, Registry};
 use crate::storage::Retention;
+
+mod docs;
+pub use docs::{DocEvent, RedisDocs};
 
 /// Every key starts with this.
 const PREFIX: &str = "duplex";
@@ -192,6 +195,8 @@ struct Scripts {
     presence: Script,
     refresh: Script,
     lease: Script,
+    doc_append: Script,
+    doc_compact: Script,
 }
 
 /// One Redis server and this node's connections to it.
@@ -219,6 +224,10 @@ struct Inner {
     /// Who holds leases: this node's name and a random instance id.
     holder: String,
     stop: CancellationToken,
+    /// Documents loaded here, by how many tasks (pub/sub subscriptions).
+    doc_refs: Mutex<HashMap<String, usize>>,
+    /// Where updates and awareness of loaded documents go.
+    doc_events: OnceLock<tokio::sync::mpsc::UnboundedSender<(String, DocEvent)>>,
 }
 
 /// Redis, shared by several nodes.
@@ -388,12 +397,16 @@ impl RedisEngine {
                 presence: presence_script(),
                 refresh: refresh_script(),
                 lease: lease_script(),
+                doc_append: docs::append_script(),
+                doc_compact: docs::compact_script(),
             },
             timeout,
             presence_ttl: Duration::from_secs(config.presence_ttl_secs),
             present: Mutex::new(HashMap::new()),
             holder: format!("{node}/{instance}"),
             stop: CancellationToken::new(),
+            doc_refs: Mutex::new(HashMap::new()),
+            doc_events: OnceLock::new(),
         });
         let mut tasks = Vec::new();
         let mut first = Vec::new();
@@ -415,6 +428,14 @@ impl RedisEngine {
 
     fn shard(&self, channel: &str) -> &Shard {
         self.inner.shard(channel)
+    }
+
+    /// The documents' side: their update logs and what nodes tell each
+    /// other of them.
+    pub fn docs(&self) -> RedisDocs {
+        RedisDocs {
+            inner: self.inner.clone(),
+        }
     }
 
     pub(super) async fn publish(
@@ -667,6 +688,19 @@ impl Inner {
         &self.shards[shard_of(channel, self.shards.len())]
     }
 
+    fn lock_doc_refs(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.doc_refs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The documents loaded here whose keys live on shard `index`.
+    fn docs_of(&self, index: usize) -> Vec<String> {
+        self.lock_doc_refs()
+            .keys()
+            .filter(|doc| shard_of(doc, self.shards.len()) == index)
+            .cloned()
+            .collect()
+    }
+
     fn lock_present(
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, Arc<ClientInfo>>>> {
@@ -777,6 +811,11 @@ impl Inner {
             }
         }
         self.refresh(index, true).await;
+        if let Some(events) = self.doc_events.get() {
+            for doc in self.docs_of(index) {
+                let _ = events.send((doc, DocEvent::CatchUp));
+            }
+        }
     }
 
     /// Refreshes this node's presence entries on shard `index` (writes them
@@ -916,13 +955,14 @@ async fn session(
     *epoch = Some(now);
     {
         let mut subscriptions = shard.subscriptions.lock().await;
-        let channels: Vec<String> = inner
+        let mut channels: Vec<String> = inner
             .registry
             .live_names()
             .into_iter()
             .filter(|c| shard_of(c, inner.shards.len()) == index)
             .map(|c| key("c", &c))
             .collect();
+        channels.extend(inner.docs_of(index).iter().map(|doc| key("d", doc)));
         if !channels.is_empty() {
             inner
                 .call(shard, sink.subscribe(&channels))
@@ -950,6 +990,17 @@ async fn session(
                 let Some(message) = message else {
                     return Err("the connection was closed".into());
                 };
+                if let Some(doc) = message
+                    .get_channel_name()
+                    .strip_prefix(&format!("{PREFIX}:d:{{"))
+                    .and_then(|d| d.strip_suffix('}'))
+                {
+                    let event = docs::parse_doc_event(message.get_payload_bytes(), &inner.holder);
+                    if let (Some(event), Some(events)) = (event, inner.doc_events.get()) {
+                        let _ = events.send((doc.to_string(), event));
+                    }
+                    continue;
+                }
                 let Some(channel) = message
                     .get_channel_name()
                     .strip_prefix(&format!("{PREFIX}:c:{{"))
