@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the cluster tests (crates/duplex-cli/tests/cluster.rs) need:
-# Debian's `redis-server` and `redis-cli` (package redis-server), with
-# apt-get, when they are missing. The tests start their own redis-server
-# processes on free loopback ports; nothing is started here, and a Redis
-# service the package may start is not used.
+# Debian's `redis-server` and `redis-cli` (packages redis-server and
+# redis-tools) and `haproxy` (the load balancer of docs/cluster/haproxy.cfg),
+# with apt-get, when they are missing. The tests start their own redis-server
+# and haproxy processes on free loopback ports; nothing is started here, and
+# services the packages may start are not used.
 #
 #   scripts/setup-redis.sh
 #
@@ -14,19 +15,23 @@ set -euo pipefail
 say() { printf 'setup-redis: %s\n' "$*"; }
 die() { printf 'setup-redis: error: %s\n' "$*" >&2; exit 1; }
 
-if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
-    say "redis-server: installed ($(command -v redis-server))"
-else
-    command -v apt-get >/dev/null || die "redis-server is missing and there is no apt-get to install it"
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-cli >/dev/null || missing+=(redis-tools)
+command -v haproxy >/dev/null || missing+=(haproxy)
+if [[ ${#missing[@]} -gt 0 ]]; then
+    command -v apt-get >/dev/null || die "${missing[*]} missing and there is no apt-get to install them"
     sudo=()
     if [[ "$(id -u)" != 0 ]]; then
-        command -v sudo >/dev/null || die "redis-server is missing; installing it needs root or sudo"
+        command -v sudo >/dev/null || die "${missing[*]} missing; installing needs root or sudo"
         sudo=(sudo)
     fi
-    say "redis-server: installing Debian's redis-server package"
+    say "installing Debian's ${missing[*]}"
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends redis-server redis-tools >/dev/null
-    command -v redis-server >/dev/null || die "apt-get installed redis-server but it is not on PATH"
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    command -v redis-server >/dev/null || die "apt-get ran but redis-server is not on PATH"
+    command -v haproxy >/dev/null || die "apt-get ran but haproxy is not on PATH"
 fi
 say "$(redis-server --version)"
+say "$(haproxy -v | head -n 1)"

@@ -47,6 +47,7 @@
 // Exits 0 only when everything happened as described; 1 otherwise, 2 on a
 // usage error. Everything is bounded (pages.mjs: LIMIT_MS).
 
+import { join as joinRoom, messagesOf, peopleOf, recordClient, send, waitForPeople, waitForText } from './chat-page.mjs';
 import { ask, openPage, parseArgs, run, screenshot, unlabelledFields, waitIn } from './pages.mjs';
 
 const { base, scenario, screenshot: shotFile } = parseArgs('chat.mjs', ['two-users', 'recovery', 'gap', 'restart']);
@@ -55,79 +56,8 @@ const ROOM = 'lobby';
 // A message that would be markup if the page used innerHTML.
 const HTML_TEXT = '<b>bold?</b> <img src=x onerror="window.__pwned=1"> & <script>window.__pwned=2</script>';
 
-/** Fills the join form and waits until the page is connected and lists `nick`. */
-async function join(page, nick, room = ROOM) {
-  await page.fill('#nick', nick);
-  await page.fill('#room', room);
-  await page.click('#join-form button[type=submit]');
-  await waitIn(page, `${nick}'s page to connect`, () => document.getElementById('status').dataset.state === 'open');
-  await waitIn(page, `${nick} in ${nick}'s own list of people`, (n) =>
-    [...document.querySelectorAll('#people li')].some((li) => li.dataset.name === n), nick);
-}
-
-/** Sends `text` from the composer and waits until the page shows it. */
-async function send(page, text) {
-  await page.fill('#text', text);
-  await page.press('#text', 'Enter');
-  await waitForText(page, text, 'its sender');
-}
-
-/** Waits until the message list of `page` has a message with `text`. */
-function waitForText(page, text, who) {
-  return waitIn(page, `${JSON.stringify(text)} on ${who}'s page`, (t) =>
-    [...document.querySelectorAll('#messages li .text')].some((p) => p.textContent === t), text);
-}
-
-/** The messages a page shows, top to bottom. */
-function messagesOf(page) {
-  return page.evaluate(() =>
-    [...document.querySelectorAll('#messages li')].map((li) => ({
-      offset: Number(li.dataset.offset),
-      user: li.querySelector('.who')?.textContent,
-      text: li.querySelector('.text')?.textContent,
-      time: li.querySelector('time')?.dateTime,
-      // Elements inside the text: any means data became markup.
-      markup: li.querySelector('.text')?.children.length ?? -1,
-    })),
-  );
-}
-
-/** The names in a page's list of people. */
-function peopleOf(page) {
-  return page.evaluate(() => [...document.querySelectorAll('#people li')].map((li) => li.dataset.name));
-}
-
-/** Waits until the page lists exactly `names` (in any order). */
-function waitForPeople(page, names, who) {
-  return waitIn(page, `${who}'s list of people to be ${names.join(', ')}`, (want) => {
-    const have = [...document.querySelectorAll('#people li')].map((li) => li.dataset.name).sort();
-    return have.length === want.length && have.every((n, i) => n === want[i]);
-  }, [...names].sort());
-}
-
-/**
- * Records what the page's client does from now on in `window.__log`: state
- * changes, messages (with whether they were recovered), (re)subscriptions
- * and recovery_impossible.
- */
-function recordClient(page) {
-  return page.evaluate(() => {
-    const client = window.__hub.client;
-    window.__log = [];
-    for (const type of ['state', 'message', 'subscribed', 'recovery_impossible']) {
-      client.addEventListener(type, (e) => {
-        const d = e.detail;
-        window.__log.push(
-          type === 'message'
-            ? { type, offset: d.offset, text: d.data?.text, recovered: d.recovered }
-            : type === 'state'
-              ? { type, state: d.state, attempt: d.attempt, delayMs: d.delayMs ?? null, reason: d.reason ?? null }
-              : { type, ...d },
-        );
-      });
-    }
-  });
-}
+/** Joins `room` (by default the room of these scenarios) as `nick`: see chat-page.mjs. */
+const join = (page, nick, room = ROOM) => joinRoom(page, nick, room);
 
 async function twoUsers(browser, errors, report) {
   // alice comes in through the index page.

@@ -1,5 +1,6 @@
 //! Shared by the Rust tests that drive node scripts (included with `#[path]`
-//! from crates/duplex-cli/tests/browser.rs, serve_browser.rs and docs.rs, and
+//! from crates/duplex-cli/tests/browser.rs, serve_browser.rs, cluster_browser.rs
+//! and docs.rs, and
 //! crates/duplex/tests/browser_http2.rs): where the browser scripts are, the
 //! check that everything they need is installed, and running a child within a
 //! time limit.

@@ -73,13 +73,17 @@ struct Node {
 
 impl Node {
     fn start(dir: &Path, name: &str, config: &Path, redis: Option<&str>) -> Node {
+        Node::start_on("127.0.0.1:0", dir, name, config, redis)
+    }
+
+    fn start_on(listen: &str, dir: &Path, name: &str, config: &Path, redis: Option<&str>) -> Node {
         let data = dir.join(name);
         let mut extra = Vec::new();
         if let Some(url) = redis {
             extra.extend(["--redis", url]);
         }
         let (child, addr) =
-            spawn_serve_with("127.0.0.1:0", &data, Some(config), &extra).expect("duplex serve");
+            spawn_serve_with(listen, &data, Some(config), &extra).expect("duplex serve");
         Node { child, addr }
     }
 
@@ -719,4 +723,112 @@ fn a_bad_or_unreachable_redis_url_exits_2_naming_it_without_the_password() {
     let (code, err) = run(&[], Some("http://127.0.0.1:1"));
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("redis://"), "{err}");
+}
+
+/// The process prefix of a client id (`PREFIX-N`): which node it is on.
+fn node_of(client: &Value) -> String {
+    let id = client["client"].as_str().unwrap();
+    id.split('-').next().unwrap().to_string()
+}
+
+/// Kills its child on drop.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_behind_haproxy_serve_every_client_and_survive_a_killed_node() {
+    let dir = temp_dir("haproxy");
+    let redis = Redis::start(&dir.join("redis"), false);
+    let config = write_config(&dir, "");
+    let ports: Vec<u16> = (0..4).map(|_| common::redis::free_port()).collect();
+    let mut nodes: Vec<Node> = (1..4)
+        .map(|i| {
+            let listen = format!("127.0.0.1:{}", ports[i]);
+            Node::start_on(&listen, &dir, &format!("n{i}"), &config, Some(&redis.url()))
+        })
+        .collect();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/cluster/haproxy.cfg");
+    let haproxy = Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&example)
+        .env("LB", format!("127.0.0.1:{}", ports[0]))
+        .env("NODE1", format!("127.0.0.1:{}", ports[1]))
+        .env("NODE2", format!("127.0.0.1:{}", ports[2]))
+        .env("NODE3", format!("127.0.0.1:{}", ports[3]))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("haproxy (scripts/setup-redis.sh installs it)");
+    let _haproxy = Killed(haproxy);
+    let lb: SocketAddr = format!("127.0.0.1:{}", ports[0]).parse().unwrap();
+    eventually(WAIT, "HAProxy serves /healthz", || {
+        std::net::TcpStream::connect(lb).is_ok() && http(lb, "GET", "/healthz", "").0 == 200
+    });
+    // Which node is which process.
+    let mut prefixes = Vec::new();
+    for node in &nodes {
+        let mut direct = node.client().await;
+        prefixes.push(node_of(&direct.ok("connect", json!({})).await));
+    }
+    let url = format!("ws://{lb}/ws");
+    let mut clients = Vec::new();
+    let mut on = Vec::new();
+    for _ in 0..3 {
+        let mut client = Client::connect(&url).await;
+        on.push(node_of(&client.ok("connect", json!({})).await));
+        client.ok("subscribe", json!({"channel": "chat:lb"})).await;
+        clients.push(client);
+    }
+    let mut spread = on.clone();
+    spread.sort();
+    spread.dedup();
+    assert_eq!(spread.len(), 3, "round robin over the three nodes: {on:?}");
+    for i in 1..=3u64 {
+        let result = clients[i as usize - 1]
+            .ok("publish", json!({"channel": "chat:lb", "data": i}))
+            .await;
+        assert_eq!(result["offset"], i);
+    }
+    for client in &mut clients {
+        assert_eq!(client.offsets("chat:lb", 3).await, [1, 2, 3]);
+    }
+
+    // The node of the first client dies; the client comes back through
+    // HAProxy, on another node, and recovers what it missed.
+    let victim = prefixes.iter().position(|p| *p == on[0]).unwrap();
+    nodes[victim].kill();
+    let lost = timeout(WAIT, clients[0].ws.next())
+        .await
+        .expect("the connection ends");
+    assert!(!matches!(lost, Some(Ok(Message::Text(_)))), "{lost:?}");
+    for i in 4..=5u64 {
+        let result = clients[1]
+            .ok("publish", json!({"channel": "chat:lb", "data": i}))
+            .await;
+        assert_eq!(result["offset"], i);
+    }
+    let mut back = Client::connect(&url).await;
+    let moved = node_of(&back.ok("connect", json!({})).await);
+    assert_ne!(moved, on[0], "not the dead node");
+    let result = back
+        .ok(
+            "subscribe",
+            json!({"channel": "chat:lb", "since": {"offset": 3}}),
+        )
+        .await;
+    let recovered: Vec<u64> = result["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(recovered, [4, 5], "what it missed, once");
 }
