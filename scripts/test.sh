@@ -27,7 +27,9 @@ step "bench/: the peers' echo servers (their own workspace)"
 cargo fmt --manifest-path bench/Cargo.toml --all -- --check
 cargo clippy --manifest-path bench/Cargo.toml --all-targets -- -D warnings
 for script in bench/*.sh; do bash -n "$script"; done
-python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])' bench/report.py
+for script in bench/report.py bench/cluster_memory.py; do
+    python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])' "$script"
+done
 
 step "docs (broken links and missing docs are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --quiet
