@@ -832,3 +832,58 @@ async fn three_nodes_behind_haproxy_serve_every_client_and_survive_a_killed_node
         .collect();
     assert_eq!(recovered, [4, 5], "what it missed, once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_lost_its_data_makes_subscribers_recover_instead_of_missing_publications() {
+    let dir = temp_dir("lost-data");
+    let mut redis = Redis::start(&dir.join("redis"), false);
+    let config = write_config(&dir, "");
+    let a = Node::start(&dir, "a", &config, Some(&redis.url()));
+    let mut subscriber = a.client().await;
+    subscriber
+        .ok("subscribe", json!({"channel": "chat:l"}))
+        .await;
+    let mut publisher = a.client().await;
+    for i in 1..=2 {
+        publisher
+            .ok("publish", json!({"channel": "chat:l", "data": i}))
+            .await;
+    }
+    assert_eq!(subscriber.offsets("chat:l", 2).await, [1, 2]);
+
+    // No append-only file: Redis comes back empty, offsets start again at
+    // 1, which the node would take for duplicates of what it delivered.
+    redis.restart();
+    let closed = loop {
+        match timeout(WAIT, subscriber.ws.next())
+            .await
+            .expect("closed in time")
+        {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    let frame = closed.expect("a close code");
+    assert_eq!(frame.code, duplex::CloseCode::SERVICE_RESTART, "{frame:?}");
+    assert!(frame.reason.contains("reconnect and recover"), "{frame:?}");
+
+    let mut back = a.client().await;
+    let reply = back
+        .request(
+            "subscribe",
+            json!({"channel": "chat:l", "since": {"offset": 2}}),
+        )
+        .await;
+    assert_eq!(reply["error"]["code"], "recovery_impossible", "{reply}");
+    back.ok("subscribe", json!({"channel": "chat:l"})).await;
+    let result = publisher
+        .ok("publish", json!({"channel": "chat:l", "data": 3}))
+        .await;
+    assert_eq!(result["offset"], 1, "Redis's offsets, from the start");
+    assert_eq!(
+        back.offsets("chat:l", 1).await,
+        [1],
+        "delivered, not dropped"
+    );
+}

@@ -322,6 +322,13 @@ mod tests {
         assert!(fanout.namespaces["fanout"].publish);
         assert!(!fanout.namespaces["fanout"].presence);
         assert!(!fanout.feed.enabled);
+        let cluster = Config::from_toml(include_str!("../../../bench/cluster.toml")).unwrap();
+        assert!(cluster.namespaces["fanout"].publish);
+        assert!(!cluster.namespaces["fanout"].presence);
+        assert!(!cluster.feed.enabled);
+        assert_eq!(cluster.limits.send_queue, 16384);
+        // The engine comes from bench/cluster.sh's `--redis`, not the file.
+        assert_eq!(cluster.engine, crate::engine::EngineConfig::default());
         let docs = Config::from_toml(include_str!("../../../bench/docs-bench.toml")).unwrap();
         assert_eq!(docs.limits.send_queue, 16384);
         assert_eq!(docs.docs.messages_per_second, 1000);

@@ -50,8 +50,8 @@ pub struct Subscribe<'a> {
 }
 
 impl Hub {
-    /// Opens the hub: its engine (SQLite in `data_dir`, created if missing;
-    /// or Redis, connected), and the documents' storage in `data_dir`.
+    /// Opens the hub: its engine (SQLite in `data_dir`, created if missing,
+    /// for history and documents; or Redis, connected, for both).
     ///
     /// # Errors
     ///
@@ -77,15 +77,6 @@ impl Hub {
                     .await?,
             ),
         };
-        std::fs::create_dir_all(data_dir).map_err(|err| {
-            HubError::new(
-                ErrorCode::Internal,
-                format!(
-                    "cannot create the data folder {}: {err}",
-                    data_dir.display()
-                ),
-            )
-        })?;
         let shared = match &engine {
             Engine::Redis(redis) => Some(redis.docs()),
             Engine::Embedded(_) => None,

@@ -367,6 +367,9 @@ impl Registry {
                 break;
             }
         }
+        self.metrics
+            .deliveries
+            .fetch_add(state.offset - offset, Ordering::Relaxed);
         gap.then_some(state.offset)
     }
 
@@ -388,8 +391,9 @@ impl Registry {
             }
             return Delivery::Done;
         }
+        let before = state.offset;
         let delivery = state.deliver(channel, publication, self.buffer_limit);
-        if delivery == Delivery::Done {
+        if state.offset > before {
             bump(&self.metrics.deliveries);
         }
         delivery
@@ -504,7 +508,8 @@ impl Registry {
             return;
         };
         let mut state = live.lock();
-        state.offset = state.offset.max(offset);
+        // Also lower, when Redis lost its data and starts offsets again.
+        state.offset = offset;
         for subscriber in state.subscribers.values() {
             subscriber.outbox.close(
                 CloseCode::SERVICE_RESTART,
