@@ -7,9 +7,10 @@
 
 #![allow(dead_code)]
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -79,4 +80,67 @@ pub fn wait_limited(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// What a test does when a script prints a line: the text to write to the
+/// script's standard input in answer, if any.
+pub type OnLine<'a> = &'a mut dyn FnMut(&str) -> Option<String>;
+
+/// Runs `command` (a `node` command line) in tests/browser/, bounded by
+/// [`RUN_LIMIT`], and returns its exit status, standard output and
+/// standard error. Each line of its standard output goes to `on_line` as it
+/// comes.
+pub fn run_node(mut command: Command, what: &str, on_line: OnLine) -> (ExitStatus, String, String) {
+    let started = Instant::now();
+    let mut child = command
+        .current_dir(browser_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start node");
+    let mut stdin = child.stdin.take().unwrap();
+    let (line_sender, lines) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line_sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let stderr = read_all(child.stderr.take().unwrap());
+    let mut out = String::new();
+    let mut take_lines = |out: &mut String, stdin: &mut ChildStdin| {
+        while let Ok(line) = lines.try_recv() {
+            if let Some(answer) = on_line(&line) {
+                stdin
+                    .write_all(answer.as_bytes())
+                    .expect("write to the script");
+            }
+            out.push_str(&line);
+            out.push('\n');
+        }
+    };
+    let status = wait_limited(&mut child, started, RUN_LIMIT, || {
+        take_lines(&mut out, &mut stdin)
+    });
+    let Some(status) = status else {
+        panic!(
+            "{what} ran over {:?}; stdout:\n{out}\nstderr:\n{}",
+            RUN_LIMIT,
+            stderr.join().unwrap()
+        );
+    };
+    // The last lines, printed just before the end.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    eprintln!(
+        "{what} ({:.1} s): {status}",
+        started.elapsed().as_secs_f64()
+    );
+    (status, out, stderr.join().unwrap())
 }

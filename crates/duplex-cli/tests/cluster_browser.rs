@@ -26,13 +26,10 @@ mod common;
 use common::redis::{Redis, free_port};
 use common::serve::spawn_serve_with;
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Mutex;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -122,10 +119,6 @@ impl Drop for Node {
     }
 }
 
-/// What a test does when a script prints a line: the text to write to the
-/// script's standard input in answer, if any.
-type OnLine<'a> = &'a mut dyn FnMut(&str) -> Option<String>;
-
 /// Runs `node tests/browser/<script> <args...>` (one browser at a time),
 /// bounded by [`harness::RUN_LIMIT`], giving each line of its standard output
 /// to `on_line` as it comes, and returns the JSON report it printed last,
@@ -133,7 +126,7 @@ type OnLine<'a> = &'a mut dyn FnMut(&str) -> Option<String>;
 /// `DUPLEX_SCREENSHOT_DIR` set, asks for a screenshot named `screenshot`
 /// there. (serve_browser.rs's run_script, for scripts given more than one
 /// origin.)
-fn run_script(script: &str, args: &[&str], screenshot: &str, on_line: OnLine) -> Value {
+fn run_script(script: &str, args: &[&str], screenshot: &str, on_line: harness::OnLine) -> Value {
     let path = harness::script(script);
     let _one_at_a_time = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let mut command = Command::new("node");
@@ -144,58 +137,7 @@ fn run_script(script: &str, args: &[&str], screenshot: &str, on_line: OnLine) ->
             .arg(PathBuf::from(dir).join(screenshot));
     }
     let what = format!("{script} {args:?}");
-    let started = Instant::now();
-    let mut child = command
-        .current_dir(harness::browser_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start node");
-    let mut stdin = child.stdin.take().unwrap();
-    let (line_sender, lines) = mpsc::channel::<String>();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line_sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let stderr = harness::read_all(child.stderr.take().unwrap());
-    let mut out = String::new();
-    let mut take_lines = |out: &mut String, stdin: &mut ChildStdin| {
-        while let Ok(line) = lines.try_recv() {
-            if let Some(answer) = on_line(&line) {
-                stdin
-                    .write_all(answer.as_bytes())
-                    .expect("write to the script");
-            }
-            out.push_str(&line);
-            out.push('\n');
-        }
-    };
-    let status = harness::wait_limited(&mut child, started, harness::RUN_LIMIT, || {
-        take_lines(&mut out, &mut stdin)
-    });
-    let Some(status) = status else {
-        panic!(
-            "{what} ran over {:?}; stdout:\n{out}\nstderr:\n{}",
-            harness::RUN_LIMIT,
-            stderr.join().unwrap()
-        );
-    };
-    // The last lines, printed just before the end.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        out.push_str(&line);
-        out.push('\n');
-    }
-    let stderr = stderr.join().unwrap();
-    eprintln!(
-        "{what} ({:.1} s): {status}",
-        started.elapsed().as_secs_f64()
-    );
+    let (status, out, stderr) = harness::run_node(command, &what, on_line);
     let line = out.lines().last().unwrap_or_default();
     let report: Value = serde_json::from_str(line).unwrap_or_else(|e| {
         panic!(

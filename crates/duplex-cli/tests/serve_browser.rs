@@ -23,14 +23,12 @@ mod common;
 
 use common::serve::spawn_serve;
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
@@ -114,76 +112,19 @@ impl Drop for Serve {
     }
 }
 
-/// What a test does when a script prints a line: the text to write to the
-/// script's standard input in answer, if any.
-type OnLine<'a> = &'a mut dyn FnMut(&str) -> Option<String>;
-
-/// Runs `command` (a `node` command line) in tests/browser/, bounded by
-/// [`harness::RUN_LIMIT`], and returns its exit status, standard output and
-/// standard error. Each line of its standard output goes to `on_line` as it
-/// comes.
-fn run_node(mut command: Command, what: &str, on_line: OnLine) -> (ExitStatus, String, String) {
-    let started = Instant::now();
-    let mut child = command
-        .current_dir(harness::browser_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start node");
-    let mut stdin = child.stdin.take().unwrap();
-    let (line_sender, lines) = mpsc::channel::<String>();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line_sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let stderr = harness::read_all(child.stderr.take().unwrap());
-    let mut out = String::new();
-    let mut take_lines = |out: &mut String, stdin: &mut ChildStdin| {
-        while let Ok(line) = lines.try_recv() {
-            if let Some(answer) = on_line(&line) {
-                stdin
-                    .write_all(answer.as_bytes())
-                    .expect("write to the script");
-            }
-            out.push_str(&line);
-            out.push('\n');
-        }
-    };
-    let status = harness::wait_limited(&mut child, started, harness::RUN_LIMIT, || {
-        take_lines(&mut out, &mut stdin)
-    });
-    let Some(status) = status else {
-        panic!(
-            "{what} ran over {:?}; stdout:\n{out}\nstderr:\n{}",
-            harness::RUN_LIMIT,
-            stderr.join().unwrap()
-        );
-    };
-    // The last lines, printed just before the end.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        out.push_str(&line);
-        out.push('\n');
-    }
-    eprintln!(
-        "{what} ({:.1} s): {status}",
-        started.elapsed().as_secs_f64()
-    );
-    (status, out, stderr.join().unwrap())
-}
-
 /// Runs `node tests/browser/<script> <base> <args...>` (`base` the server's
 /// origin, one
 /// browser at a time) and returns the JSON report it printed last, after
 /// checking that it exited 0 and said `"ok": true`. With
 /// `DUPLEX_SCREENSHOT_DIR` set, asks for a screenshot named `screenshot`
-/// there. Lines before the report go to `on_line` (see [`run_node`]).
-fn run_script(base: &str, script: &str, args: &[&str], screenshot: &str, on_line: OnLine) -> Value {
+/// there. Lines before the report go to `on_line` (see [`harness::run_node`]).
+fn run_script(
+    base: &str,
+    script: &str,
+    args: &[&str],
+    screenshot: &str,
+    on_line: harness::OnLine,
+) -> Value {
     let path = harness::script(script);
     let _one_at_a_time = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let mut command = Command::new("node");
@@ -194,7 +135,7 @@ fn run_script(base: &str, script: &str, args: &[&str], screenshot: &str, on_line
             .arg(PathBuf::from(dir).join(screenshot));
     }
     let what = format!("{script} {args:?}");
-    let (status, stdout, stderr) = run_node(command, &what, on_line);
+    let (status, stdout, stderr) = harness::run_node(command, &what, on_line);
     let line = stdout.lines().last().unwrap_or_default();
     let report: Value = serde_json::from_str(line).unwrap_or_else(|e| {
         panic!("{what} printed no JSON line ({e}); status {status}\nstdout:\n{stdout}\nstderr:\n{stderr}")
@@ -639,7 +580,8 @@ fn the_ticker_page_shows_changing_simulated_prices_of_its_symbols_only() {
 fn the_pages_client_module_passes_its_unit_tests() {
     let mut command = Command::new("node");
     command.args(["--test", "client.test.mjs"]);
-    let (status, out, err) = run_node(command, "node --test client.test.mjs", &mut |_| None);
+    let (status, out, err) =
+        harness::run_node(command, "node --test client.test.mjs", &mut |_| None);
     let count = |key: &str| {
         out.lines()
             .find_map(|l| l.strip_prefix(&format!("# {key} ")))
