@@ -235,6 +235,16 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String)
     (status, body)
 }
 
+/// The offsets of a result's `publications`.
+fn offsets_of(result: &Value) -> Vec<u64> {
+    result["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect()
+}
+
 fn publish_body(channel: &str, data: Value) -> String {
     json!({"channel": channel, "data": data}).to_string()
 }
@@ -369,12 +379,7 @@ async fn offsets_go_on_across_restarts_of_nodes_and_of_a_redis_with_aof() {
     let history = client
         .ok("history", json!({"channel": "chat:r", "limit": 10}))
         .await;
-    let offsets: Vec<u64> = history["publications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["offset"].as_u64().unwrap())
-        .collect();
+    let offsets = offsets_of(&history);
     assert_eq!(offsets, [1, 2, 3, 4, 5]);
     assert_eq!(history["offset"], 5);
 }
@@ -414,12 +419,7 @@ async fn a_client_recovers_on_another_node_what_was_published_while_it_was_away(
             json!({"channel": "chat:r", "since": {"offset": 1}}),
         )
         .await;
-    let recovered: Vec<u64> = result["publications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["offset"].as_u64().unwrap())
-        .collect();
+    let recovered = offsets_of(&result);
     assert_eq!(
         recovered,
         [2, 3, 4, 5, 6],
@@ -824,12 +824,7 @@ async fn three_nodes_behind_haproxy_serve_every_client_and_survive_a_killed_node
             json!({"channel": "chat:lb", "since": {"offset": 3}}),
         )
         .await;
-    let recovered: Vec<u64> = result["publications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["offset"].as_u64().unwrap())
-        .collect();
+    let recovered = offsets_of(&result);
     assert_eq!(recovered, [4, 5], "what it missed, once");
 }
 

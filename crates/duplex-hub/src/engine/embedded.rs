@@ -68,8 +68,12 @@ impl Embedded {
         self.store.publish(channel, data, retention).await
     }
 
+    fn reader(&self) -> Reader {
+        Reader(self.store.clone())
+    }
+
     pub(super) async fn last_offset(&self, channel: &str) -> Result<u64, HubError> {
-        Reader(self.store.clone()).last_offset(channel).await
+        self.reader().last_offset(channel).await
     }
 
     pub(super) async fn range(
@@ -79,9 +83,10 @@ impl Embedded {
         upto: u64,
         min_time: u64,
     ) -> Result<Vec<Publication>, HubError> {
-        let store = self.store.clone();
         let channel = channel.to_string();
-        blocking(move || store.range(&channel, after, upto, min_time)).await
+        self.reader()
+            .read(move |store| store.range(&channel, after, upto, min_time))
+            .await
     }
 
     pub(super) async fn newest(
@@ -92,14 +97,14 @@ impl Embedded {
         min_time: u64,
         limit: usize,
     ) -> Result<Vec<Publication>, HubError> {
-        let store = self.store.clone();
         let channel = channel.to_string();
-        blocking(move || store.newest(&channel, before, upto, min_time, limit)).await
+        self.reader()
+            .read(move |store| store.newest(&channel, before, upto, min_time, limit))
+            .await
     }
 
     pub(super) async fn catch_up(&self, channel: &str) -> Result<(), HubError> {
-        let reader = Reader(self.store.clone());
-        super::catch_up(&reader, &self.registry, &self.metrics, channel, None).await
+        super::catch_up(&self.reader(), &self.registry, &self.metrics, channel, None).await
     }
 
     pub(super) fn join(&self, channel: &str, client: &ClientInfo) {
@@ -159,11 +164,28 @@ async fn deliver(
 /// The store, read off the async threads.
 struct Reader(Arc<Store>);
 
+impl Reader {
+    /// Runs a blocking SQLite read on a blocking thread.
+    async fn read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Store) -> Result<T, HubError> + Send + 'static,
+    ) -> Result<T, HubError> {
+        let store = self.0.clone();
+        tokio::task::spawn_blocking(move || work(&store))
+            .await
+            .unwrap_or_else(|err| {
+                Err(HubError::new(
+                    ErrorCode::Internal,
+                    format!("hub task failed: {err}"),
+                ))
+            })
+    }
+}
+
 impl History for Reader {
     async fn last_offset(&self, channel: &str) -> Result<u64, HubError> {
-        let store = self.0.clone();
         let channel = channel.to_string();
-        blocking(move || store.last_offset(&channel)).await
+        self.read(move |store| store.last_offset(&channel)).await
     }
 
     async fn range(
@@ -172,22 +194,8 @@ impl History for Reader {
         after: u64,
         upto: u64,
     ) -> Result<Vec<Publication>, HubError> {
-        let store = self.0.clone();
         let channel = channel.to_string();
-        blocking(move || store.range(&channel, after, upto, 0)).await
+        self.read(move |store| store.range(&channel, after, upto, 0))
+            .await
     }
-}
-
-/// Runs a blocking SQLite read off the async threads.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, HubError> + Send + 'static,
-) -> Result<T, HubError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .unwrap_or_else(|err| {
-            Err(HubError::new(
-                ErrorCode::Internal,
-                format!("hub task failed: {err}"),
-            ))
-        })
 }

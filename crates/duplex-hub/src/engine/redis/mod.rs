@@ -249,6 +249,12 @@ fn key(kind: &str, channel: &str) -> String {
     format!("{PREFIX}:{kind}:{{{channel}}}")
 }
 
+/// The keys of a channel's presence scripts: hash, sorted set, pub/sub
+/// channel (KEYS[1], KEYS[2], KEYS[3]).
+fn presence_keys(channel: &str) -> [String; 3] {
+    [key("p", channel), key("e", channel), key("c", channel)]
+}
+
 /// FNV-1a, 64 bits: a stable hash of a channel name.
 fn fnv1a(text: &str) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -564,9 +570,7 @@ impl RedisEngine {
         let json = serde_json::to_string(&**client).unwrap_or_default();
         let mut invocation = self.inner.scripts.join.prepare_invoke();
         invocation
-            .key(key("p", channel))
-            .key(key("e", channel))
-            .key(key("c", channel))
+            .key(&presence_keys(channel)[..])
             .arg(&client.client)
             .arg(json)
             .arg(self.inner.presence_ttl.as_millis() as u64);
@@ -602,9 +606,7 @@ impl RedisEngine {
         let json = serde_json::to_string(&**client).unwrap_or_default();
         let mut invocation = self.inner.scripts.leave.prepare_invoke();
         invocation
-            .key(key("p", channel))
-            .key(key("e", channel))
-            .key(key("c", channel))
+            .key(&presence_keys(channel)[..])
             .arg(&client.client)
             .arg(json);
         let mut commands = shard.commands.clone();
@@ -621,10 +623,7 @@ impl RedisEngine {
     pub(super) async fn presence(&self, channel: &str) -> Result<Vec<ClientInfo>, HubError> {
         let shard = self.shard(channel);
         let mut invocation = self.inner.scripts.presence.prepare_invoke();
-        invocation
-            .key(key("p", channel))
-            .key(key("e", channel))
-            .key(key("c", channel));
+        invocation.key(&presence_keys(channel)[..]);
         let mut commands = shard.commands.clone();
         let listed: Vec<String> = self
             .inner
@@ -831,9 +830,7 @@ impl Inner {
         for (channel, clients) in present {
             let mut invocation = self.scripts.refresh.prepare_invoke();
             invocation
-                .key(key("p", &channel))
-                .key(key("e", &channel))
-                .key(key("c", &channel))
+                .key(&presence_keys(&channel)[..])
                 .arg(self.presence_ttl.as_millis() as u64)
                 .arg(if add { "add" } else { "touch" });
             for client in &clients {
