@@ -326,7 +326,9 @@ impl Engine {
         }
     }
 
-    /// Catches `channel` up after a gap: see [`catch_up`].
+    /// Brings this node's `channel` up to the engine's last offset from
+    /// history (after a gap); if history no longer holds it all, the
+    /// channel's subscribers here are closed with 1012 to recover.
     ///
     /// # Errors
     ///
