@@ -28,8 +28,8 @@ pub struct Args {
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// Share this hub's channels with other nodes through Redis at URL
-    /// (redis:// or rediss://): the same as [engine] kind = "redis" and
-    /// url = URL in the configuration.
+    /// (redis:// or rediss://): the same as `[engine]` `kind = "redis"` and
+    /// `url = URL` in the configuration.
     #[arg(long, value_name = "URL", env = "DUPLEX_REDIS_URL")]
     redis: Option<String>,
 }
