@@ -245,7 +245,6 @@ impl Hub {
             outbox: request.outbox,
             client: request.client,
             max_subscribers: request.namespace.max_subscribers,
-            max_buffered: self.config.limits.send_queue,
         };
         let current = match self.registry.begin_join(&channel, join) {
             Ok(current) => current,

@@ -278,8 +278,6 @@ pub struct Join<'a> {
     pub client: &'a Arc<ClientInfo>,
     /// The channel's subscriber limit.
     pub max_subscribers: usize,
-    /// Pushes buffered while joining, at most (the send queue's size).
-    pub max_buffered: usize,
 }
 
 /// Every channel with subscribers on this node: memory is kept for live
@@ -586,7 +584,6 @@ mod tests {
             outbox,
             client: info,
             max_subscribers: 10,
-            max_buffered: 100,
         }
     }
 
