@@ -55,150 +55,32 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
-use redis::{AsyncCommands, Script};
 use tokio_util::sync::CancellationToken;
 
 use super::{EngineConfig, History, mask_password, unavailable};
 use crate::metrics::{Metrics, bump};
 use crate::protocol::{ClientInfo, ErrorCode, HubError, Publication};
-use crate::registry::{Delivery, PresenceEvent, Registry};
+use crate::registry::{Delivery, Registry};
 use crate::storage::Retention;
 
 mod docs;
+mod listener;
+mod scripts;
+mod shard;
+
 pub use docs::{DocEvent, RedisDocs};
+pub use shard::{jump_hash, shard_of};
+
+use listener::{Event, listen, refresh_presence};
+use scripts::{
+    Scripts, join_script, lease_script, leave_script, presence_script, publish_script,
+    refresh_script,
+};
 
 /// Every key starts with this.
 const PREFIX: &str = "duplex";
-/// How often a node pings its pub/sub connections.
-const PING_EVERY: Duration = Duration::from_secs(3);
-/// Reconnection delays: from the first to the longest, doubling.
-const RECONNECT_MIN: Duration = Duration::from_millis(100);
-const RECONNECT_MAX: Duration = Duration::from_secs(5);
-
-/// Removes expired presence entries of a channel, publishing `l` for each.
-/// Expects `now` (ms) and KEYS[1] hash, KEYS[2] sorted set, KEYS[3] channel.
-const EXPIRE_PRESENCE: &str = r"
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
-for _, id in ipairs(expired) do
-  local client = redis.call('HGET', KEYS[1], id)
-  redis.call('HDEL', KEYS[1], id)
-  redis.call('ZREM', KEYS[2], id)
-  if client then redis.call('PUBLISH', KEYS[3], 'l ' .. client) end
-end
-";
-
-/// Lua's view of Redis's clock, in ms.
-const NOW: &str = r"
-local time = redis.call('TIME')
-local now = time[1] * 1000 + math.floor(time[2] / 1000)
-";
-
-fn publish_script() -> Script {
-    Script::new(&format!(
-        r"{NOW}
--- KEYS: offset, history, channel. ARGV: history size, history ttl (ms), data.
-local offset = redis.call('INCR', KEYS[1])
-local ms = string.format('%d', now)
-if tonumber(ARGV[1]) > 0 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], '0-' .. offset, 't', ms, 'd', ARGV[3])
-  if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
-end
-redis.call('PUBLISH', KEYS[3], 'p ' .. offset .. ' ' .. ms .. ' ' .. ARGV[3])
-return {{offset, ms}}
-"
-    ))
-}
-
-fn join_script() -> Script {
-    Script::new(&format!(
-        r"{NOW}
--- KEYS: hash, sorted set, channel. ARGV: client id, client JSON, ttl (ms).
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], 3 * tonumber(ARGV[3]))
-redis.call('PEXPIRE', KEYS[2], 3 * tonumber(ARGV[3]))
-redis.call('PUBLISH', KEYS[3], 'j ' .. ARGV[2])
-return 1
-"
-    ))
-}
-
-fn leave_script() -> Script {
-    Script::new(
-        r"
--- KEYS: hash, sorted set, channel. ARGV: client id, client JSON.
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  redis.call('PUBLISH', KEYS[3], 'l ' .. ARGV[2])
-end
-return 1
-",
-    )
-}
-
-fn presence_script() -> Script {
-    Script::new(&format!(
-        r"{NOW}{EXPIRE_PRESENCE}
-return redis.call('HVALS', KEYS[1])
-"
-    ))
-}
-
-fn refresh_script() -> Script {
-    Script::new(&format!(
-        r"{NOW}
--- KEYS: hash, sorted set, channel. ARGV: ttl (ms), 'touch' or 'add', then
--- client ids ('touch') or client id and JSON pairs ('add').
-local ttl = tonumber(ARGV[1])
-if ARGV[2] == 'add' then
-  for i = 3, #ARGV, 2 do
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-    redis.call('ZADD', KEYS[2], now + ttl, ARGV[i])
-  end
-else
-  for i = 3, #ARGV do
-    redis.call('ZADD', KEYS[2], 'XX', now + ttl, ARGV[i])
-  end
-end
-redis.call('PEXPIRE', KEYS[1], 3 * ttl)
-redis.call('PEXPIRE', KEYS[2], 3 * ttl)
-{EXPIRE_PRESENCE}
-return 1
-"
-    ))
-}
-
-fn lease_script() -> Script {
-    Script::new(
-        r"
--- KEYS: lease. ARGV: holder, ttl (ms).
-local holder = redis.call('GET', KEYS[1])
-if holder == false then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-if holder == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-",
-    )
-}
-
-struct Scripts {
-    publish: Script,
-    join: Script,
-    leave: Script,
-    presence: Script,
-    refresh: Script,
-    lease: Script,
-    doc_append: Script,
-    doc_compact: Script,
-}
-
 /// One Redis server and this node's connections to it.
 struct Shard {
     /// Its URL, the password masked.
@@ -255,34 +137,6 @@ fn presence_keys(channel: &str) -> [String; 3] {
     [key("p", channel), key("e", channel), key("c", channel)]
 }
 
-/// FNV-1a, 64 bits: a stable hash of a channel name.
-fn fnv1a(text: &str) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
-}
-
-/// Jump consistent hash (Lamping and Veach): a bucket in `0..buckets` for
-/// `key`, that moves for the fewest keys when a bucket is added.
-pub fn jump_hash(mut key: u64, buckets: usize) -> usize {
-    let buckets = buckets.max(1) as i64;
-    let (mut b, mut j) = (-1i64, 0i64);
-    while j < buckets {
-        b = j;
-        key = key.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
-        j = ((b + 1) as f64 * ((1u64 << 31) as f64 / ((key >> 33) + 1) as f64)) as i64;
-    }
-    b as usize
-}
-
-/// The shard of `channel` among `shards`.
-pub fn shard_of(channel: &str, shards: usize) -> usize {
-    jump_hash(fnv1a(channel), shards)
-}
-
 fn parse_offset(id: &str) -> Option<u64> {
     id.strip_prefix("0-")?.parse().ok()
 }
@@ -310,38 +164,6 @@ fn publications(entries: Vec<(String, Vec<String>)>, min_time: u64) -> Vec<Publi
         })
         .filter(|p| p.time >= min_time)
         .collect()
-}
-
-/// A pub/sub message: a publication, or a presence event.
-enum Event {
-    Publication(Publication),
-    Presence(PresenceEvent, ClientInfo),
-}
-
-fn parse_event(payload: &[u8]) -> Option<Event> {
-    let text = std::str::from_utf8(payload).ok()?;
-    let (kind, rest) = text.split_once(' ')?;
-    match kind {
-        "p" => {
-            let (offset, rest) = rest.split_once(' ')?;
-            let (time, data) = rest.split_once(' ')?;
-            Some(Event::Publication(Publication {
-                offset: offset.parse().ok()?,
-                time: time.parse().ok()?,
-                data: Arc::from(data),
-            }))
-        }
-        "j" | "l" => {
-            let client: ClientInfo = serde_json::from_str(rest).ok()?;
-            let event = if kind == "j" {
-                PresenceEvent::Join
-            } else {
-                PresenceEvent::Leave
-            };
-            Some(Event::Presence(event, client))
-        }
-        _ => None,
-    }
 }
 
 impl RedisEngine {
@@ -886,204 +708,9 @@ impl History for Inner {
     }
 }
 
-/// The pub/sub connection of shard `index`: connects, subscribes to the
-/// live channels, catches them up, delivers; again after every loss, with
-/// backoff.
-async fn listen(inner: Arc<Inner>, index: usize, connected: tokio::sync::oneshot::Sender<()>) {
-    let mut connected = Some(connected);
-    let mut delay = RECONNECT_MIN;
-    let mut epoch: Option<String> = None;
-    let mut sessions = 0u64;
-    while !inner.stop.is_cancelled() {
-        let shard = &inner.shards[index];
-        let before = sessions;
-        let ended = session(&inner, index, &mut epoch, &mut sessions, &mut connected).await;
-        if sessions > before {
-            delay = RECONNECT_MIN;
-        }
-        if let Err(err) = ended {
-            tracing::warn!(redis = shard.name, %err, "Redis pub/sub connection lost");
-        }
-        shard.listening.store(false, Ordering::Relaxed);
-        *shard.subscriptions.lock().await = None;
-        if let Some(connected) = connected.take() {
-            let _ = connected.send(());
-        }
-        if inner.stop.is_cancelled() {
-            break;
-        }
-        // Full jitter: anywhere up to the delay, so nodes do not come back
-        // all at once.
-        let mut random = [0u8; 2];
-        let _ = getrandom::fill(&mut random);
-        let fraction = f64::from(u16::from_le_bytes(random)) / f64::from(u16::MAX);
-        let wait = delay.mul_f64(0.5 + fraction / 2.0);
-        tokio::select! {
-            () = inner.stop.cancelled() => break,
-            () = tokio::time::sleep(wait) => {}
-        }
-        delay = (delay * 2).min(RECONNECT_MAX);
-    }
-}
-
-/// One pub/sub connection's life, counted in `sessions` once it is up;
-/// `Ok` if it ended because the engine stops.
-async fn session(
-    inner: &Inner,
-    index: usize,
-    epoch: &mut Option<String>,
-    sessions: &mut u64,
-    connected: &mut Option<tokio::sync::oneshot::Sender<()>>,
-) -> Result<(), String> {
-    let shard = &inner.shards[index];
-    let pubsub = tokio::time::timeout(inner.timeout, shard.client.get_async_pubsub())
-        .await
-        .map_err(|_| "no answer in time".to_string())?
-        .map_err(|err| err.to_string())?;
-    let (mut sink, mut stream) = pubsub.split();
-    let now = inner.epoch(index).await.map_err(|err| err.message)?;
-    let lost_data = epoch.as_ref().is_some_and(|known| *known != now);
-    if lost_data {
-        tracing::error!(
-            redis = shard.name,
-            "Redis lost its data (a new epoch): channels start again from its offsets"
-        );
-    }
-    *epoch = Some(now);
-    {
-        let mut subscriptions = shard.subscriptions.lock().await;
-        let mut channels: Vec<String> = inner
-            .registry
-            .live_names()
-            .into_iter()
-            .filter(|c| shard_of(c, inner.shards.len()) == index)
-            .map(|c| key("c", &c))
-            .collect();
-        channels.extend(inner.docs_of(index).iter().map(|doc| key("d", doc)));
-        if !channels.is_empty() {
-            inner
-                .call(shard, sink.subscribe(&channels))
-                .await
-                .map_err(|err| err.message)?;
-        }
-        *subscriptions = Some(sink.clone());
-    }
-    shard.listening.store(true, Ordering::Relaxed);
-    if let Some(connected) = connected.take() {
-        let _ = connected.send(());
-    }
-    *sessions += 1;
-    if *sessions > 1 {
-        bump(&inner.metrics.engine_reconnects);
-        tracing::info!(redis = shard.name, "Redis pub/sub connection back");
-    }
-    inner.resync(index, lost_data).await;
-    let mut ping = tokio::time::interval(PING_EVERY);
-    ping.reset();
-    loop {
-        tokio::select! {
-            () = inner.stop.cancelled() => return Ok(()),
-            message = stream.next() => {
-                let Some(message) = message else {
-                    return Err("the connection was closed".into());
-                };
-                if let Some(doc) = message
-                    .get_channel_name()
-                    .strip_prefix(&format!("{PREFIX}:d:{{"))
-                    .and_then(|d| d.strip_suffix('}'))
-                {
-                    let event = docs::parse_doc_event(message.get_payload_bytes(), &inner.holder);
-                    if let (Some(event), Some(events)) = (event, inner.doc_events.get()) {
-                        let _ = events.send((doc.to_string(), event));
-                    }
-                    continue;
-                }
-                let Some(channel) = message
-                    .get_channel_name()
-                    .strip_prefix(&format!("{PREFIX}:c:{{"))
-                    .and_then(|c| c.strip_suffix('}'))
-                    .map(str::to_string)
-                else {
-                    continue;
-                };
-                match parse_event(message.get_payload_bytes()) {
-                    Some(event) => inner.handle(&channel, event).await,
-                    None => tracing::warn!(channel, "an unreadable message on Redis pub/sub"),
-                }
-            }
-            _ = ping.tick() => {
-                let mut sink = sink.clone();
-                inner
-                    .call(shard, sink.ping::<redis::Value>())
-                    .await
-                    .map_err(|err| err.message)?;
-            }
-        }
-    }
-}
-
-/// Refreshes this node's presence entries every third of their ttl.
-async fn refresh_presence(inner: Arc<Inner>) {
-    let mut interval = tokio::time::interval(inner.presence_ttl / 3);
-    interval.reset();
-    loop {
-        tokio::select! {
-            () = inner.stop.cancelled() => return,
-            _ = interval.tick() => {
-                for index in 0..inner.shards.len() {
-                    inner.refresh(index, false).await;
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn channels_spread_over_shards_stably() {
-        let mut counts = [0usize; 3];
-        for i in 0..3000 {
-            counts[shard_of(&format!("chat:room-{i}"), 3)] += 1;
-        }
-        assert!(counts.iter().all(|&n| n > 800), "{counts:?}");
-        assert_eq!(shard_of("chat:lobby", 1), 0);
-        // The same name, the same shard, in every process.
-        assert_eq!(shard_of("chat:lobby", 2), shard_of("chat:lobby", 2));
-        assert_eq!(fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
-        // Adding a shard moves about a third of the channels, to it.
-        let moved = (0..3000)
-            .filter(|i| {
-                let name = format!("chat:room-{i}");
-                let (before, after) = (shard_of(&name, 2), shard_of(&name, 3));
-                assert!(before == after || after == 2);
-                before != after
-            })
-            .count();
-        assert!((800..1200).contains(&moved), "{moved}");
-    }
-
-    #[test]
-    fn events_parse() {
-        let Some(Event::Publication(p)) = parse_event(b"p 42 1764600000000 {\"a\": 1}") else {
-            panic!("a publication");
-        };
-        assert_eq!(
-            (p.offset, p.time, &*p.data),
-            (42, 1_764_600_000_000, "{\"a\": 1}")
-        );
-        let join = br#"j {"client":"x-1","user":"ann","info":{}}"#;
-        let Some(Event::Presence(PresenceEvent::Join, client)) = parse_event(join) else {
-            panic!("a join");
-        };
-        assert_eq!(client.user, "ann");
-        assert!(parse_event(b"p x 1 2").is_none());
-        assert!(parse_event(b"q 1").is_none());
-        assert!(parse_event(&[0xff, b' ']).is_none());
-        assert!(parse_event(b"l {").is_none());
-    }
 
     #[test]
     fn history_entries_parse() {
