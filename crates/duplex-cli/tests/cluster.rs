@@ -25,11 +25,29 @@ use tokio::time::timeout;
 const WAIT: Duration = Duration::from_secs(15);
 const API_KEY: &str = "cluster-test-key";
 
-fn temp_dir(name: &str) -> PathBuf {
+/// A test's folder (Redis's files, the nodes' data, the configuration),
+/// removed on drop: declared first, it goes after the processes using it.
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(name: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!("duplex-cluster-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }
 
 /// The configuration every node of a test shares (Redis comes with
