@@ -30,6 +30,7 @@ for script in bench/*.sh; do bash -n "$script"; done
 for script in bench/report.py bench/cluster_memory.py; do
     python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])' "$script"
 done
+for script in bench/socketio/*.js; do node --check "$script"; done
 
 step "docs (broken links and missing docs are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --quiet

@@ -8,7 +8,9 @@
 //!   answers, and latency runs from the time a message was due, so a stalled
 //!   server shows in the figures instead of slowing the load;
 //! - fan-out (`--subscribers`): one publisher, N receivers of a broadcast
-//!   endpoint; latency is from publishing to delivery.
+//!   endpoint; latency is from publishing to delivery. With `--also`, the
+//!   receivers are spread over several nodes of one service and each node
+//!   has a publisher, the rate shared between them.
 //!
 //! Everything runs on one thread: pin it to a core (`taskset -c 1`) and the
 //! server to another, and the report's client CPU figure says whether the load
@@ -68,6 +70,17 @@ pub struct Args {
     /// publishes to it through the hub protocol.
     #[arg(long, value_name = "CHANNEL", requires = "subscribers")]
     hub: Option<String>,
+    /// With --subscribers: another node of the same service (repeatable).
+    /// The receivers are spread round-robin over URL and these, and each of
+    /// them gets a publisher of its own, the rate shared between them.
+    #[arg(long, value_name = "URL", requires = "subscribers")]
+    also: Vec<String>,
+    /// With --subscribers: print `subscribed: ...` on stderr once every
+    /// receiver is subscribed, then `measuring` and `measured` when the
+    /// measurement starts and ends (for a script that samples the servers'
+    /// CPU time over the measurement).
+    #[arg(long, requires = "subscribers")]
+    marks: bool,
     /// Print the result as one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -157,6 +170,11 @@ impl Report {
             value["subscribers"] = subscribers.into();
             value["published"] = self.published.into();
             value["published_per_sec"] = (self.published as f64 / self.seconds).into();
+            if !args.also.is_empty() {
+                value["also"] = args.also.clone().into();
+                value["publishers"] = (args.also.len() + 1).into();
+                value["connections"] = (subscribers + args.also.len() + 1).into();
+            }
         }
         value
     }
@@ -169,8 +187,14 @@ impl Report {
         };
         match args.subscribers {
             Some(subscribers) => println!(
-                "{}: fan-out to {subscribers} subscribers, {}-byte {kind} messages, {:.1} s",
-                args.url, args.size, self.seconds
+                "{}{}: fan-out to {subscribers} subscribers, {}-byte {kind} messages, {:.1} s",
+                args.url,
+                args.also
+                    .iter()
+                    .map(|url| format!(" + {url}"))
+                    .collect::<String>(),
+                args.size,
+                self.seconds
             ),
             None => println!(
                 "{}: {} connections, {}-byte {kind} messages, {:.1} s{}",
@@ -273,7 +297,11 @@ fn cpu_time() -> Duration {
 }
 
 async fn connect(args: &Args) -> duplex::Result<Socket> {
-    let mut builder = ClientBuilder::new(&args.url)
+    connect_to(args, &args.url).await
+}
+
+async fn connect_to(args: &Args, url: &str) -> duplex::Result<Socket> {
+    let mut builder = ClientBuilder::new(url)
         .danger_accept_invalid_certs(args.insecure)
         .max_message_size(args.size.max(1 << 20) * 2);
     if !args.deflate {
@@ -862,31 +890,58 @@ async fn fan_out(args: &Args, subscribers: usize) -> Result<Report, Box<dyn std:
         Some(channel) => Route::Hub(channel.as_str().into()),
         None => Route::Broadcast,
     };
-    let mut receivers = connect_all(args, subscribers).await?;
+    // The URL, then --also's: receivers go round-robin over them, and each
+    // has a publisher.
+    let urls: Vec<&str> = std::iter::once(args.url.as_str())
+        .chain(args.also.iter().map(String::as_str))
+        .collect();
+    let mut receivers = Vec::with_capacity(subscribers);
+    for i in 0..subscribers {
+        receivers.push(connect_to(args, urls[i % urls.len()]).await?);
+    }
     for ws in &mut receivers {
         route.join(ws).await?;
     }
-    let mut publisher = connect(args).await?;
-    // The publisher receives its own publications too: in the closed loop,
-    // their return is its signal to publish the next one.
-    route.join(&mut publisher).await?;
-    let deflate = publisher.deflate().is_some();
+    let mut publishers = Vec::with_capacity(urls.len());
+    for url in &urls {
+        let mut publisher = connect_to(args, url).await?;
+        // The publisher receives its own publications too: in the closed loop,
+        // their return is its signal to publish the next one.
+        route.join(&mut publisher).await?;
+        publishers.push(publisher);
+    }
+    let deflate = publishers[0].deflate().is_some();
+    if args.marks {
+        eprintln!(
+            "subscribed: {subscribers} subscribers over {} servers",
+            urls.len()
+        );
+    }
     let window = Rc::new(Window::new(args));
     let published = Arc::new(AtomicU64::new(0));
     let cpu_before = Rc::new(std::cell::Cell::new(None));
     {
-        let (window, cpu_before) = (window.clone(), cpu_before.clone());
+        let (window, cpu_before, marks) = (window.clone(), cpu_before.clone(), args.marks);
         tokio::task::spawn_local(async move {
             tokio::time::sleep_until(window.start).await;
             cpu_before.set(Some(cpu_time()));
+            if marks {
+                eprintln!("measuring");
+                tokio::time::sleep_until(window.end).await;
+                eprintln!("measured");
+            }
         });
     }
 
+    // One histogram for all the receivers: one each (136 KiB) would be over
+    // a gigabyte to zero at 10,000 subscribers, seconds of the load
+    // generator's time when the run starts.
+    let latency = Rc::new(std::cell::RefCell::new(histogram()));
     let mut tasks = Vec::with_capacity(receivers.len());
     for mut ws in receivers {
-        let (window, route) = (window.clone(), route.clone());
+        let (window, route, latency) = (window.clone(), route.clone(), latency.clone());
         tasks.push(tokio::task::spawn_local(async move {
-            let mut outcome = Outcome::new();
+            let (mut messages, mut errors) = (0u64, 0u64);
             loop {
                 let timeout = tokio::time::sleep_until(window.end + GRACE);
                 let item = tokio::select! {
@@ -894,7 +949,7 @@ async fn fan_out(args: &Args, subscribers: usize) -> Result<Report, Box<dyn std:
                     () = timeout => break,
                 };
                 let Some(Ok(message)) = item else {
-                    outcome.errors += 1;
+                    errors += 1;
                     break;
                 };
                 let Some((_, nanos)) = route.delivered(&message) else {
@@ -902,8 +957,8 @@ async fn fan_out(args: &Args, subscribers: usize) -> Result<Report, Box<dyn std:
                 };
                 let sent = epoch + Duration::from_nanos(nanos);
                 if window.measuring(sent) {
-                    record(&mut outcome.latency, sent.elapsed());
-                    outcome.messages += 1;
+                    record(&mut latency.borrow_mut(), sent.elapsed());
+                    messages += 1;
                     window.counted.fetch_add(1, Ordering::Relaxed);
                 }
                 if sent >= window.end {
@@ -911,87 +966,44 @@ async fn fan_out(args: &Args, subscribers: usize) -> Result<Report, Box<dyn std:
                 }
             }
             let _ = ws.close(CloseCode::NORMAL, "").await;
-            outcome
+            (messages, errors)
         }));
     }
 
-    // The publisher: on a schedule with --rate, else one message in flight,
-    // the next sent when the broadcast brings the last one back to it. Its
-    // reader runs beside it either way, so that what comes back (its own
-    // publications, the hub's replies) never piles up unread.
-    let (mut reader, mut writer) = publisher.split();
-    let (returned_tx, mut returned) = tokio::sync::mpsc::unbounded_channel::<u64>();
-    let reading = {
-        let (route, end) = (route.clone(), window.end);
-        tokio::task::spawn_local(async move {
-            loop {
-                let timeout = tokio::time::sleep_until(end + GRACE);
-                let item = tokio::select! {
-                    item = reader.next() => item,
-                    () = timeout => break,
-                };
-                match item {
-                    Some(Ok(message)) => {
-                        if let Some((seq, _)) = route.delivered(&message) {
-                            let _ = returned_tx.send(seq);
-                        }
-                    }
-                    _ => break,
-                }
-            }
-        })
-    };
+    // The publishers: on a schedule with --rate (the rate shared between
+    // them, their turns interleaved), else one message in flight each.
+    let count = publishers.len() as u64;
     let interval = args.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
-    let mut publisher_errors = 0;
-    let mut seq = 0u64;
-    let mut next = Instant::now();
-    loop {
-        if let Some(interval) = interval {
-            tokio::time::sleep_until(next).await;
-            next += interval;
-        }
-        let now = Instant::now();
-        let message = route.publication(seq, (now - epoch).as_nanos() as u64, args.size);
-        if writer.send(message).await.is_err() {
-            publisher_errors += 1;
-            break;
-        }
-        if window.measuring(now) {
-            published.fetch_add(1, Ordering::Relaxed);
-        }
-        if now >= window.end {
-            break;
-        }
-        if interval.is_none() {
-            // Wait for this publication to come back (earlier ones may still
-            // arrive first).
-            loop {
-                match returned.recv().await {
-                    Some(back) if back >= seq => break,
-                    Some(_) => {}
-                    None => {
-                        publisher_errors += 1;
-                        break;
-                    }
-                }
-            }
-            if publisher_errors > 0 {
-                break;
-            }
-        }
-        seq += 1;
+    let first = Instant::now();
+    let mut publishing = Vec::with_capacity(publishers.len());
+    for (index, ws) in publishers.into_iter().enumerate() {
+        let publisher = Publisher {
+            route: route.clone(),
+            size: args.size,
+            epoch,
+            window: window.clone(),
+            published: published.clone(),
+            index: index as u64,
+            count,
+        };
+        let schedule = interval.map(|interval| {
+            let start = first + interval * index as u32;
+            (start, interval * count as u32)
+        });
+        publishing.push(tokio::task::spawn_local(publisher.run(ws, schedule)));
     }
-    let _ = writer.close(CloseCode::NORMAL, "").await;
-    let _ = reading.await;
-    let mut latency = histogram();
+    let mut publisher_errors = 0;
+    for task in publishing {
+        publisher_errors += task.await?;
+    }
     let (mut messages, mut errors) = (0, publisher_errors);
     for task in tasks {
-        let outcome = task.await?;
-        latency.add(&outcome.latency)?;
-        messages += outcome.messages;
-        errors += outcome.errors;
+        let (delivered, failed) = task.await?;
+        messages += delivered;
+        errors += failed;
     }
     let cpu = cpu_time().saturating_sub(cpu_before.get().unwrap_or_default());
+    let latency = latency.borrow().clone();
     Ok(Report {
         messages,
         published: published.load(Ordering::Relaxed),
@@ -1001,4 +1013,93 @@ async fn fan_out(args: &Args, subscribers: usize) -> Result<Report, Box<dyn std:
         client_cpu_percent: 100.0 * cpu.as_secs_f64() / args.duration,
         deflate,
     })
+}
+
+/// One publisher of a fan-out run: publications `index`, `index + count`,
+/// `index + 2 * count` ... of the run's `count` publishers.
+struct Publisher {
+    route: Route,
+    size: usize,
+    epoch: Instant,
+    window: Rc<Window>,
+    published: Arc<AtomicU64>,
+    index: u64,
+    count: u64,
+}
+
+impl Publisher {
+    /// Publishes through `ws` until the window ends: on `schedule` (the
+    /// first publication's time and the interval) if there is one, else the
+    /// next publication when the broadcast brings the last one back. Its
+    /// reader runs beside it either way, so that what comes back (the
+    /// publications, the hub's replies) never piles up unread. Returns the
+    /// errors.
+    async fn run(self, ws: Socket, schedule: Option<(Instant, Duration)>) -> u64 {
+        let (mut reader, mut writer) = ws.split();
+        let (returned_tx, mut returned) = tokio::sync::mpsc::unbounded_channel::<u64>();
+        let reading = {
+            let (route, end) = (self.route.clone(), self.window.end);
+            tokio::task::spawn_local(async move {
+                loop {
+                    let timeout = tokio::time::sleep_until(end + GRACE);
+                    let item = tokio::select! {
+                        item = reader.next() => item,
+                        () = timeout => break,
+                    };
+                    match item {
+                        Some(Ok(message)) => {
+                            if let Some((seq, _)) = route.delivered(&message) {
+                                let _ = returned_tx.send(seq);
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+            })
+        };
+        let mut errors = 0;
+        let mut seq = self.index;
+        let mut next = schedule.map(|(first, _)| first);
+        loop {
+            if let (Some(at), Some((_, interval))) = (next.as_mut(), schedule) {
+                tokio::time::sleep_until(*at).await;
+                *at += interval;
+            }
+            let now = Instant::now();
+            let message =
+                self.route
+                    .publication(seq, (now - self.epoch).as_nanos() as u64, self.size);
+            if writer.send(message).await.is_err() {
+                errors += 1;
+                break;
+            }
+            if self.window.measuring(now) {
+                self.published.fetch_add(1, Ordering::Relaxed);
+            }
+            if now >= self.window.end {
+                break;
+            }
+            if schedule.is_none() {
+                // Wait for this publication to come back (earlier ones, and
+                // the other publishers', may arrive first).
+                loop {
+                    match returned.recv().await {
+                        Some(back) if back % self.count == self.index && back >= seq => break,
+                        Some(_) => {}
+                        None => {
+                            errors += 1;
+                            break;
+                        }
+                    }
+                }
+                if errors > 0 {
+                    break;
+                }
+            }
+            seq += self.count;
+        }
+        let _ = writer.close(CloseCode::NORMAL, "").await;
+        let _ = reading.await;
+        errors
+    }
 }

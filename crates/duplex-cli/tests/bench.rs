@@ -103,6 +103,15 @@ fn echo_with_compression() {
 /// prepared once.
 async fn broadcast_server(listener: tokio::net::TcpListener) {
     let (tx, _) = tokio::sync::broadcast::channel::<PreparedMessage>(4096);
+    broadcast_node(listener, tx).await;
+}
+
+/// One node of a broadcast service: what a client of any node sharing `tx`
+/// sends goes to every client of every one of them.
+async fn broadcast_node(
+    listener: tokio::net::TcpListener,
+    tx: tokio::sync::broadcast::Sender<PreparedMessage>,
+) {
     loop {
         let (tcp, _) = listener.accept().await.unwrap();
         let tx = tx.clone();
@@ -155,6 +164,54 @@ fn fan_out_counts_every_delivery() {
         delivered + 16 >= published * 8 && delivered <= published * 8 + 16,
         "{report}"
     );
+}
+
+/// `--also`: the subscribers spread over two nodes of one broadcast, a
+/// publisher on each, in the closed loop (each publisher waits for its own
+/// publication) and at a fixed rate shared by the two.
+#[test]
+fn fan_out_over_two_nodes() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (tx, _) = tokio::sync::broadcast::channel::<PreparedMessage>(4096);
+    let mut urls = Vec::new();
+    for _ in 0..2 {
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        urls.push(format!("ws://{}/", listener.local_addr().unwrap()));
+        runtime.spawn(broadcast_node(listener, tx.clone()));
+    }
+    let common = [
+        urls[0].as_str(),
+        "--also",
+        &urls[1],
+        "--subscribers",
+        "8",
+        "--size",
+        "64",
+        "--duration",
+        "1",
+    ];
+    for rate in [None, Some("200")] {
+        let mut args = common.to_vec();
+        if let Some(rate) = rate {
+            args.extend(["--rate", rate]);
+        }
+        let report = bench(&args);
+        assert_sane(&report, 64);
+        assert_eq!(report["publishers"], 2, "{report}");
+        assert_eq!(report["connections"], 10, "{report}");
+        assert_eq!(report["also"][0], urls[1].as_str(), "{report}");
+        let published = report["published"].as_u64().unwrap();
+        let delivered = report["messages"].as_u64().unwrap();
+        if rate.is_some() {
+            assert!((150..=250).contains(&published), "{report}");
+        }
+        assert!(
+            delivered + 32 >= published * 8 && delivered <= published * 8 + 32,
+            "{report}"
+        );
+    }
 }
 
 /// Fan-out through the hub protocol against `duplex serve`, configured as
