@@ -144,3 +144,19 @@ pub fn run_node(mut command: Command, what: &str, on_line: OnLine) -> (ExitStatu
     );
     (status, out, stderr.join().unwrap())
 }
+
+/// [`run_node`] for a script that prints a JSON report last: returns the
+/// report after checking that the script exited 0 and said `"ok": true`.
+pub fn run_report(command: Command, what: &str, on_line: OnLine) -> serde_json::Value {
+    let (status, stdout, stderr) = run_node(command, what, on_line);
+    let line = stdout.lines().last().unwrap_or_default();
+    let report: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!("{what} printed no JSON line ({e}); status {status}\nstdout:\n{stdout}\nstderr:\n{stderr}")
+    });
+    assert!(
+        status.success() && report["ok"] == true,
+        "{what} failed ({status}): {}\nfull report: {report}\nstderr:\n{stderr}",
+        report["reason"]
+    );
+    report
+}

@@ -137,19 +137,7 @@ fn run_script(script: &str, args: &[&str], screenshot: &str, on_line: harness::O
             .arg(PathBuf::from(dir).join(screenshot));
     }
     let what = format!("{script} {args:?}");
-    let (status, out, stderr) = harness::run_node(command, &what, on_line);
-    let line = out.lines().last().unwrap_or_default();
-    let report: Value = serde_json::from_str(line).unwrap_or_else(|e| {
-        panic!(
-            "{what} printed no JSON line ({e}); status {status}\nstdout:\n{out}\nstderr:\n{stderr}"
-        )
-    });
-    assert!(
-        status.success() && report["ok"] == true,
-        "{what} failed ({status}): {}\nfull report: {report}\nstderr:\n{stderr}",
-        report["reason"]
-    );
-    report
+    harness::run_report(command, &what, on_line)
 }
 
 /// The `(user, text)` of each message a page showed, top to bottom, after
