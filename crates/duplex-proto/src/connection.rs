@@ -554,7 +554,41 @@ impl Connection {
             return Err(SendError::MessageInProgress);
         }
         self.output.push(prepared.frame().clone());
+        self.output.end_frame();
         Ok(())
+    }
+
+    /// Sends a prepared message, offering its frame to `write` first when
+    /// nothing is queued ahead of it: `write` hands the bytes to the transport
+    /// at once and returns how many it took (0 for none), and only the rest is
+    /// queued. This is the broadcast path of a socket with room: one write
+    /// from the shared frame, no copy into this connection's output. With
+    /// output waiting (order comes first), or as a client (which must mask
+    /// its own copy), `write` is not called and this is
+    /// [`send_prepared`](Self::send_prepared). Returns the bytes `write` took.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_prepared`](Self::send_prepared); `write` is not called.
+    pub fn send_prepared_direct(
+        &mut self,
+        prepared: &PreparedMessage,
+        write: impl FnOnce(&[u8]) -> usize,
+    ) -> Result<usize, SendError> {
+        if self.role == Role::Client || self.has_output() {
+            return self.send_prepared(prepared).map(|()| 0);
+        }
+        self.check_open()?;
+        if self.outgoing.is_some() {
+            return Err(SendError::MessageInProgress);
+        }
+        let frame = prepared.frame();
+        let taken = write(frame).min(frame.len());
+        if taken < frame.len() {
+            self.output.push(frame.slice(taken..));
+            self.output.end_frame();
+        }
+        Ok(taken)
     }
 
     /// Starts the closing handshake with this code and reason.
@@ -687,12 +721,20 @@ impl Connection {
                 apply_mask(&mut out[start..], key);
             }),
         }
+        self.output.end_frame();
     }
 
     /// The number of bytes queued and not yet taken by the transport, like the
     /// browser's `bufferedAmount` (which also counts frame headers here).
     pub fn buffered_amount(&self) -> usize {
         self.output.len()
+    }
+
+    /// The number of frames queued and not yet wholly taken by the
+    /// transport (control frames included): a send queue's length, where
+    /// [`buffered_amount`](Self::buffered_amount) is its size.
+    pub fn queued_frames(&self) -> usize {
+        self.output.frames()
     }
 
     /// Whether there are bytes to write.

@@ -24,6 +24,11 @@ pub(crate) struct Output {
     /// The newest bytes, still growing.
     tail: BytesMut,
     len: usize,
+    /// Bytes handed to the transport so far, over the connection's life.
+    written: u64,
+    /// Where each waiting frame ends, counted as `written` counts, oldest
+    /// first: how many frames still wait.
+    ends: VecDeque<u64>,
 }
 
 impl Output {
@@ -34,6 +39,16 @@ impl Output {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The number of frames not yet wholly taken by the transport.
+    pub(crate) fn frames(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Marks the end of a frame: everything appended so far.
+    pub(crate) fn end_frame(&mut self) {
+        self.ends.push_back(self.written + self.len as u64);
     }
 
     /// Appends bytes written by `write` into the tail buffer.
@@ -114,11 +129,13 @@ impl Output {
             if !self.chunks.is_empty() {
                 self.chunks.clear();
             }
+            self.ends.clear();
+            self.written += n as u64;
             self.len = 0;
             self.release_or_clear_tail();
             return;
         }
-        self.len -= n;
+        self.taken(n);
         while n > 0 {
             match self.chunks.front_mut() {
                 Some(chunk) if chunk.len() <= n => {
@@ -158,8 +175,17 @@ impl Output {
             None if !self.tail.is_empty() => self.tail.split().freeze(),
             None => return None,
         };
-        self.len -= chunk.len();
+        self.taken(chunk.len());
         Some(chunk)
+    }
+
+    /// Counts `n` bytes as taken by the transport, and the frames they end.
+    fn taken(&mut self, n: usize) {
+        self.len -= n;
+        self.written += n as u64;
+        while self.ends.front().is_some_and(|&end| end <= self.written) {
+            self.ends.pop_front();
+        }
     }
 }
 
