@@ -82,7 +82,7 @@ pub use crate::config::WebSocketConfig;
 pub use crate::error::{Error, Result, Timeout};
 pub use crate::origin::Origins;
 pub use crate::server::{Accept, PendingUpgrade, Reject, ServerBuilder, accept};
-pub use crate::split::{ReadHalf, WriteHalf};
+pub use crate::split::{ReadHalf, Sender, TrySendError, WriteHalf};
 pub use crate::stream::MaybeTlsStream;
 pub use crate::websocket::WebSocket;
 

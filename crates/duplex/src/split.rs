@@ -30,14 +30,20 @@ struct BothWakers {
     write: AtomicWaker,
 }
 
+impl BothWakers {
+    fn wake_by_ref_both(&self) {
+        self.read.wake();
+        self.write.wake();
+    }
+}
+
 impl Wake for BothWakers {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.read.wake();
-        self.write.wake();
+        self.wake_by_ref_both();
     }
 }
 
@@ -171,6 +177,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WriteHalf<S> {
     }
 }
 
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> WriteHalf<S> {
+    /// A [`Sender`] for this connection: a handle any task may hold to send
+    /// prepared messages at once, with no writer task in between.
+    pub fn sender(&self) -> Sender {
+        Sender {
+            shared: self.shared.clone(),
+            waker: self.waker.clone(),
+            queue_limit: usize::MAX,
+        }
+    }
+}
+
 impl<S> WriteHalf<S> {
     /// Our close frame is queued: the reading half, which keeps the close
     /// timeout and sees the peer's answer, must look again even if it is
@@ -220,6 +238,141 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WriteHalf<S> {
         let poll = self.shared.lock().poll_close(&mut both);
         self.closing_started();
         poll
+    }
+}
+
+/// Why [`Sender::try_send_prepared`] sent nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrySendError {
+    /// The queue is at its bound: the peer does not read as fast as it is
+    /// sent to (a slow consumer). The message was not queued.
+    Full,
+    /// The connection is closing or closed.
+    Closed,
+}
+
+impl std::fmt::Display for TrySendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TrySendError::Full => "the send queue is full",
+            TrySendError::Closed => "the connection is closed",
+        })
+    }
+}
+
+impl std::error::Error for TrySendError {}
+
+/// A handle on a connection's sending side for any task: the broadcast path.
+///
+/// [`try_send_prepared`](Self::try_send_prepared) writes a prepared message
+/// to the socket there and then when nothing is queued ahead of it, the usual
+/// case of a reader that keeps up, so a publication to ten thousand
+/// connections is ten thousand writes from the task that publishes: no
+/// queue, no wake-up and no poll of each connection's task. What the socket
+/// does not take at once is queued, in order, and written by the connection's
+/// reading half as the socket drains, which therefore must keep being polled
+/// (as it must anyway, for pings and the closing handshake). The queue is
+/// bounded by the connection's `max_write_buffer` and by
+/// [`with_queue_limit`](Self::with_queue_limit); past either, sending fails
+/// with [`TrySendError::Full`] and the caller decides (a hub closes the slow
+/// consumer with 1008).
+///
+/// Cloning is cheap; every clone sends on the same connection. Made by
+/// [`WriteHalf::sender`].
+#[derive(Clone)]
+pub struct Sender {
+    shared: Arc<dyn SendNow>,
+    waker: Waker,
+    queue_limit: usize,
+}
+
+impl Sender {
+    /// Bounds the queue to `frames` frames not yet taken by the socket, on
+    /// top of the connection's `max_write_buffer` bytes.
+    #[must_use]
+    pub fn with_queue_limit(mut self, frames: usize) -> Self {
+        self.queue_limit = frames;
+        self
+    }
+
+    /// Sends a prepared message now, without waiting: see [`Sender`].
+    ///
+    /// # Errors
+    ///
+    /// [`TrySendError::Full`] when the queue is at its bound (nothing is
+    /// queued); [`TrySendError::Closed`] once a close frame was sent or the
+    /// connection ended (a failure of the socket is reported by the reading
+    /// half).
+    pub fn try_send_prepared(&self, prepared: &PreparedMessage) -> Result<(), TrySendError> {
+        let mut cx = Context::from_waker(&self.waker);
+        self.shared
+            .send_prepared_now(prepared, self.queue_limit, &mut cx)
+    }
+
+    /// Frames queued and not yet wholly taken by the socket.
+    pub fn queued_frames(&self) -> usize {
+        self.shared.queued_frames()
+    }
+
+    /// Bytes queued and not yet taken by the socket.
+    pub fn buffered_amount(&self) -> usize {
+        self.shared.buffered_amount()
+    }
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("queued_frames", &self.queued_frames())
+            .field("queue_limit", &self.queue_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a [`Sender`] needs of a connection, whatever its stream.
+trait SendNow: Send + Sync {
+    fn send_prepared_now(
+        &self,
+        prepared: &PreparedMessage,
+        queue_limit: usize,
+        cx: &mut Context<'_>,
+    ) -> Result<(), TrySendError>;
+    fn queued_frames(&self) -> usize;
+    fn buffered_amount(&self) -> usize;
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> SendNow for Shared<S> {
+    fn send_prepared_now(
+        &self,
+        prepared: &PreparedMessage,
+        queue_limit: usize,
+        cx: &mut Context<'_>,
+    ) -> Result<(), TrySendError> {
+        let mut core = self.lock();
+        if core.conn.ready_state() != ReadyState::Open {
+            return Err(TrySendError::Closed);
+        }
+        if core.conn.queued_frames() >= queue_limit
+            || core.conn.buffered_amount() >= core.max_write_buffer()
+        {
+            return Err(TrySendError::Full);
+        }
+        let sent = core.send_prepared_now(prepared, cx);
+        let closed = core.conn.ready_state() == ReadyState::Closed;
+        drop(core);
+        if closed {
+            // The socket failed: the reading half reports it.
+            self.wakers.wake_by_ref_both();
+        }
+        sent.map_err(|_| TrySendError::Closed)
+    }
+
+    fn queued_frames(&self) -> usize {
+        self.lock().conn.queued_frames()
+    }
+
+    fn buffered_amount(&self) -> usize {
+        self.lock().conn.buffered_amount()
     }
 }
 

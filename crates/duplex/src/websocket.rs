@@ -361,6 +361,11 @@ impl<S> Core<S> {
         }
     }
 
+    /// The bound on bytes queued for the socket.
+    pub(crate) fn max_write_buffer(&self) -> usize {
+        self.config.max_write_buffer
+    }
+
     /// Starts the closing handshake unless it is under way.
     pub(crate) fn begin_close(&mut self, frame: Option<CloseFrame>) -> Result<()> {
         if self.conn.sent_close().is_some() || self.conn.ready_state() == ReadyState::Closed {
@@ -546,7 +551,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
     /// Writes queued output if the socket takes it now; an error is kept for the
     /// read side to report.
     fn flush_soon(&mut self, cx: &mut Context<'_>) {
-        if self.conn.has_output()
+        if (self.conn.has_output() || self.unflushed)
             && let Poll::Ready(Err(err)) = self.poll_write_out(cx)
         {
             self.abort();
@@ -638,6 +643,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
         self.unflushed = true;
         self.conn.advance_output(written);
         Poll::Ready(Ok(()))
+    }
+
+    /// Sends a prepared message from any task, without waiting: written to
+    /// the socket at once when nothing is queued ahead of it, as far as the
+    /// socket takes it, and the rest queued. Whatever stays queued is written
+    /// by the connection's own polling: a socket that takes nothing now is
+    /// polled with `cx`, whose waker must wake the task that reads. A
+    /// failure of the socket is kept for the reading side to report, and
+    /// the connection is given up, as when the reading side writes.
+    pub(crate) fn send_prepared_now(
+        &mut self,
+        prepared: &PreparedMessage,
+        cx: &mut Context<'_>,
+    ) -> Result<()> {
+        if self.conn.ready_state() == ReadyState::Closed {
+            return Err(Error::Closed);
+        }
+        let io = &mut self.io;
+        let mut failed = None;
+        let taken = self.conn.send_prepared_direct(prepared, |frame| {
+            match Pin::new(&mut *io).poll_write(cx, frame) {
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(err)) => {
+                    failed = Some(err);
+                    0
+                }
+                Poll::Pending => 0,
+            }
+        })?;
+        if let Some(err) = failed {
+            self.abort();
+            self.pending_error = Some(err.into());
+            return Err(Error::Closed);
+        }
+        if taken > 0 {
+            self.unflushed = true;
+        }
+        self.flush_soon(cx);
+        Ok(())
     }
 
     pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
