@@ -16,13 +16,13 @@
 //!
 //! A message is encoded once, as a [`PreparedMessage`] (a server frame is not
 //! masked, so the same bytes are valid on every connection), and the same
-//! reference-counted frame is queued for every client. Each client has a
-//! bounded queue, filled with `try_send`: a broadcast never waits for anyone.
-//! A client that falls a whole queue behind is disconnected with 1008 (policy
-//! violation) and "too slow", instead of holding memory or slowing the rest.
-//! Each client's writer feeds what is queued without flushing and flushes when
-//! the queue is momentarily empty (or every 64 messages), so a burst leaves in
-//! few writes.
+//! reference-counted frame goes to every client through its [`Sender`]:
+//! written to its socket there and then by the task that broadcasts, when
+//! the socket has room (the usual case), and queued behind what waits when
+//! not, the queue written out by the client's own task as its socket drains.
+//! A broadcast never waits for anyone. A client that falls a whole queue
+//! behind is disconnected with 1008 (policy violation) and "too slow",
+//! instead of holding memory or slowing the rest.
 //!
 //! # Shutdown
 //!
@@ -46,8 +46,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use duplex::tls::rustls::ServerConfig;
 use duplex::upgrade::{self, Upgraded};
-use duplex::{CloseCode, Message, Origins, PreparedMessage, ServerBuilder, WebSocket, WriteHalf};
-use futures_util::{SinkExt, StreamExt};
+use duplex::{
+    CloseCode, Message, Origins, PreparedMessage, Sender, ServerBuilder, TrySendError, WebSocket,
+};
+use futures_util::StreamExt;
 use http::{Method, Request, Response, StatusCode, Version, header};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
@@ -58,7 +60,6 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -165,14 +166,23 @@ fn bump(counter: &AtomicU64) {
 
 /// One connected client, as the broadcast sees it.
 struct Peer {
-    queue: mpsc::Sender<Arc<PreparedMessage>>,
+    to: Outlet,
     /// Cancelled when the client is dropped as too slow.
     kick: CancellationToken,
 }
 
-/// A client's part in the broadcast: its id, its queue, and the token
-/// cancelled if it is dropped as too slow.
-type Joined = (u64, mpsc::Receiver<Arc<PreparedMessage>>, CancellationToken);
+/// Where a client's broadcasts go: held for it until its WebSocket is
+/// running, then sent to it directly.
+enum Outlet {
+    /// Joined, the upgrade not yet done: what was broadcast meanwhile.
+    Waiting(Vec<Arc<PreparedMessage>>),
+    /// Its WebSocket's sender.
+    Open(Sender),
+}
+
+/// A client's part in the broadcast: its id, and the token cancelled if it
+/// is dropped as too slow.
+type Joined = (u64, CancellationToken);
 
 /// The connected clients.
 struct Hub {
@@ -184,14 +194,30 @@ struct Hub {
 impl Hub {
     fn join(&self) -> Joined {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (queue, receiver) = mpsc::channel(self.capacity);
         let kick = CancellationToken::new();
         let peer = Peer {
-            queue,
+            to: Outlet::Waiting(Vec::new()),
             kick: kick.clone(),
         };
         self.lock().insert(id, peer);
-        (id, receiver, kick)
+        (id, kick)
+    }
+
+    /// The client's WebSocket runs: it gets what was broadcast since it
+    /// joined, then every broadcast directly.
+    fn open(&self, id: u64, sender: Sender, counters: &Counters) {
+        let sender = sender.with_queue_limit(self.capacity);
+        let mut peers = self.lock();
+        let Some(peer) = peers.get_mut(&id) else {
+            return;
+        };
+        if let Outlet::Waiting(waiting) = std::mem::replace(&mut peer.to, Outlet::Open(sender)) {
+            for message in waiting {
+                if !self.send(&mut peers, id, &message, counters) {
+                    break;
+                }
+            }
+        }
     }
 
     fn leave(&self, id: u64) {
@@ -202,32 +228,51 @@ impl Hub {
         self.lock().len()
     }
 
-    /// Queues `message` for every client, without waiting for any: a client
-    /// whose queue is full is removed and told to go. Broadcasts are
-    /// serialized by the lock, so every client gets them in the same order.
+    /// Sends `message` to every client, without waiting for any: a client
+    /// that falls a whole queue behind is removed and told to go.
+    /// Broadcasts are serialized by the lock, so every client gets them in
+    /// the same order.
     fn broadcast(&self, message: PreparedMessage, counters: &Counters) {
         let message = Arc::new(message);
         let mut peers = self.lock();
-        let mut slow = Vec::new();
-        for (&id, peer) in peers.iter() {
-            match peer.queue.try_send(message.clone()) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => slow.push(id),
-                // Its task is ending and removes it.
-                Err(TrySendError::Closed(_)) => {}
-            }
+        let ids: Vec<u64> = peers.keys().copied().collect();
+        for id in ids {
+            self.send(&mut peers, id, &message, counters);
         }
-        for id in slow {
-            if let Some(peer) = peers.remove(&id) {
-                peer.kick.cancel();
-                bump(&counters.slow_clients_dropped);
-                tracing::warn!(
-                    client = id,
-                    queued = self.capacity,
-                    "dropping a client too slow to keep up with the broadcast"
-                );
+    }
+
+    /// Sends to one client; false if it was dropped as too slow.
+    fn send(
+        &self,
+        peers: &mut HashMap<u64, Peer>,
+        id: u64,
+        message: &Arc<PreparedMessage>,
+        counters: &Counters,
+    ) -> bool {
+        let Some(peer) = peers.get_mut(&id) else {
+            return false;
+        };
+        let full = match &mut peer.to {
+            Outlet::Waiting(waiting) if waiting.len() < self.capacity => {
+                waiting.push(message.clone());
+                false
             }
+            Outlet::Waiting(_) => true,
+            // Closed: its task is ending and removes it.
+            Outlet::Open(sender) => {
+                sender.try_send_prepared(message) == Err(TrySendError::Full)
+            }
+        };
+        if full && let Some(peer) = peers.remove(&id) {
+            peer.kick.cancel();
+            bump(&counters.slow_clients_dropped);
+            tracing::warn!(
+                client = id,
+                queued = self.capacity,
+                "dropping a client too slow to keep up with the broadcast"
+            );
         }
+        !full
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Peer>> {
@@ -261,8 +306,6 @@ enum Stop {
     Ended,
     /// The server closes it, with this code and reason.
     Close(CloseCode, String),
-    /// Writing failed; the reader sees the end.
-    WriteFailed(duplex::Result<()>),
 }
 
 impl App {
@@ -524,10 +567,11 @@ impl App {
         if compressed(&ws) {
             bump(&counters.websockets_deflate);
         }
-        let (id, mut queue, kicked) = peer;
+        let (id, kicked) = peer;
         tracing::debug!(client = id, ?version, "WebSocket open");
 
         let (mut read, mut write) = ws.split();
+        state.hub.open(id, write.sender(), counters);
         let reader = async {
             while let Some(item) = read.next().await {
                 let prepared = match item {
@@ -542,16 +586,15 @@ impl App {
                 bump(&counters.messages);
                 state.hub.broadcast(prepared, counters);
                 // A burst read in one go would otherwise be broadcast without
-                // a pause, filling queues faster than their writers (which
-                // may be waiting for this thread) can drain them: let them
-                // run between two broadcasts.
+                // a pause, filling the queues of clients whose sockets are
+                // full faster than their tasks (which may be waiting for
+                // this thread) can write them out: let them run between two
+                // broadcasts.
                 tokio::task::yield_now().await;
             }
         };
         let mut reader = pin!(reader);
 
-        // In this order: the writer drains this client's queue before the
-        // reader adds to everyone's.
         let stop = tokio::select! {
             biased;
             () = state.closing.cancelled() => {
@@ -561,11 +604,9 @@ impl App {
                 CloseCode::POLICY_VIOLATION,
                 format!("too slow: {} messages were waiting", state.hub.capacity),
             ),
-            result = pump(&mut write, &mut queue) => Stop::WriteFailed(result),
             () = &mut reader => Stop::Ended,
         };
         state.hub.leave(id);
-        drop(queue);
 
         match stop {
             Stop::Ended => {}
@@ -589,40 +630,9 @@ impl App {
                 };
                 let _ = tokio::time::timeout(state.config.close_timeout, handshake).await;
             }
-            Stop::WriteFailed(result) => {
-                if let Err(err) = result {
-                    tracing::debug!(client = id, %err, "writing failed");
-                }
-                let _ = tokio::time::timeout(state.config.close_timeout, reader).await;
-            }
         }
         tracing::debug!(client = id, "WebSocket closed");
     }
-}
-
-/// Messages fed to a socket between two flushes at most, when the queue does
-/// not run dry.
-const MAX_BATCH: usize = 64;
-
-/// Writes what the broadcast queues for one client: each prepared frame is
-/// queued by reference (no copy, no encoding), and the socket is flushed when
-/// the queue is momentarily empty (or after [`MAX_BATCH`] messages), so a
-/// burst leaves in few writes. Returns when the queue is closed or writing
-/// fails.
-async fn pump(
-    write: &mut WriteHalf<Upgraded>,
-    queue: &mut mpsc::Receiver<Arc<PreparedMessage>>,
-) -> duplex::Result<()> {
-    let mut batch = 0;
-    while let Some(message) = queue.recv().await {
-        write.feed_prepared(&message).await?;
-        batch += 1;
-        if queue.is_empty() || batch == MAX_BATCH {
-            write.flush().await?;
-            batch = 0;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(feature = "deflate")]
