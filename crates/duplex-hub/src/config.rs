@@ -103,6 +103,12 @@ pub struct NamespaceConfig {
     /// Whether subscribers are listed (`presence`) and `join`/`leave` are
     /// pushed. Default: true.
     pub presence: bool,
+    /// With presence on, whether `join` and `leave` are pushed to the
+    /// channel's subscribers. Default: true. Each join goes to every other
+    /// subscriber: N clients joining one channel make N(N-1)/2 pushes
+    /// (12.5 million for 5,000), so a large channel keeps its presence list
+    /// (`op: presence`) and turns the pushes off.
+    pub join_leave: bool,
     /// Whether clients may publish (the publish API always may). Default: true.
     pub publish: bool,
     /// Subscribers one channel may have. Default: 10000.
@@ -115,6 +121,7 @@ impl Default for NamespaceConfig {
             history_size: 1000,
             history_ttl_secs: 86_400,
             presence: true,
+            join_leave: true,
             publish: true,
             max_subscribers: 10_000,
         }

@@ -1,8 +1,10 @@
 //! One WebSocket connection: requests in, replies and pushes out.
 //!
-//! The reader handles one request at a time and queues exactly one reply
-//! for it; the writer drains the connection's bounded queue (replies and
-//! pushes alike) to the socket, flushing when the queue runs dry. The
+//! The reader handles one request at a time and sends exactly one reply
+//! for it. Replies and pushes alike are written to the socket by whoever
+//! makes them, through the connection's [`Outbox`]; what the socket does not
+//! take at once waits in a bounded queue that the reading half writes out
+//! as the socket drains (there is no writer task). The
 //! connection ends when the client closes, when its queue overflows (1008,
 //! slow consumer), when it keeps going over the rate limit (1008), or when the
 //! server shuts down (1001). Its subscriptions end with it (with `leave`
@@ -13,11 +15,10 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use duplex::{CloseCode, Message, PreparedMessage, WebSocket, WriteHalf};
-use futures_util::{SinkExt, StreamExt};
+use duplex::{CloseCode, Message, ReadHalf, WebSocket, WriteHalf};
+use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Claims;
@@ -33,14 +34,11 @@ use crate::registry::Outbox;
 
 /// How long a connection being closed gets to answer the close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Frames written between two flushes at most.
-const MAX_BATCH: usize = 64;
 
 /// Why the connection stops.
 enum Stop {
     Ended,
     Close(CloseCode, String),
-    WriteFailed(duplex::Result<()>),
 }
 
 /// The state of one connection.
@@ -63,9 +61,25 @@ type Reply = Result<Option<String>, HubError>;
 
 /// Runs a connection until it ends. `claims` are those of a valid token in
 /// the URL; `closing` is cancelled when the server shuts down.
-pub async fn run<S>(
+///
+/// The WebSocket is split before the connection's future is made, so that
+/// the future (which every idle connection holds for its whole life) keeps
+/// the two small halves and not a slot the size of a whole `WebSocket`.
+pub fn run<S>(
     hub: Arc<Hub>,
     ws: WebSocket<S>,
+    claims: Option<Claims>,
+    closing: CancellationToken,
+) -> impl Future<Output = ()> + Send
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    serve(hub, ws.split(), claims, closing)
+}
+
+async fn serve<S>(
+    hub: Arc<Hub>,
+    (mut read, write): (ReadHalf<S>, WriteHalf<S>),
     claims: Option<Claims>,
     closing: CancellationToken,
 ) where
@@ -75,9 +89,8 @@ pub async fn run<S>(
     bump(&metrics.connections);
     bump(&metrics.connections_total);
     let limits = hub.config().limits.clone();
-    let (queue, mut frames) = mpsc::channel::<Arc<PreparedMessage>>(limits.send_queue);
     let (id, client_id) = hub.new_client_id();
-    let outbox = Outbox::new(id, queue, metrics.clone());
+    let outbox = Outbox::new(id, write.sender(), limits.send_queue, metrics.clone());
     let told = outbox.clone();
     let user = claims.as_ref().map(|c| c.sub.clone()).unwrap_or_default();
     let mut session = Session {
@@ -97,7 +110,6 @@ pub async fn run<S>(
     };
     tracing::debug!(client = %session.client.client, "connection open");
 
-    let (mut read, mut write) = ws.split();
     let stop = {
         let reader = async {
             while let Some(item) = read.next().await {
@@ -124,7 +136,10 @@ pub async fn run<S>(
                     _ => continue,
                 };
                 bump(&metrics.messages_in);
-                if !session.handle(text.as_str()).await {
+                // Boxed: handling a request awaits the engine, a future of
+                // kilobytes, which would otherwise sit in every idle
+                // connection's task for its whole life.
+                if !Box::pin(session.handle(text.as_str())).await {
                     // Abuse: the connection is closed with 1008.
                     return true;
                 }
@@ -138,7 +153,6 @@ pub async fn run<S>(
                 Stop::Close(CloseCode::GOING_AWAY, "the server is shutting down".into())
             }
             (code, reason) = told.closed() => Stop::Close(code, reason),
-            result = pump(&mut write, &mut frames) => Stop::WriteFailed(result),
             abused = &mut reader => if abused {
                 Stop::Close(
                     CloseCode::POLICY_VIOLATION,
@@ -149,59 +163,36 @@ pub async fn run<S>(
             },
         }
     };
-    session.leave_all().await;
-    // What the client sends while its connection closes is read and dropped.
-    let mut reader = pin!(async { while read.next().await.is_some() {} });
-    drop(frames);
-    match stop {
-        Stop::Ended => {}
-        Stop::Close(code, reason) => {
-            let closing = async {
-                if let Err(err) = write.close(code, &reason).await {
-                    tracing::debug!(%err, "sending the close frame failed");
-                }
-                std::future::pending::<()>().await;
-            };
-            let handshake = async {
-                tokio::select! {
-                    biased;
-                    () = closing => {}
-                    () = &mut reader => {}
-                }
-            };
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, handshake).await;
-        }
-        Stop::WriteFailed(result) => {
-            if let Err(err) = result {
-                tracing::debug!(%err, "writing failed");
-            }
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, reader).await;
-        }
+    Box::pin(session.leave_all()).await;
+    if let Stop::Close(code, reason) = stop {
+        // Boxed, as the requests are: only a closing connection needs it.
+        Box::pin(close(read, write, code, reason)).await;
     }
     drop_one(&metrics.connections);
     tracing::debug!(client = %session.client.client, "connection closed");
 }
 
-/// Writes queued frames, flushing when the queue is momentarily empty (or
-/// every `MAX_BATCH` frames): the writer of every hub and document
-/// connection.
-pub(crate) async fn pump<S>(
-    write: &mut WriteHalf<S>,
-    frames: &mut mpsc::Receiver<Arc<PreparedMessage>>,
-) -> duplex::Result<()>
+/// Runs the closing handshake: our close frame, then what the client sends
+/// read and dropped until it closes too, for [`CLOSE_TIMEOUT`] at most.
+async fn close<S>(mut read: ReadHalf<S>, mut write: WriteHalf<S>, code: CloseCode, reason: String)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut batch = 0;
-    while let Some(frame) = frames.recv().await {
-        write.feed_prepared(&frame).await?;
-        batch += 1;
-        if frames.is_empty() || batch == MAX_BATCH {
-            write.flush().await?;
-            batch = 0;
+    let mut reader = pin!(async { while read.next().await.is_some() {} });
+    let closing = async {
+        if let Err(err) = write.close(code, &reason).await {
+            tracing::debug!(%err, "sending the close frame failed");
         }
-    }
-    Ok(())
+        std::future::pending::<()>().await;
+    };
+    let handshake = async {
+        tokio::select! {
+            biased;
+            () = closing => {}
+            () = &mut reader => {}
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, handshake).await;
 }
 
 impl Session {

@@ -31,6 +31,7 @@ pub struct Hub {
     node: String,
     next_client: AtomicU64,
     client_prefix: String,
+    reads: crate::history::Reads,
 }
 
 /// A subscription to make, for [`Hub::subscribe`].
@@ -62,7 +63,14 @@ impl Hub {
             .validate()
             .map_err(|err| HubError::new(ErrorCode::Internal, err.to_string()))?;
         let metrics = Arc::new(Metrics::default());
-        let registry = Arc::new(Registry::new(metrics.clone(), config.limits.send_queue));
+        let quiet = config
+            .namespaces
+            .iter()
+            .filter(|(_, namespace)| !namespace.join_leave)
+            .map(|(name, _)| name.clone());
+        let registry = Arc::new(
+            Registry::new(metrics.clone(), config.limits.send_queue).without_join_leave(quiet),
+        );
         let node = config
             .engine
             .node
@@ -95,6 +103,7 @@ impl Hub {
             node,
             next_client: AtomicU64::new(1),
             client_prefix: prefix.iter().map(|b| format!("{b:02x}")).collect(),
+            reads: crate::history::Reads::default(),
         }))
     }
 
@@ -106,6 +115,11 @@ impl Hub {
     /// The metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The history reads under way, shared by identical recoveries.
+    pub fn reads(&self) -> &crate::history::Reads {
+        &self.reads
     }
 
     /// The channel registry: this node's subscribers.

@@ -84,6 +84,10 @@ pub struct Metrics {
     pub engine_gaps_filled: AtomicU64,
     /// Engine requests that failed with `unavailable`.
     pub engine_unavailable: AtomicU64,
+    /// Recovery reads of history that went to the engine.
+    pub history_reads: AtomicU64,
+    /// Recoveries answered by an identical read already under way.
+    pub history_reads_merged: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -179,6 +183,18 @@ impl Metrics {
             "counter",
             "Engine requests that failed with unavailable.",
             get(&self.engine_unavailable),
+        );
+        metric(
+            "duplex_history_reads_total",
+            "counter",
+            "Recovery reads of history that went to the engine.",
+            get(&self.history_reads),
+        );
+        metric(
+            "duplex_history_reads_merged_total",
+            "counter",
+            "Recoveries answered by an identical read already under way.",
+            get(&self.history_reads_merged),
         );
         metric(
             "duplex_dropped_connections_total",

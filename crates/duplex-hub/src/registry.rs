@@ -26,15 +26,16 @@
 //! live stream.
 //!
 //! A push is encoded once, as one [`PreparedMessage`], whatever the number of
-//! subscribers, and queued with `try_send`: a delivery never waits. A
-//! connection whose queue is full is told to close as a slow consumer.
+//! subscribers, and written to each subscriber's socket by the delivering
+//! task itself when the socket has room ([`duplex::Sender`]), queued behind
+//! what waits if not: a delivery never waits. A connection whose queue is
+//! full is told to close as a slow consumer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use duplex::{CloseCode, PreparedMessage};
-use tokio::sync::mpsc::{self, error::TrySendError};
+use duplex::{CloseCode, PreparedMessage, Sender, TrySendError};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{Metrics, bump};
@@ -51,42 +52,43 @@ struct CloseRequest {
     token: CancellationToken,
 }
 
-/// A connection's outgoing queue, as the hub sees it.
+/// A connection's sending side, as the hub sees it: pushes are written to
+/// the socket by whoever makes them (see [`duplex::Sender`]), and what the
+/// socket does not take at once waits, up to `limits.send_queue` frames.
 #[derive(Debug, Clone)]
 pub struct Outbox {
     /// The connection's id.
     pub id: u64,
-    queue: mpsc::Sender<Arc<PreparedMessage>>,
+    sender: Sender,
+    limit: usize,
     close: Arc<CloseRequest>,
     metrics: Arc<Metrics>,
 }
 
 impl Outbox {
-    /// An outbox over `queue`.
-    pub fn new(id: u64, queue: mpsc::Sender<Arc<PreparedMessage>>, metrics: Arc<Metrics>) -> Self {
+    /// An outbox over `sender`, with at most `limit` frames waiting.
+    pub fn new(id: u64, sender: Sender, limit: usize, metrics: Arc<Metrics>) -> Self {
         Outbox {
             id,
-            queue,
+            sender: sender.with_queue_limit(limit),
+            limit,
             close: Arc::default(),
             metrics,
         }
     }
 
-    /// Queues a frame without waiting. A full queue marks the connection as
+    /// Sends a frame without waiting. A full queue marks the connection as
     /// a slow consumer (it then closes with 1008) and returns false.
-    pub fn push(&self, frame: Arc<PreparedMessage>) -> bool {
-        match self.queue.try_send(frame) {
+    pub fn push(&self, frame: &PreparedMessage) -> bool {
+        match self.sender.try_send_prepared(frame) {
             Ok(()) => {
                 bump(&self.metrics.messages_out);
                 true
             }
-            Err(TrySendError::Full(_)) => {
+            Err(TrySendError::Full) => {
                 if self.close(
                     CloseCode::POLICY_VIOLATION,
-                    format!(
-                        "slow consumer: send queue full ({} messages)",
-                        self.queue.max_capacity()
-                    ),
+                    format!("slow consumer: send queue full ({} messages)", self.limit),
                 ) {
                     bump(&self.metrics.dropped);
                     tracing::warn!(
@@ -96,13 +98,13 @@ impl Outbox {
                 }
                 false
             }
-            Err(TrySendError::Closed(_)) => false,
+            Err(TrySendError::Closed) => false,
         }
     }
 
     /// Queues a text frame.
     pub fn push_text(&self, text: String) -> bool {
-        self.push(Arc::new(PreparedMessage::text(text)))
+        self.push(&PreparedMessage::text(text))
     }
 
     /// Asks the connection to close with `code` and `reason`; the first
@@ -144,7 +146,7 @@ impl Subscriber {
     fn push(&mut self, frame: &Arc<PreparedMessage>, limit: usize) {
         match &mut self.joining {
             None => {
-                self.outbox.push(frame.clone());
+                self.outbox.push(frame);
             }
             Some(buffer) if buffer.len() < limit => buffer.push(frame.clone()),
             Some(_) => {
@@ -287,6 +289,8 @@ pub struct Registry {
     metrics: Arc<Metrics>,
     /// Frames a joining subscriber may buffer; set from the send queue.
     buffer_limit: usize,
+    /// Namespaces whose `join` and `leave` are not pushed.
+    quiet: HashSet<String>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -303,7 +307,16 @@ impl Registry {
             live: Mutex::new(HashMap::new()),
             metrics,
             buffer_limit: buffer_limit.max(1),
+            quiet: HashSet::new(),
         }
+    }
+
+    /// The same, pushing no `join` and `leave` on the channels of these
+    /// namespaces (`join_leave = false`: presence is listed, not pushed).
+    #[must_use]
+    pub fn without_join_leave(mut self, namespaces: impl IntoIterator<Item = String>) -> Self {
+        self.quiet = namespaces.into_iter().collect();
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Channel>>> {
@@ -400,6 +413,10 @@ impl Registry {
     /// Pushes `join` or `leave` of `client` to this node's other
     /// subscribers of `channel`.
     pub fn presence_event(&self, channel: &str, event: PresenceEvent, client: &ClientInfo) {
+        let namespace = channel.split_once(':').map_or(channel, |(namespace, _)| namespace);
+        if self.quiet.contains(namespace) {
+            return;
+        }
         let Some(live) = self.get(channel) else {
             return;
         };
@@ -463,7 +480,7 @@ impl Registry {
         };
         subscriber.outbox.push_text(reply);
         for frame in subscriber.joining.take().unwrap_or_default() {
-            subscriber.outbox.push(frame);
+            subscriber.outbox.push(&frame);
         }
     }
 
@@ -556,6 +573,71 @@ impl Registry {
     }
 }
 
+/// A real connection for the hub's unit tests: an [`Outbox`] over the
+/// server end of an in-memory pipe, and the client end that reads what it
+/// sends.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Waker};
+
+    use duplex::{Message, ReadHalf, Role, WebSocket, WebSocketConfig, WriteHalf};
+    use futures_util::StreamExt;
+    use tokio::io::DuplexStream;
+
+    use super::Outbox;
+    use crate::metrics::Metrics;
+
+    /// The client's end of a test connection.
+    pub(crate) struct Peer {
+        client: WebSocket<DuplexStream>,
+        _server: (ReadHalf<DuplexStream>, WriteHalf<DuplexStream>),
+    }
+
+    /// An outbox of connection `id` with `limit` frames of queue, over a
+    /// pipe that holds `pipe` bytes before the socket is "full".
+    pub(crate) fn outbox(
+        id: u64,
+        limit: usize,
+        pipe: usize,
+        metrics: &Arc<Metrics>,
+    ) -> (Outbox, Peer) {
+        let (client, server) = tokio::io::duplex(pipe);
+        let server = WebSocket::from_raw_socket(server, Role::Server, WebSocketConfig::default());
+        let (read, write) = server.split();
+        let outbox = Outbox::new(id, write.sender(), limit, metrics.clone());
+        let client = WebSocket::from_raw_socket(client, Role::Client, WebSocketConfig::default());
+        (
+            outbox,
+            Peer {
+                client,
+                _server: (read, write),
+            },
+        )
+    }
+
+    impl Peer {
+        /// The next message already sent, if there is one.
+        pub(crate) fn try_recv(&mut self) -> Result<Message, &'static str> {
+            let mut cx = Context::from_waker(Waker::noop());
+            match self.client.poll_next_unpin(&mut cx) {
+                Poll::Ready(Some(Ok(message))) => Ok(message),
+                Poll::Ready(Some(Err(_))) | Poll::Ready(None) => Err("the connection ended"),
+                Poll::Pending => Err("nothing sent"),
+            }
+        }
+
+        /// The next message, waiting for it.
+        pub(crate) async fn recv(&mut self) -> Message {
+            self.client
+                .next()
+                .await
+                .expect("the connection ended")
+                .expect("the connection failed")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -564,13 +646,8 @@ mod tests {
     fn client(
         id: u64,
         metrics: &Arc<Metrics>,
-    ) -> (
-        Outbox,
-        Arc<ClientInfo>,
-        mpsc::Receiver<Arc<PreparedMessage>>,
-    ) {
-        let (queue, frames) = mpsc::channel(4096);
-        let outbox = Outbox::new(id, queue, metrics.clone());
+    ) -> (Outbox, Arc<ClientInfo>, testing::Peer) {
+        let (outbox, frames) = testing::outbox(id, 4096, 1 << 20, metrics);
         let info = Arc::new(ClientInfo {
             client: format!("c{id}"),
             user: String::new(),
@@ -587,8 +664,8 @@ mod tests {
         }
     }
 
-    fn text(frame: &PreparedMessage) -> String {
-        frame.message().as_text().unwrap_or_default().to_string()
+    fn text(message: &duplex::Message) -> String {
+        message.as_text().unwrap_or_default().to_string()
     }
 
     fn publication(offset: u64) -> Publication {
@@ -647,12 +724,14 @@ mod tests {
     #[test]
     fn a_full_queue_marks_a_slow_consumer_once() {
         let metrics = Arc::new(Metrics::default());
-        let (queue, _frames) = mpsc::channel(2);
-        let outbox = Outbox::new(1, queue, metrics.clone());
+        // The pipe takes the first frame ("a": 3 bytes) and no more; the
+        // next two wait in the queue of 2, and the fourth finds it full.
+        let (outbox, _peer) = testing::outbox(1, 2, 3, &metrics);
         assert!(outbox.push_text("a".into()));
         assert!(outbox.push_text("b".into()));
-        assert!(!outbox.push_text("c".into()));
+        assert!(outbox.push_text("c".into()));
         assert!(!outbox.push_text("d".into()));
+        assert!(!outbox.push_text("e".into()));
         assert_eq!(metrics.dropped.load(Ordering::Relaxed), 1);
         let (code, reason) = futures_util::FutureExt::now_or_never(outbox.closed()).unwrap();
         assert_eq!(code, CloseCode::POLICY_VIOLATION);
@@ -715,6 +794,23 @@ mod tests {
         registry.finish_join(&channel2, 2, "reply".into());
         assert_eq!(text(&frames.try_recv().unwrap()), "reply");
         assert!(text(&frames.try_recv().unwrap()).contains("\"offset\":1"));
+    }
+
+    #[test]
+    fn a_namespace_without_join_leave_pushes_none() {
+        let metrics = Arc::new(Metrics::default());
+        let registry =
+            Registry::new(metrics.clone(), 100).without_join_leave(["chat".to_string()]);
+        let (a, a_info, mut a_frames) = client(1, &metrics);
+        subscribed(&registry, &a, &a_info);
+        a_frames.try_recv().unwrap();
+        let (_, c_info, _) = client(3, &metrics);
+        registry.presence_event("chat:x", PresenceEvent::Join, &c_info);
+        registry.presence_event("chat:x", PresenceEvent::Leave, &c_info);
+        assert!(a_frames.try_recv().is_err(), "no join or leave pushed");
+        // Publications still are.
+        registry.deliver("chat:x", &publication(1));
+        assert!(text(&a_frames.try_recv().unwrap()).contains("\"offset\":1"));
     }
 
     #[test]

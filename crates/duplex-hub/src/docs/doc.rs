@@ -604,16 +604,16 @@ impl DocTask {
     }
 
     fn send(&self, peer: &Peer, bytes: Vec<u8>) {
-        let frame = Arc::new(PreparedMessage::binary(bytes));
-        if peer.outbox.push(frame) {
+        let frame = PreparedMessage::binary(bytes);
+        if peer.outbox.push(&frame) {
             bump(&self.docs.metrics.messages_out);
         }
     }
 
     fn broadcast(&self, bytes: Vec<u8>, except: Option<u64>) {
-        let frame = Arc::new(PreparedMessage::binary(bytes));
+        let frame = PreparedMessage::binary(bytes);
         for (id, peer) in &self.peers {
-            if Some(*id) != except && peer.outbox.push(frame.clone()) {
+            if Some(*id) != except && peer.outbox.push(&frame) {
                 bump(&self.docs.metrics.messages_out);
             }
         }

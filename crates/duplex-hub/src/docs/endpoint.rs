@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use duplex::{CloseCode, Message, PreparedMessage, WebSocket, upgrade};
+use duplex::{CloseCode, Message, WebSocket, upgrade};
 use futures_util::StreamExt;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -26,13 +26,11 @@ use http_body_util::Full;
 use hyper::body::Incoming as Body;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::doc::Cmd;
 use super::sync::{self, Incoming};
 use super::{Access, Docs, Peer, access, valid_name};
-use crate::conn::pump;
 use crate::http::Service;
 use crate::limits::TokenBucket;
 use crate::metrics::{bump, drop_one};
@@ -192,13 +190,12 @@ pub async fn run<S>(
 {
     let metrics = &docs.metrics;
     bump(&metrics.connections);
-    let (queue, mut frames) = mpsc::channel::<Arc<PreparedMessage>>(send_queue);
+    let (mut read, mut write) = ws.split();
     let peer = Arc::new(Peer {
         id,
-        outbox: Outbox::new(id, queue, hub_metrics),
+        outbox: Outbox::new(id, write.sender(), send_queue, hub_metrics),
         writable: access == Access::Write,
     });
-    let (mut read, mut write) = ws.split();
     let config = docs.config().clone();
     let joined = tokio::select! {
         () = closing.cancelled() => None,
@@ -289,17 +286,10 @@ pub async fn run<S>(
             biased;
             () = closing.cancelled() => Some((CloseCode::GOING_AWAY, "the server is shutting down".into())),
             told = peer.outbox.closed() => Some(told),
-            result = pump(&mut write, &mut frames) => {
-                if let Err(err) = result {
-                    tracing::debug!(%err, "writing failed");
-                }
-                None
-            }
             stop = &mut reader => stop,
         }
     };
     let _ = commands.send(Cmd::Leave { peer: id }).await;
-    drop(frames);
     if let Some((code, reason)) = stop {
         tracing::info!(doc = %name, peer = id, code = code.0, %reason, "closing a document connection");
         let mut rest = pin!(async { while read.next().await.is_some() {} });

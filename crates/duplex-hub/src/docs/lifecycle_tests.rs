@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use duplex::{CloseCode, Message as WsMessage, PreparedMessage};
+use duplex::{CloseCode, Message as WsMessage};
 use tokio::sync::mpsc;
 use yrs::sync::{Message, SyncMessage};
 use yrs::updates::decoder::Decode;
@@ -14,11 +14,11 @@ use super::doc::Cmd;
 use super::sync::Incoming;
 use super::{Docs, DocsConfig, Peer};
 use crate::metrics::Metrics;
-use crate::registry::Outbox;
+use crate::registry::testing;
 
 struct Client {
     peer: Arc<Peer>,
-    frames: mpsc::Receiver<Arc<PreparedMessage>>,
+    frames: testing::Peer,
     commands: mpsc::Sender<Cmd>,
     doc: Doc,
     awareness_at_join: Vec<yrs::sync::AwarenessUpdate>,
@@ -28,10 +28,10 @@ static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1)
 
 async fn join(docs: &Arc<Docs>, name: &str, writable: bool) -> Client {
     let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (queue, frames) = mpsc::channel(4096);
+    let (outbox, frames) = testing::outbox(id, 4096, 1 << 20, &Arc::new(Metrics::default()));
     let peer = Arc::new(Peer {
         id,
-        outbox: Outbox::new(id, queue, Arc::new(Metrics::default())),
+        outbox,
         writable,
     });
     let commands = docs.join(name, peer.clone()).await.unwrap();
@@ -67,9 +67,8 @@ impl Client {
     async fn next(&mut self) -> Message {
         let frame = tokio::time::timeout(Duration::from_secs(10), self.frames.recv())
             .await
-            .expect("a message within 10 s")
-            .expect("the queue is open");
-        let WsMessage::Binary(bytes) = frame.message() else {
+            .expect("a message within 10 s");
+        let WsMessage::Binary(bytes) = &frame else {
             panic!("not binary");
         };
         Message::decode_v1(bytes).expect("a y-websocket message")

@@ -291,3 +291,32 @@ async fn shutdown_closes_websockets_with_1001() {
 }
 
 use duplex_hub::Config;
+
+#[tokio::test]
+async fn a_namespace_with_join_leave_off_lists_presence_and_pushes_no_joins() {
+    let mut config = quiet();
+    config.namespaces.get_mut("chat").unwrap().join_leave = false;
+    let hub = TestHub::start(config).await;
+    let mut alice = hub.client().await;
+    subscribe(&mut alice, "chat:room").await;
+    let mut bob = hub.client().await;
+    subscribe(&mut bob, "chat:room").await;
+
+    // Listed, both of them.
+    let presence = alice
+        .ok(json!({"op":"presence","channel":"chat:room"}))
+        .await;
+    assert_eq!(presence["clients"].as_array().unwrap().len(), 2);
+    // Bob leaves, then publishes: the publication is the first push Alice
+    // gets, with no join or leave before it.
+    bob.ok(json!({"op":"unsubscribe","channel":"chat:room"}))
+        .await;
+    publish(&mut bob, "chat:room", json!("after")).await;
+    let push = alice.push().await;
+    assert_eq!(push["push"], "message", "{push}");
+    assert_eq!(push["data"], "after");
+    let presence = alice
+        .ok(json!({"op":"presence","channel":"chat:room"}))
+        .await;
+    assert_eq!(presence["clients"].as_array().unwrap().len(), 1);
+}
