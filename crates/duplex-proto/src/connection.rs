@@ -117,8 +117,10 @@ pub struct Connection {
     #[cfg(feature = "deflate")]
     deflate: Option<Box<Deflate>>,
 
-    close_sent: Option<Option<CloseFrame>>,
-    close_received: Option<Option<CloseFrame>>,
+    /// The close frames sent and received, boxed: each connection has them
+    /// once, at its end, and an idle connection is the smaller for it.
+    close_sent: Option<Box<Option<CloseFrame>>>,
+    close_received: Option<Box<Option<CloseFrame>>>,
     failure: Option<ProtocolError>,
     transport_closed: bool,
 }
@@ -441,7 +443,7 @@ impl Connection {
             OpCode::Pong => Ok(Some(Message::Pong(payload))),
             OpCode::Close => {
                 let frame = CloseFrame::parse(&payload)?;
-                self.close_received = Some(frame.clone());
+                self.close_received = Some(Box::new(frame.clone()));
                 self.input_done = true;
                 self.read_buf = BytesMut::new();
                 if self.close_sent.is_none() {
@@ -553,7 +555,7 @@ impl Connection {
         if self.outgoing.is_some() {
             return Err(SendError::MessageInProgress);
         }
-        self.output.push(prepared.frame().clone());
+        self.output.push_shared(prepared.frame().clone());
         self.output.end_frame();
         Ok(())
     }
@@ -585,7 +587,7 @@ impl Connection {
         let frame = prepared.frame();
         let taken = write(frame).min(frame.len());
         if taken < frame.len() {
-            self.output.push(frame.slice(taken..));
+            self.output.push_shared(frame.slice(taken..));
             self.output.end_frame();
         }
         Ok(taken)
@@ -694,7 +696,7 @@ impl Connection {
             frame.write_payload(&mut payload);
         }
         self.write_frame(OpCode::Close, true, 0, payload.freeze());
-        self.close_sent = Some(frame);
+        self.close_sent = Some(Box::new(frame));
     }
 
     /// Encodes a frame into the output: a client masks a copy of the payload; a
@@ -810,12 +812,12 @@ impl Connection {
     /// The close frame received from the peer: `None` if none yet, `Some(None)` if
     /// it carried no code.
     pub fn received_close(&self) -> Option<&Option<CloseFrame>> {
-        self.close_received.as_ref()
+        self.close_received.as_deref()
     }
 
     /// The close frame this end sent, as [`received_close`](Self::received_close).
     pub fn sent_close(&self) -> Option<&Option<CloseFrame>> {
-        self.close_sent.as_ref()
+        self.close_sent.as_deref()
     }
 
     /// The protocol violation that failed the connection, if one did.
@@ -828,7 +830,7 @@ impl Connection {
         if !self.transport_closed {
             return None;
         }
-        let (code, reason) = match &self.close_received {
+        let (code, reason) = match self.close_received.as_deref() {
             Some(Some(frame)) => (frame.code, frame.reason.clone()),
             Some(None) => (CloseCode::NO_STATUS, Utf8Bytes::default()),
             None => (CloseCode::ABNORMAL, Utf8Bytes::default()),

@@ -3,6 +3,8 @@
 //! Small frames are copied into one growing buffer, so a burst of small messages
 //! leaves as one write. A large payload that needs no masking is queued as its own
 //! chunk without a copy, and the chunks go out together in a vectored write.
+//! A frame shared with other connections (a prepared message) is always
+//! queued by reference, however small.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -16,6 +18,10 @@ const COPY_THRESHOLD: usize = 4096;
 /// The most buffer capacity kept once everything is written.
 const MAX_IDLE_CAPACITY: usize = 64 << 10;
 
+/// The most entries the queues of chunks and frame ends keep once everything
+/// is written.
+const MAX_IDLE_QUEUE: usize = 4;
+
 /// Output waiting for the transport: a queue of chunks, oldest first.
 #[derive(Debug, Default)]
 pub(crate) struct Output {
@@ -24,11 +30,19 @@ pub(crate) struct Output {
     /// The newest bytes, still growing.
     tail: BytesMut,
     len: usize,
-    /// Bytes handed to the transport so far, over the connection's life.
-    written: u64,
-    /// Where each waiting frame ends, counted as `written` counts, oldest
-    /// first: how many frames still wait.
-    ends: VecDeque<u64>,
+    /// Where the waiting frames end; boxed, and made by the first frame, so
+    /// that a connection that never sends holds one pointer for it.
+    ends: Option<Box<FrameEnds>>,
+}
+
+/// The ends of the frames waiting, to count them.
+#[derive(Debug, Default)]
+struct FrameEnds {
+    /// Bytes handed to the transport since this was made.
+    taken: u64,
+    /// Where each waiting frame ends, counted as `taken` counts, oldest
+    /// first.
+    queue: VecDeque<u64>,
 }
 
 impl Output {
@@ -43,12 +57,13 @@ impl Output {
 
     /// The number of frames not yet wholly taken by the transport.
     pub(crate) fn frames(&self) -> usize {
-        self.ends.len()
+        self.ends.as_ref().map_or(0, |ends| ends.queue.len())
     }
 
     /// Marks the end of a frame: everything appended so far.
     pub(crate) fn end_frame(&mut self) {
-        self.ends.push_back(self.written + self.len as u64);
+        let ends = self.ends.get_or_insert_with(Box::default);
+        ends.queue.push_back(ends.taken + self.len as u64);
     }
 
     /// Appends bytes written by `write` into the tail buffer.
@@ -81,6 +96,19 @@ impl Output {
             self.len += payload.len();
             self.chunks.push_back(payload);
         }
+    }
+
+    /// Appends a frame shared with other connections (a prepared message's
+    /// bytes), always by reference, whatever its size: copying it into this
+    /// connection's tail would give every subscriber of a broadcast that
+    /// waits a private copy, and leave each with the tail's capacity after.
+    pub(crate) fn push_shared(&mut self, frame: Bytes) {
+        if frame.is_empty() {
+            return;
+        }
+        self.seal_tail();
+        self.len += frame.len();
+        self.chunks.push_back(frame);
     }
 
     fn seal_tail(&mut self) {
@@ -129,10 +157,12 @@ impl Output {
             if !self.chunks.is_empty() {
                 self.chunks.clear();
             }
-            self.ends.clear();
-            self.written += n as u64;
+            if let Some(ends) = &mut self.ends {
+                ends.queue.clear();
+                ends.taken += n as u64;
+            }
             self.len = 0;
-            self.release_or_clear_tail();
+            self.release_idle();
             return;
         }
         self.taken(n);
@@ -153,18 +183,28 @@ impl Output {
             }
         }
         if self.len == 0 {
-            self.release_or_clear_tail();
+            self.release_idle();
         }
     }
 
-    /// Empties the tail once nothing waits.
-    fn release_or_clear_tail(&mut self) {
+    /// Once nothing waits: empties the tail, and gives back what a burst
+    /// grew (the tail past [`MAX_IDLE_CAPACITY`], the queues of chunks and
+    /// frame ends past [`MAX_IDLE_QUEUE`]), so an idle connection holds no
+    /// more than it did before the burst.
+    fn release_idle(&mut self) {
         if self.tail.capacity() > MAX_IDLE_CAPACITY {
-            // A burst is over: do not hold its buffer while idle.
             self.tail = BytesMut::new();
         } else {
             // Reuse the allocation from the start rather than growing it.
             self.tail.clear();
+        }
+        if self.chunks.capacity() > MAX_IDLE_QUEUE {
+            self.chunks = VecDeque::new();
+        }
+        if let Some(ends) = &mut self.ends
+            && ends.queue.capacity() > MAX_IDLE_QUEUE
+        {
+            ends.queue = VecDeque::new();
         }
     }
 
@@ -176,15 +216,20 @@ impl Output {
             None => return None,
         };
         self.taken(chunk.len());
+        if self.len == 0 {
+            self.release_idle();
+        }
         Some(chunk)
     }
 
     /// Counts `n` bytes as taken by the transport, and the frames they end.
     fn taken(&mut self, n: usize) {
         self.len -= n;
-        self.written += n as u64;
-        while self.ends.front().is_some_and(|&end| end <= self.written) {
-            self.ends.pop_front();
+        if let Some(ends) = &mut self.ends {
+            ends.taken += n as u64;
+            while ends.queue.front().is_some_and(|&end| end <= ends.taken) {
+                ends.queue.pop_front();
+            }
         }
     }
 }
@@ -253,5 +298,24 @@ mod tests {
         assert_eq!(out.first_chunk(), b"ef");
         out.advance(2);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_shared_frame_is_queued_by_reference_and_the_queues_shrink_after() {
+        let frame = Bytes::from(vec![7u8; 100]);
+        let mut out = Output::default();
+        for _ in 0..64 {
+            out.push_shared(frame.clone());
+            out.end_frame();
+        }
+        assert_eq!(out.frames(), 64);
+        assert_eq!(out.len(), 6400);
+        assert_eq!(out.tail.capacity(), 0, "nothing copied");
+        assert!(std::ptr::eq(out.first_chunk().as_ptr(), frame.as_ptr()));
+        out.advance(out.len());
+        assert!(out.is_empty());
+        assert_eq!(out.frames(), 0);
+        assert!(out.chunks.capacity() <= MAX_IDLE_QUEUE);
+        assert!(out.ends.unwrap().queue.capacity() <= MAX_IDLE_QUEUE);
     }
 }
