@@ -207,7 +207,8 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
             Ok(publications(5, 15))
         };
-        let results = join_all((0..100).map(|_| reads.range(("chat:x", 5, 15), &metrics, read))).await;
+        let results =
+            join_all((0..100).map(|_| reads.range(("chat:x", 5, 15), &metrics, read))).await;
         assert_eq!(store_reads.load(Ordering::Relaxed), 1);
         assert_eq!(metrics.history_reads.load(Ordering::Relaxed), 1);
         assert_eq!(metrics.history_reads_merged.load(Ordering::Relaxed), 99);
@@ -215,8 +216,14 @@ mod tests {
             assert_eq!(result.unwrap()[..], publications(5, 15)[..]);
         }
         // Over: the next recovery reads afresh, and other ranges never share.
-        reads.range(("chat:x", 5, 15), &metrics, read).await.unwrap();
-        reads.range(("chat:x", 6, 15), &metrics, read).await.unwrap();
+        reads
+            .range(("chat:x", 5, 15), &metrics, read)
+            .await
+            .unwrap();
+        reads
+            .range(("chat:x", 6, 15), &metrics, read)
+            .await
+            .unwrap();
         assert_eq!(store_reads.load(Ordering::Relaxed), 3);
         assert!(reads.lock().is_empty());
     }
@@ -229,7 +236,9 @@ mod tests {
             std::future::pending::<()>().await;
             unreachable!()
         }));
-        let second = reads.range(("chat:x", 0, 3), &metrics, || async { Ok(publications(0, 3)) });
+        let second = reads.range(("chat:x", 0, 3), &metrics, || async {
+            Ok(publications(0, 3))
+        });
         tokio::pin!(second);
         // Both start; the first is the reader and never finishes.
         assert!(futures_util::poll!(&mut first).is_pending());
@@ -248,10 +257,17 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
             Err(HubError::new(ErrorCode::Unavailable, "the store is down"))
         };
-        let results = join_all((0..3).map(|_| reads.range(("chat:x", 1, 2), &metrics, failing))).await;
-        assert!(results.iter().all(|r| r.as_ref().unwrap_err().code == ErrorCode::Unavailable));
+        let results =
+            join_all((0..3).map(|_| reads.range(("chat:x", 1, 2), &metrics, failing))).await;
+        assert!(
+            results
+                .iter()
+                .all(|r| r.as_ref().unwrap_err().code == ErrorCode::Unavailable)
+        );
         let ok = reads
-            .range(("chat:x", 1, 2), &metrics, || async { Ok(publications(1, 2)) })
+            .range(("chat:x", 1, 2), &metrics, || async {
+                Ok(publications(1, 2))
+            })
             .await;
         assert_eq!(ok.unwrap().len(), 1);
     }

@@ -413,7 +413,9 @@ impl Registry {
     /// Pushes `join` or `leave` of `client` to this node's other
     /// subscribers of `channel`.
     pub fn presence_event(&self, channel: &str, event: PresenceEvent, client: &ClientInfo) {
-        let namespace = channel.split_once(':').map_or(channel, |(namespace, _)| namespace);
+        let namespace = channel
+            .split_once(':')
+            .map_or(channel, |(namespace, _)| namespace);
         if self.quiet.contains(namespace) {
             return;
         }
@@ -643,10 +645,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn client(
-        id: u64,
-        metrics: &Arc<Metrics>,
-    ) -> (Outbox, Arc<ClientInfo>, testing::Peer) {
+    fn client(id: u64, metrics: &Arc<Metrics>) -> (Outbox, Arc<ClientInfo>, testing::Peer) {
         let (outbox, frames) = testing::outbox(id, 4096, 1 << 20, metrics);
         let info = Arc::new(ClientInfo {
             client: format!("c{id}"),
@@ -799,8 +798,7 @@ mod tests {
     #[test]
     fn a_namespace_without_join_leave_pushes_none() {
         let metrics = Arc::new(Metrics::default());
-        let registry =
-            Registry::new(metrics.clone(), 100).without_join_leave(["chat".to_string()]);
+        let registry = Registry::new(metrics.clone(), 100).without_join_leave(["chat".to_string()]);
         let (a, a_info, mut a_frames) = client(1, &metrics);
         subscribed(&registry, &a, &a_info);
         a_frames.try_recv().unwrap();

@@ -5,8 +5,7 @@
 mod support;
 
 use duplex::{
-    CloseCode, Message, PreparedMessage, ReadHalf, Sender, TrySendError, WebSocketConfig,
-    WriteHalf,
+    CloseCode, Message, PreparedMessage, ReadHalf, Sender, TrySendError, WebSocketConfig, WriteHalf,
 };
 use futures_util::StreamExt;
 use support::within;
@@ -87,8 +86,13 @@ async fn a_peer_that_does_not_read_fills_the_queue_and_nothing_is_lost() {
         }
         assert_eq!(sender.queued_frames(), 0);
         assert_eq!(sender.buffered_amount(), 0);
-        sender.try_send_prepared(&PreparedMessage::text("after")).unwrap();
-        assert_eq!(client.next().await.unwrap().unwrap(), Message::text("after"));
+        sender
+            .try_send_prepared(&PreparedMessage::text("after"))
+            .unwrap();
+        assert_eq!(
+            client.next().await.unwrap().unwrap(),
+            Message::text("after")
+        );
         drop(write);
         reader.abort();
     })

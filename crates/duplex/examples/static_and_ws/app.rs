@@ -259,9 +259,7 @@ impl Hub {
             }
             Outlet::Waiting(_) => true,
             // Closed: its task is ending and removes it.
-            Outlet::Open(sender) => {
-                sender.try_send_prepared(message) == Err(TrySendError::Full)
-            }
+            Outlet::Open(sender) => sender.try_send_prepared(message) == Err(TrySendError::Full),
         };
         if full && let Some(peer) = peers.remove(&id) {
             peer.kick.cancel();
