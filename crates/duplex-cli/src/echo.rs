@@ -9,7 +9,6 @@ use std::time::Duration;
 use duplex::ServerBuilder;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::parse_size;
@@ -78,7 +77,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         )?)),
         _ => None,
     };
-    let listener = TcpListener::bind(args.listen).await?;
+    let listener = crate::listen(args.listen)?;
     let scheme = if tls.is_some() { "wss" } else { "ws" };
     println!("listening on {scheme}://{}", listener.local_addr()?);
     let server = Arc::new(server);

@@ -83,6 +83,26 @@ fn raise_open_file_limit() {
     }
 }
 
+/// The listen backlog asked for: connections the kernel completes and holds
+/// until the server accepts them. When every client of a server comes at
+/// once (a restart, a network that came back), tokio's default of 1,024
+/// overflows, and each connection the kernel drops waits a second or more
+/// for the client's retry. The kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 65_535;
+
+/// A listening socket on `addr`, with address reuse (as tokio's `bind`) and
+/// a backlog of [`LISTEN_BACKLOG`].
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Parses a byte size: a number with an optional K, M or G suffix (binary).
 fn parse_size(text: &str) -> Result<usize, String> {
     let text = text.trim();

@@ -8,7 +8,6 @@ use std::process::ExitCode;
 
 use duplex_hub::engine::EngineKind;
 use duplex_hub::{Config, Server};
-use tokio::net::TcpListener;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -49,7 +48,7 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let listener = TcpListener::bind(args.listen).await?;
+        let listener = crate::listen(args.listen)?;
         let addr = listener.local_addr()?;
         if config.engine.node.is_none() {
             config.engine.node = Some(format!("{}:{}", duplex_hub::hub::hostname(), addr.port()));
