@@ -1,16 +1,30 @@
 #!/usr/bin/env bash
-# Fan-out: one publisher, N subscribers, against the broadcast of the
-# static_and_ws example and against a channel of `duplex serve`, with
-# `duplex bench --subscribers` as the load.
+# Fan-out: server CPU per delivery, beside the floor. One publisher and N
+# subscribers against the broadcast of the static_and_ws example and a
+# channel of `duplex serve`, with `duplex bench --subscribers` as the load,
+# and bench/floor (one write(2) of a pre-encoded frame per socket, no
+# WebSocket library) as the least work a delivery can take here.
 #
-#   bench/fanout.sh                          # 1,000 and 10,000 subscribers
-#   SUBSCRIBERS="100 1000" RATES=50 bench/fanout.sh
+#   bench/fanout.sh                          # 1,000 and 10,000 subscribers, 64 B and 1 KiB
+#   SUBSCRIBERS=10000 SIZES=64 ROUNDS=1 bench/fanout.sh
+#
+# Method: the server runs on SERVER_CPU, the load on CLIENT_CPU. Each server
+# is started fresh twice per case, for a run of DURATION seconds and one of
+# SHORT seconds (same connections, same warm-up); its user + system CPU
+# ticks are read from /proc/PID/stat around each whole run. The difference
+# between the two, divided by the difference in deliveries, is the CPU of
+# the extra deliveries alone: connecting and subscribing cancel out. The
+# floor measures its own CPU over its window. The cases (floor, example,
+# hub) run interleaved, ROUNDS times, so that the machine's noise falls on
+# all of them alike; the ratio to the floor is taken within each round.
 #
 # Environment (all optional):
-#   SUBSCRIBERS="1000 10000"  the subscriber counts to run
-#   RATES="10 20"             publications per second (duplex bench --rate), each run
-#   SIZE=64                   bytes per publication
-#   DURATION=10               seconds measured per run
+#   SUBSCRIBERS="1000 10000"  subscriber counts
+#   SIZES="64 1024"           payload bytes
+#   DELIVERIES=100000         deliveries per second (the publishing rate is
+#                             DELIVERIES / subscribers)
+#   DURATION=10 SHORT=1       seconds measured in the long and short runs
+#   ROUNDS=2                  interleaved rounds
 #   SERVER_CPU=0 CLIENT_CPU=1 where the server and the load generator run
 #   NO_BUILD=1                use the binaries already built
 #
@@ -21,18 +35,22 @@ set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$BENCH_DIR")
 SUBSCRIBERS=${SUBSCRIBERS:-1000 10000}
-RATES=${RATES:-10 20}
-SIZE=${SIZE:-64}
+SIZES=${SIZES:-64 1024}
+DELIVERIES=${DELIVERIES:-100000}
 DURATION=${DURATION:-10}
+SHORT=${SHORT:-1}
+ROUNDS=${ROUNDS:-2}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 DUPLEX=$ROOT/target/release/duplex
 EXAMPLE=$ROOT/target/release/examples/static_and_ws
+FLOOR=$BENCH_DIR/target/release/floor
 RESULTS=$BENCH_DIR/results/fanout-$(date -u +%Y-%m-%dT%H%M%SZ)
 mkdir -p "$RESULTS"
 
 if [[ ${NO_BUILD:-0} != 1 ]]; then
     (cd "$ROOT" && cargo build --release -p duplex-cli && cargo build --release -p duplex --example static_and_ws) >&2
+    cargo build --release --manifest-path "$BENCH_DIR/Cargo.toml" -p floor >&2
 fi
 
 SERVER_PID=
@@ -70,58 +88,95 @@ cpu_ticks() { # pid: user + system CPU ticks of the process so far
     awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null
 }
 
-run() { # label rate url json extra-args...
-    local label=$1 rate=$2 url=$3 json=$4
-    shift 4
-    local before after start end
-    # The server's CPU share over the whole run (connecting, warm-up and
-    # measurement): how close to its one core the server was.
+# measure KIND N SIZE RATE SECONDS ROUND: one fresh server, one bench run;
+# writes the bench JSON and the server's CPU ticks over the run.
+measure() {
+    local kind=$1 n=$2 size=$3 rate=$4 seconds=$5 round=$6
+    local base=$RESULTS/$kind-$n-$size-$seconds-$round data= before after
+    local hub_args=()
+    case $kind in
+    example)
+        start_server "$base.out" "$EXAMPLE" --listen 127.0.0.1:0 --queue 4096
+        ;;
+    hub)
+        data=$(mktemp -d)
+        start_server "$base.out" "$DUPLEX" serve --listen 127.0.0.1:0 \
+            --data "$data" --config "$BENCH_DIR/hub-fanout.toml"
+        hub_args=(--hub fanout:bench)
+        ;;
+    esac
     before=$(cpu_ticks "$SERVER_PID")
-    start=$(date +%s.%N)
-    taskset -c "$CLIENT_CPU" "$DUPLEX" bench "$url" --size "$SIZE" --duration "$DURATION" \
-        --rate "$rate" --json "$@" >"$json" || true
+    taskset -c "$CLIENT_CPU" "$DUPLEX" bench "ws://$ADDR/ws" --subscribers "$n" "${hub_args[@]}" \
+        --size "$size" --rate "$rate" --duration "$seconds" --json >"$base.json" || true
     after=$(cpu_ticks "$SERVER_PID")
-    end=$(date +%s.%N)
-    awk -v a="$before" -v b="$after" -v hz="$(getconf CLK_TCK)" -v s="$start" -v e="$end" \
-        'BEGIN { printf "%.0f\n", 100 * (b - a) / hz / (e - s) }' >"$json.server-cpu"
-    echo "$label" >"$json.label"
-    echo "done: $label" >&2
+    echo $((after - before)) >"$base.ticks"
+    cleanup
+    if [[ -n $data ]]; then rm -rf "$data"; fi
+    echo "done: $kind $n subscribers, $size B, $seconds s, round $round" >&2
 }
 
-for n in $SUBSCRIBERS; do
-    for rate in $RATES; do
-        start_server "$RESULTS/example-$n-$rate.out" "$EXAMPLE" --listen 127.0.0.1:0 --queue 4096
-        run "static_and_ws broadcast" "$rate" "ws://$ADDR/ws" "$RESULTS/example-$n-$rate.json" \
-            --subscribers "$n"
-        cleanup
-        data=$(mktemp -d)
-        start_server "$RESULTS/hub-$n-$rate.out" "$DUPLEX" serve --listen 127.0.0.1:0 \
-            --data "$data" --config "$BENCH_DIR/hub-fanout.toml"
-        run "duplex serve, channel fanout:bench" "$rate" "ws://$ADDR/ws" "$RESULTS/hub-$n-$rate.json" \
-            --subscribers "$n" --hub fanout:bench
-        cleanup
-        rm -rf "$data"
+for round in $(seq 1 "$ROUNDS"); do
+    for n in $SUBSCRIBERS; do
+        rate=$(python3 -c "print($DELIVERIES / $n)")
+        for size in $SIZES; do
+            taskset -c "$SERVER_CPU" "$FLOOR" --connections "$n" --size "$size" --rate "$rate" \
+                --duration "$DURATION" --writer-cpu "$SERVER_CPU" --reader-cpu "$CLIENT_CPU" \
+                --json >"$RESULTS/floor-$n-$size-$DURATION-$round.json"
+            echo "done: floor $n subscribers, $size B, round $round" >&2
+            for kind in example hub; do
+                measure "$kind" "$n" "$size" "$rate" "$DURATION" "$round"
+                measure "$kind" "$n" "$size" "$rate" "$SHORT" "$round"
+            done
+        done
     done
 done
 
-python3 - "$RESULTS" <<'PY'
+python3 - "$RESULTS" "$DURATION" "$SHORT" "$(getconf CLK_TCK)" <<'PY'
 import glob, json, os, sys
-print("| server | subscribers | published/s | delivered/s | p50 µs | p99 µs | max µs | server CPU % | client CPU % | errors |")
-print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-def key(path):
-    kind, n, rate = os.path.basename(path)[:-5].rsplit("-", 2)
-    return (int(n), float(rate), kind)
-for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json")), key=key):
-    label = open(path + ".label").read().strip()
+results, long_s, short_s, hz = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+def load(path):
     try:
-        r = json.load(open(path))
-    except ValueError:
-        print(f"| {label} | {key(path)[0]:,} | failed | | | | | | | |")
-        continue
-    l = r["latency_us"]
-    server_cpu = open(path + ".server-cpu").read().strip()
-    print(f"| {label} | {r['subscribers']:,} | {r['published_per_sec']:,.1f} | {r['messages_per_sec']:,.0f} "
-          f"| {l['p50']:,.0f} | {l['p99']:,.0f} | {l['max']:,.0f} | {server_cpu} "
-          f"| {r['client_cpu_percent']:.0f} | {r['errors']} |")
+        return json.load(open(path))
+    except (OSError, ValueError):
+        return None
+
+cases = sorted({tuple(os.path.basename(p)[:-5].split("-")[1:3])
+                for p in glob.glob(os.path.join(results, "floor-*.json"))},
+               key=lambda c: (int(c[0]), int(c[1])))
+rounds = sorted({int(os.path.basename(p)[:-5].split("-")[4])
+                 for p in glob.glob(os.path.join(results, "floor-*.json"))})
+labels = {"example": "static_and_ws broadcast", "hub": "duplex serve, channel fanout:bench"}
+print("| server | subscribers | payload B | CPU per delivery µs, each round | ratio to the floor, each round | p99 µs | errors |")
+print("| --- | ---: | ---: | --- | --- | ---: | ---: |")
+for n, size in cases:
+    floors = {}
+    for r in rounds:
+        f = load(os.path.join(results, f"floor-{n}-{size}-{long_s}-{r}.json"))
+        if f and f.get("cpu_per_delivery_us"):
+            floors[r] = f["cpu_per_delivery_us"]
+    print(f"| floor (bench/floor) | {int(n):,} | {size} | "
+          + ", ".join(f"{floors[r]:.2f}" for r in sorted(floors)) + " | 1 | | |")
+    for kind in ("example", "hub"):
+        costs, ratios, p99s, errors = [], [], [], 0
+        for r in rounds:
+            base = os.path.join(results, f"{kind}-{n}-{size}")
+            lo, sh = load(f"{base}-{long_s}-{r}.json"), load(f"{base}-{short_s}-{r}.json")
+            if not lo or not sh:
+                costs.append("failed")
+                continue
+            ticks = int(open(f"{base}-{long_s}-{r}.ticks").read()) - int(open(f"{base}-{short_s}-{r}.ticks").read())
+            deliveries = lo["messages"] - sh["messages"]
+            errors += lo["errors"] + sh["errors"]
+            p99s.append(lo["latency_us"]["p99"])
+            if deliveries <= 0:
+                costs.append("n/a")
+                continue
+            us = 1e6 * ticks / hz / deliveries
+            costs.append(f"{us:.2f}")
+            if r in floors:
+                ratios.append(f"{us / floors[r]:.2f}x")
+        p99 = f"{max(p99s):,.0f}" if p99s else ""
+        print(f"| {labels[kind]} | {int(n):,} | {size} | {', '.join(costs)} | {', '.join(ratios)} | {p99} | {errors} |")
 PY
 echo "raw results: $RESULTS" >&2
