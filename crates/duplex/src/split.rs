@@ -305,8 +305,22 @@ impl Sender {
     /// half).
     pub fn try_send_prepared(&self, prepared: &PreparedMessage) -> Result<(), TrySendError> {
         let mut cx = Context::from_waker(&self.waker);
-        self.shared
-            .send_prepared_now(prepared, self.queue_limit, &mut cx)
+        // Outside tokio's cooperative budget. A broadcast calls this once
+        // per subscriber from one task, in a loop that does not yield
+        // either way; within the budget, every write past the task's 128th
+        // would be refused (Pending) by tokio, and that subscriber's frame
+        // queued and its task woken to write it: the slow path for all but
+        // the first 128 subscribers of every publication.
+        let mut send = tokio::task::coop::unconstrained(std::future::poll_fn(|cx| {
+            Poll::Ready(
+                self.shared
+                    .send_prepared_now(prepared, self.queue_limit, cx),
+            )
+        }));
+        match Pin::new(&mut send).poll(&mut cx) {
+            Poll::Ready(sent) => sent,
+            Poll::Pending => unreachable!("the send is ready when first polled"),
+        }
     }
 
     /// Frames queued and not yet wholly taken by the socket.

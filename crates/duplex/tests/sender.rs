@@ -141,3 +141,30 @@ async fn a_sender_to_a_vanished_peer_fails_and_the_reading_half_ends() {
     })
     .await;
 }
+
+/// One task sending to many connections in one poll, as a broadcast does:
+/// every frame goes straight to its socket, none waits in a queue (tokio's
+/// cooperative budget, 128 operations a poll, does not push the rest onto
+/// the slow path).
+#[tokio::test]
+async fn a_broadcast_from_one_task_writes_every_frame_at_once() {
+    within(async {
+        let mut connections = Vec::new();
+        for _ in 0..300 {
+            connections.push(pair(WebSocketConfig::default()).await);
+        }
+        let senders: Vec<Sender> = connections.iter().map(|((_, w), _)| w.sender()).collect();
+        let prepared = PreparedMessage::text("to everyone");
+        // In one poll of this task: no await between the sends.
+        for sender in &senders {
+            sender.try_send_prepared(&prepared).unwrap();
+        }
+        let queued: usize = senders.iter().map(Sender::queued_frames).sum();
+        assert_eq!(queued, 0, "frames left queued instead of written");
+        for (_, client) in &mut connections {
+            let message = client.next().await.unwrap().unwrap();
+            assert_eq!(message, Message::text("to everyone"));
+        }
+    })
+    .await;
+}
