@@ -20,8 +20,9 @@ use std::process::ExitCode;
 /// the connections' long-lived state: 10,000 clients connecting at once left
 /// `duplex serve` holding 18.3 KiB each with it, 4.8 KiB with jemalloc (4.5
 /// KiB either way when they connect 20 at a time; docs/BENCHMARKS.md).
-/// jemalloc does not build for MSVC, which keeps the system's allocator.
-#[cfg(not(target_env = "msvc"))]
+/// jemalloc does not build for MSVC, which keeps the system's allocator, as
+/// does a build without the `jemalloc` feature.
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
