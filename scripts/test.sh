@@ -23,11 +23,12 @@ step "clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 cargo clippy -p duplex --no-default-features -- -D warnings
 
-step "bench/: the peers' echo servers (their own workspace)"
+step "bench/: the peers' echo servers and the loads (their own workspace)"
 cargo fmt --manifest-path bench/Cargo.toml --all -- --check
 cargo clippy --manifest-path bench/Cargo.toml --all-targets -- -D warnings
+cargo test --manifest-path bench/Cargo.toml -p floor -p pusher-load
 for script in bench/*.sh; do bash -n "$script"; done
-for script in bench/report.py bench/cluster_memory.py; do
+for script in bench/report.py bench/cluster_memory.py bench/density.py; do
     python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])' "$script"
 done
 for script in bench/socketio/*.js; do node --check "$script"; done
