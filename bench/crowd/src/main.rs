@@ -95,7 +95,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if let Err(e) = raise_nofile(args.clients as u64 + 64) {
+    if let Err(e) = loadkit::raise_nofile(args.clients as u64 + 64, "the clients") {
         eprintln!("crowd: {e}");
         std::process::exit(1);
     }
@@ -121,9 +121,9 @@ fn parse(argv: Vec<String>) -> Result<Args, String> {
         let mut value = || argv.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--url" => url = Some(value()?),
-            "--clients" => clients = Some(positive("--clients", &value()?)?),
+            "--clients" => clients = Some(loadkit::count("clients", &value()?)?),
             "--channel" => channel = Some(value()?),
-            "--concurrency" => concurrency = Some(positive("--concurrency", &value()?)?),
+            "--concurrency" => concurrency = Some(loadkit::count("concurrency", &value()?)?),
             "--bind" => {
                 for ip in value()?.split(',') {
                     binds.push(
@@ -154,39 +154,6 @@ fn parse(argv: Vec<String>) -> Result<Args, String> {
         binds,
         concurrency: concurrency.unwrap_or(clients),
     })
-}
-
-fn positive(flag: &str, text: &str) -> Result<usize, String> {
-    match text.parse() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("{flag} {text:?} is not a positive whole number")),
-    }
-}
-
-/// Raises the soft open-file limit to the hard one; fails if `needed` does
-/// not fit.
-fn raise_nofile(needed: u64) -> Result<(), String> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit read and write only the struct given.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return Err("cannot read the open-file limit".into());
-        }
-        if limit.rlim_max != libc::RLIM_INFINITY && limit.rlim_max < needed {
-            return Err(format!(
-                "{needed} open files are needed, but this process may hold at most {}",
-                limit.rlim_max
-            ));
-        }
-        limit.rlim_cur = limit.rlim_max;
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-            return Err("cannot raise the open-file limit".into());
-        }
-    }
-    Ok(())
 }
 
 fn now_ns() -> u64 {

@@ -169,7 +169,7 @@ fn parse(args: &[String]) -> Result<Invocation, String> {
             connect: connect.parse().map_err(|_| {
                 format!("--connect {connect:?} is not an address (e.g. 127.0.0.1:9001)")
             })?,
-            connections: count("connections", required("connections")?)?,
+            connections: loadkit::count("connections", required("connections")?)?,
             cpu: cpu("cpu", required("cpu")?)?,
         }));
     }
@@ -177,17 +177,17 @@ fn parse(args: &[String]) -> Result<Invocation, String> {
         return Err("--json takes no value".into());
     }
     let size_text = required("size")?;
-    let size = parse_size(size_text).map_err(|e| format!("--size: {e}"))?;
+    let size = loadkit::parse_size(size_text).map_err(|e| format!("--size: {e}"))?;
     if size > MAX_SIZE {
         return Err(format!("--size {size_text} is over the limit of 64M"));
     }
     let args = Args {
-        connections: count("connections", required("connections")?)?,
+        connections: loadkit::count("connections", required("connections")?)?,
         size,
-        rate: seconds_or_rate("rate", required("rate")?, false)?,
-        duration: seconds_or_rate("duration", required("duration")?, false)?,
+        rate: loadkit::number("rate", required("rate")?, false)?,
+        duration: loadkit::number("duration", required("duration")?, false)?,
         warmup: match value("warmup") {
-            Some(text) => seconds_or_rate("warmup", text, true)?,
+            Some(text) => loadkit::number("warmup", text, true)?,
             None => 1.0,
         },
         writer_cpu: value("writer-cpu").map_or(Ok(0), |text| cpu("writer-cpu", text))?,
@@ -204,48 +204,10 @@ fn parse(args: &[String]) -> Result<Invocation, String> {
     Ok(Invocation::Write(args))
 }
 
-/// A positive count.
-fn count(name: &str, text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("--{name} {text:?} is not a positive whole number")),
-    }
-}
-
 /// A CPU number.
 fn cpu(name: &str, text: &str) -> Result<usize, String> {
     text.parse::<usize>()
         .map_err(|_| format!("--{name} {text:?} is not a CPU number (0, 1, ...)"))
-}
-
-/// A finite number above zero (or, with `zero`, at least zero).
-fn seconds_or_rate(name: &str, text: &str, zero: bool) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(x) if x.is_finite() && (x > 0.0 || (zero && x == 0.0)) => Ok(x),
-        _ if zero => Err(format!("--{name} {text:?} is not a number of at least 0")),
-        _ => Err(format!("--{name} {text:?} is not a number above 0")),
-    }
-}
-
-/// A byte count, with an optional K, M or G (powers of 1024).
-fn parse_size(text: &str) -> Result<usize, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: usize = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (e.g. 64, 1K, 16K)"))?;
-    let shift = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 0,
-        "K" | "KB" | "KIB" => 10,
-        "M" | "MB" | "MIB" => 20,
-        "G" | "GB" | "GIB" => 30,
-        other => return Err(format!("unknown size unit {other:?}; use K, M or G")),
-    };
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// An unmasked server-to-client binary frame, FIN set, with `size` zero
@@ -301,11 +263,11 @@ struct Tally {
 
 /// The measured run: the writer side.
 fn write(args: &Args) -> Result<(), String> {
-    sys::raise_nofile(
+    loadkit::raise_nofile(
         args.connections as u64 + SPARE_FILES,
         &format!("{} connections", args.connections),
     )?;
-    sys::pin_to_cpu(args.writer_cpu)?;
+    loadkit::pin_to_cpu(args.writer_cpu)?;
     let frame = frame(args.size);
 
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -351,7 +313,7 @@ fn write(args: &Args) -> Result<(), String> {
         let due = tick_time(k);
         if !in_window && due >= window_start {
             sleep_until(start + window_start);
-            cpu_before = sys::process_cpu();
+            cpu_before = loadkit::process_cpu();
             usage_before = sys::user_and_system();
             in_window = true;
         }
@@ -371,7 +333,7 @@ fn write(args: &Args) -> Result<(), String> {
         }
         k += 1;
     }
-    let cpu = sys::process_cpu().saturating_sub(cpu_before);
+    let cpu = loadkit::process_cpu().saturating_sub(cpu_before);
     let usage = sys::user_and_system();
     let user = usage.0.saturating_sub(usage_before.0);
     let system = usage.1.saturating_sub(usage_before.1);

@@ -31,8 +31,8 @@ const EVENTS: usize = 1024;
 
 /// Connects, drains every socket to its end, and prints the bytes read.
 pub fn run(args: &ReadArgs) -> Result<(), String> {
-    sys::raise_nofile(args.connections as u64 + 64, "the reader's connections")?;
-    sys::pin_to_cpu(args.cpu)?;
+    loadkit::raise_nofile(args.connections as u64 + 64, "the reader's connections")?;
+    loadkit::pin_to_cpu(args.cpu)?;
 
     let mut sockets = Vec::with_capacity(args.connections);
     for i in 0..args.connections {

@@ -1,87 +1,10 @@
-//! The few system calls `floor` makes through libc: file limits, CPU
-//! affinity, CPU time, and the raw `write(2)`, `read(2)` and `poll(2)`.
+//! The few system calls `floor` makes through libc besides the shared
+//! ones (loadkit): CPU time by kind, and the raw `write(2)`, `read(2)` and
+//! `poll(2)`.
 
 use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
-
-/// Raises this process's soft RLIMIT_NOFILE to its hard limit, and fails if
-/// `needed` descriptors still do not fit.
-pub fn raise_nofile(needed: u64, what: &str) -> Result<(), String> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is a valid rlimit for getrlimit to fill.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(format!(
-            "cannot read the open-file limit: {}",
-            io::Error::last_os_error()
-        ));
-    }
-    let hard = limit.rlim_max;
-    if hard != libc::RLIM_INFINITY && hard < needed {
-        return Err(format!(
-            "{what} need {needed} open files, but this process may hold at most {hard} \
-             (the hard RLIMIT_NOFILE); use fewer connections or raise the hard limit"
-        ));
-    }
-    // An infinite hard limit cannot be the soft one for descriptors (the
-    // kernel caps it at fs.nr_open): ask for what is needed instead.
-    let wanted = if hard == libc::RLIM_INFINITY {
-        needed.max(limit.rlim_cur)
-    } else {
-        hard
-    };
-    if limit.rlim_cur < wanted {
-        limit.rlim_cur = wanted;
-        // SAFETY: `limit` is a valid rlimit.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-            return Err(format!(
-                "cannot raise the open-file limit to {wanted} for {what}: {}",
-                io::Error::last_os_error()
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Pins the calling process (its one thread) to `cpu`.
-pub fn pin_to_cpu(cpu: usize) -> Result<(), String> {
-    // CPU_SET indexes a fixed-size mask: check the number first.
-    let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
-    if cpu >= max {
-        return Err(format!("CPU {cpu} is out of range (at most {})", max - 1));
-    }
-    // SAFETY: an all-zero cpu_set_t is the empty set; CPU_SET stays within
-    // it (checked above); sched_setaffinity reads exactly size_of the set.
-    let result = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    if result != 0 {
-        return Err(format!(
-            "cannot pin to CPU {cpu}: {}",
-            io::Error::last_os_error()
-        ));
-    }
-    Ok(())
-}
-
-/// CPU time used by this process so far, user and system together
-/// (CLOCK_PROCESS_CPUTIME_ID, nanosecond resolution).
-pub fn process_cpu() -> Duration {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid timespec for clock_gettime to fill.
-    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) } != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
-}
 
 /// User and system CPU time used by this process so far (getrusage).
 pub fn user_and_system() -> (Duration, Duration) {

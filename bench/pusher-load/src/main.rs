@@ -27,7 +27,6 @@
 
 mod api;
 mod subscriber;
-mod sys;
 
 use std::cell::{Cell, RefCell};
 use std::process::ExitCode;
@@ -139,7 +138,7 @@ fn main() -> ExitCode {
 
 /// Raises the open-file limit, starts the runtime, runs. Returns the errors.
 fn start(args: &Args) -> Result<u64, String> {
-    sys::raise_nofile(
+    loadkit::raise_nofile(
         args.subscribers as u64 + SPARE_FILES,
         &format!("{} subscribers", args.subscribers),
     )?;
@@ -203,12 +202,12 @@ async fn run(args: &Args) -> Result<u64, String> {
         let (window, cpu, marks) = (window.clone(), cpu.clone(), args.marks);
         tokio::task::spawn_local(async move {
             tokio::time::sleep_until(window.start.into()).await;
-            cpu.set((Some(sys::process_cpu()), None));
+            cpu.set((Some(loadkit::process_cpu()), None));
             if marks {
                 eprintln!("measuring");
             }
             tokio::time::sleep_until(window.end.into()).await;
-            cpu.set((cpu.get().0, Some(sys::process_cpu())));
+            cpu.set((cpu.get().0, Some(loadkit::process_cpu())));
             if marks {
                 eprintln!("measured");
             }
@@ -467,7 +466,7 @@ fn parse(args: &[String]) -> Result<Invocation, String> {
     if channel.is_empty() {
         return Err("--channel is empty".into());
     }
-    let subscribers = count("subscribers", required("subscribers")?)?;
+    let subscribers = loadkit::count("subscribers", required("subscribers")?)?;
     let publish = if switch("hold") {
         if let Some(name) = [
             "api", "app-id", "secret", "size", "rate", "duration", "warmup",
@@ -480,7 +479,7 @@ fn parse(args: &[String]) -> Result<Invocation, String> {
         None
     } else {
         let size_text = value("size").unwrap_or("64");
-        let size = parse_size(size_text).map_err(|e| format!("--size: {e}"))?;
+        let size = loadkit::parse_size(size_text).map_err(|e| format!("--size: {e}"))?;
         if size > MAX_SIZE {
             return Err(format!("--size {size_text} is over the limit of 1M"));
         }
@@ -490,10 +489,10 @@ fn parse(args: &[String]) -> Result<Invocation, String> {
             key: required("key")?.to_string(),
             secret: required("secret")?.to_string(),
             size,
-            rate: number("rate", required("rate")?, false)?,
-            duration: number("duration", required("duration")?, false)?,
+            rate: loadkit::number("rate", required("rate")?, false)?,
+            duration: loadkit::number("duration", required("duration")?, false)?,
             warmup: match value("warmup") {
-                Some(text) => number("warmup", text, true)?,
+                Some(text) => loadkit::number("warmup", text, true)?,
                 None => 1.0,
             },
         };
@@ -513,41 +512,4 @@ fn parse(args: &[String]) -> Result<Invocation, String> {
         json: switch("json"),
         publish,
     })))
-}
-
-/// A positive count.
-fn count(name: &str, text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("--{name} {text:?} is not a positive whole number")),
-    }
-}
-
-/// A finite number above zero (or, with `zero`, at least zero).
-fn number(name: &str, text: &str, zero: bool) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(x) if x.is_finite() && (x > 0.0 || (zero && x == 0.0)) => Ok(x),
-        _ if zero => Err(format!("--{name} {text:?} is not a number of at least 0")),
-        _ => Err(format!("--{name} {text:?} is not a number above 0")),
-    }
-}
-
-/// A byte count, with an optional K or M (powers of 1024).
-fn parse_size(text: &str) -> Result<usize, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: usize = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (e.g. 64, 1K)"))?;
-    let shift = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 0,
-        "K" | "KB" | "KIB" => 10,
-        "M" | "MB" | "MIB" => 20,
-        other => return Err(format!("unknown size unit {other:?}; use K or M")),
-    };
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("{text:?} is too large"))
 }

@@ -1,0 +1,143 @@
+//! What the bench tools (`floor`, `pusher-load`, `crowd`) share: the
+//! open-file limit, CPU pinning and CPU time through libc, and the command
+//! line's sizes and counts.
+
+use std::io;
+use std::time::Duration;
+
+/// Raises this process's soft RLIMIT_NOFILE to its hard limit, and fails if
+/// `needed` descriptors still do not fit.
+pub fn raise_nofile(needed: u64, what: &str) -> Result<(), String> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit for getrlimit to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(format!(
+            "cannot read the open-file limit: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    let hard = limit.rlim_max;
+    if hard != libc::RLIM_INFINITY && hard < needed {
+        return Err(format!(
+            "{what} need {needed} open files, but this process may hold at most {hard} \
+             (the hard RLIMIT_NOFILE); use fewer connections or raise the hard limit"
+        ));
+    }
+    // An infinite hard limit cannot be the soft one for descriptors (the
+    // kernel caps it at fs.nr_open): ask for what is needed instead.
+    let wanted = if hard == libc::RLIM_INFINITY {
+        needed.max(limit.rlim_cur)
+    } else {
+        hard
+    };
+    if limit.rlim_cur < wanted {
+        limit.rlim_cur = wanted;
+        // SAFETY: `limit` is a valid rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(format!(
+                "cannot raise the open-file limit to {wanted} for {what}: {}",
+                io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Pins the calling process (its one thread) to `cpu`.
+pub fn pin_to_cpu(cpu: usize) -> Result<(), String> {
+    // CPU_SET indexes a fixed-size mask: check the number first.
+    let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    if cpu >= max {
+        return Err(format!("CPU {cpu} is out of range (at most {})", max - 1));
+    }
+    // SAFETY: an all-zero cpu_set_t is the empty set; CPU_SET stays within
+    // it (checked above); sched_setaffinity reads exactly size_of the set.
+    let result = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if result != 0 {
+        return Err(format!(
+            "cannot pin to CPU {cpu}: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// CPU time used by this process so far, user and system together
+/// (CLOCK_PROCESS_CPUTIME_ID); zero if the clock cannot be read.
+pub fn process_cpu() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for clock_gettime to fill.
+    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        now.tv_sec.max(0) as u64,
+        now.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
+/// A positive count.
+pub fn count(name: &str, text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("--{name} {text:?} is not a positive whole number")),
+    }
+}
+
+/// A finite number above zero (or, with `zero`, at least zero).
+pub fn number(name: &str, text: &str, zero: bool) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if x.is_finite() && (x > 0.0 || (zero && x == 0.0)) => Ok(x),
+        _ if zero => Err(format!("--{name} {text:?} is not a number of at least 0")),
+        _ => Err(format!("--{name} {text:?} is not a number above 0")),
+    }
+}
+
+/// A byte count, with an optional K, M or G (powers of 1024).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 64, 1K, 16K)"))?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        other => return Err(format!("unknown size unit {other:?}; use K, M or G")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_counts() {
+        assert_eq!(parse_size("64"), Ok(64));
+        assert_eq!(parse_size("1K"), Ok(1024));
+        assert_eq!(parse_size("16kib"), Ok(16 << 10));
+        assert_eq!(parse_size("2M"), Ok(2 << 20));
+        assert!(parse_size("1X").is_err());
+        assert!(parse_size("K").is_err());
+        assert_eq!(count("n", "3"), Ok(3));
+        assert!(count("n", "0").is_err());
+        assert!(count("n", "-1").is_err());
+    }
+}
