@@ -53,40 +53,9 @@ if [[ ${NO_BUILD:-0} != 1 ]]; then
     cargo build --release --manifest-path "$BENCH_DIR/Cargo.toml" -p floor >&2
 fi
 
-SERVER_PID=
-ADDR=
-cleanup() {
-    if [[ -n $SERVER_PID ]]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=
-    fi
-}
-trap cleanup EXIT
-
-# start_server OUT COMMAND...: runs it on SERVER_CPU (SERVER_PID) and sets
-# ADDR from its first line ("listening on http://ADDR"). Not to be called in
-# a subshell: SERVER_PID must reach cleanup.
-start_server() {
-    local out=$1
-    shift
-    : >"$out"
-    taskset -c "$SERVER_CPU" "$@" >"$out" 2>"$out.err" &
-    SERVER_PID=$!
-    for ((i = 0; i < 200; i++)); do
-        if [[ $(wc -l <"$out") -ge 1 ]]; then
-            ADDR=$(sed -n '1s|^listening on [a-z]*://||p' "$out")
-            return
-        fi
-        sleep 0.05
-    done
-    echo "fanout.sh: the server did not start: $(head -c 300 "$out.err")" >&2
-    exit 1
-}
-
-cpu_ticks() { # pid: user + system CPU ticks of the process so far
-    awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null
-}
+# shellcheck source=bench/server.sh
+source "$BENCH_DIR/server.sh"
+trap stop_server EXIT
 
 # measure KIND N SIZE RATE SECONDS ROUND: one fresh server, one bench run;
 # writes the bench JSON and the server's CPU ticks over the run.
@@ -110,7 +79,7 @@ measure() {
         --size "$size" --rate "$rate" --duration "$seconds" --json >"$base.json" || true
     after=$(cpu_ticks "$SERVER_PID")
     echo $((after - before)) >"$base.ticks"
-    cleanup
+    stop_server
     if [[ -n $data ]]; then rm -rf "$data"; fi
     echo "done: $kind $n subscribers, $size B, $seconds s, round $round" >&2
 }

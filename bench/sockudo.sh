@@ -110,20 +110,11 @@ fi
 
 mkdir -p "$RESULTS"
 
-SERVER_PID=
+# shellcheck source=bench/server.sh
+source "$BENCH_DIR/server.sh"
 SERVER_DIR=
-ADDR=
 cleanup() {
-    if [[ -n $SERVER_PID ]]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        for ((i = 0; i < 100; i++)); do
-            kill -0 "$SERVER_PID" 2>/dev/null || break
-            sleep 0.05
-        done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=
-    fi
+    stop_server
     if [[ -n $SERVER_DIR ]]; then
         rm -rf "$SERVER_DIR"
         SERVER_DIR=
@@ -133,25 +124,6 @@ trap cleanup EXIT
 
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# start_server OUT COMMAND...: runs `duplex serve` on SERVER_CPU (SERVER_PID)
-# and sets ADDR from its first line ("listening on http://ADDR"). Not to be
-# called in a subshell: SERVER_PID must reach cleanup.
-start_server() {
-    local out=$1
-    shift
-    : >"$out"
-    taskset -c "$SERVER_CPU" "$@" >"$out" 2>"$out.err" &
-    SERVER_PID=$!
-    for ((i = 0; i < 200; i++)); do
-        if [[ $(wc -l <"$out") -ge 1 ]]; then
-            ADDR=$(sed -n '1s|^listening on [a-z]*://||p' "$out")
-            return
-        fi
-        sleep 0.05
-    done
-    fail "the server did not start: $(head -c 300 "$out.err")"
 }
 
 # start_sockudo OUT: writes Sockudo's configuration into a new folder
@@ -227,9 +199,6 @@ cpu_busy() { # cpu: busy ticks of that CPU so far (all but idle and iowait)
     awk -v cpu="cpu$1" '$1 == cpu { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
 }
 
-cpu_ticks() { # pid: user + system CPU ticks of the process so far
-    awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null
-}
 
 rss_kib() { # pid: resident set size in KiB
     awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null

@@ -113,55 +113,27 @@ fn parse(args: &[String]) -> Result<Invocation, String> {
         Some("read") => (true, &args[1..]),
         _ => (false, args),
     };
-    let mut flags: Vec<(String, Option<String>)> = Vec::new();
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        if arg == "-h" || arg == "--help" {
-            return Ok(Invocation::Help);
-        }
-        let Some(name) = arg.strip_prefix("--") else {
-            return Err(format!("unexpected argument {arg:?}"));
-        };
-        let (name, value) = match name.split_once('=') {
-            Some((name, value)) => (name.to_string(), Some(value.to_string())),
-            None if name == "json" => (name.to_string(), None),
-            None => match rest.next() {
-                Some(value) => (name.to_string(), Some(value.clone())),
-                None => return Err(format!("--{name} needs a value")),
-            },
-        };
-        if flags.iter().any(|(seen, _)| *seen == name) {
-            return Err(format!("--{name} given twice"));
-        }
-        flags.push((name, value));
-    }
-    let known: &[&str] = if reading {
-        &["connect", "connections", "cpu"]
+    let (known, switches): (&[&str], &[&str]) = if reading {
+        (&["connect", "connections", "cpu"], &[])
     } else {
-        &[
-            "connections",
-            "size",
-            "rate",
-            "duration",
-            "warmup",
-            "writer-cpu",
-            "reader-cpu",
-            "json",
-        ]
+        (
+            &[
+                "connections",
+                "size",
+                "rate",
+                "duration",
+                "warmup",
+                "writer-cpu",
+                "reader-cpu",
+            ],
+            &["json"],
+        )
     };
-    if let Some((name, _)) = flags
-        .iter()
-        .find(|(name, _)| !known.contains(&name.as_str()))
-    {
-        return Err(format!("unknown option --{name}"));
-    }
-    let value = |name: &str| -> Option<&str> {
-        flags
-            .iter()
-            .find(|(seen, _)| seen == name)
-            .and_then(|(_, value)| value.as_deref())
+    let Some(flags) = loadkit::Flags::parse(args, known, switches)? else {
+        return Ok(Invocation::Help);
     };
-    let required = |name: &str| value(name).ok_or_else(|| format!("--{name} is required"));
+    let value = |name: &str| flags.value(name);
+    let required = |name: &str| flags.required(name);
 
     if reading {
         let connect = required("connect")?;
@@ -172,9 +144,6 @@ fn parse(args: &[String]) -> Result<Invocation, String> {
             connections: loadkit::count("connections", required("connections")?)?,
             cpu: cpu("cpu", required("cpu")?)?,
         }));
-    }
-    if let Some((_, Some(_))) = flags.iter().find(|(name, _)| name == "json") {
-        return Err("--json takes no value".into());
     }
     let size_text = required("size")?;
     let size = loadkit::parse_size(size_text).map_err(|e| format!("--size: {e}"))?;
@@ -192,7 +161,7 @@ fn parse(args: &[String]) -> Result<Invocation, String> {
         },
         writer_cpu: value("writer-cpu").map_or(Ok(0), |text| cpu("writer-cpu", text))?,
         reader_cpu: value("reader-cpu").map_or(Ok(1), |text| cpu("reader-cpu", text))?,
-        json: flags.iter().any(|(name, _)| name == "json"),
+        json: flags.switch("json"),
     };
     // The schedule is kept in nanoseconds: keep it far from overflowing.
     if args.warmup + args.duration > 1e6 {

@@ -124,6 +124,71 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
+/// A command line of `--name VALUE`, `--name=VALUE` and bare switches, in
+/// any order, each at most once.
+#[derive(Debug)]
+pub struct Flags(Vec<(String, Option<String>)>);
+
+impl Flags {
+    /// Reads `args`, where `known` names the options that take a value and
+    /// `switches` those that take none; `None` for `-h` or `--help`.
+    pub fn parse(
+        args: &[String],
+        known: &[&str],
+        switches: &[&str],
+    ) -> Result<Option<Flags>, String> {
+        let mut flags: Vec<(String, Option<String>)> = Vec::new();
+        let mut rest = args.iter();
+        while let Some(arg) = rest.next() {
+            if arg == "-h" || arg == "--help" {
+                return Ok(None);
+            }
+            let Some(name) = arg.strip_prefix("--") else {
+                return Err(format!("unexpected argument {arg:?}"));
+            };
+            let (name, value) = match name.split_once('=') {
+                Some((name, value)) => (name.to_string(), Some(value.to_string())),
+                None if switches.contains(&name) => (name.to_string(), None),
+                None if !known.contains(&name) => return Err(format!("unknown option --{name}")),
+                None => match rest.next() {
+                    Some(value) => (name.to_string(), Some(value.clone())),
+                    None => return Err(format!("--{name} needs a value")),
+                },
+            };
+            if !known.contains(&name.as_str()) && !switches.contains(&name.as_str()) {
+                return Err(format!("unknown option --{name}"));
+            }
+            if switches.contains(&name.as_str()) && value.is_some() {
+                return Err(format!("--{name} takes no value"));
+            }
+            if flags.iter().any(|(seen, _)| *seen == name) {
+                return Err(format!("--{name} given twice"));
+            }
+            flags.push((name, value));
+        }
+        Ok(Some(Flags(flags)))
+    }
+
+    /// The value of `--name`, if given.
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(seen, _)| seen == name)
+            .and_then(|(_, value)| value.as_deref())
+    }
+
+    /// The value of `--name`, which must be given.
+    pub fn required(&self, name: &str) -> Result<&str, String> {
+        self.value(name)
+            .ok_or_else(|| format!("--{name} is required"))
+    }
+
+    /// Whether the switch `--name` is given.
+    pub fn switch(&self, name: &str) -> bool {
+        self.0.iter().any(|(seen, _)| seen == name)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +204,26 @@ mod tests {
         assert_eq!(count("n", "3"), Ok(3));
         assert!(count("n", "0").is_err());
         assert!(count("n", "-1").is_err());
+    }
+
+    #[test]
+    fn flags() {
+        let args = |line: &str| {
+            line.split_whitespace()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        };
+        let parse = |line: &str| Flags::parse(&args(line), &["size", "rate"], &["json"]);
+        let flags = parse("--size 1K --rate=5 --json").unwrap().unwrap();
+        assert_eq!(flags.value("size"), Some("1K"));
+        assert_eq!(flags.required("rate"), Ok("5"));
+        assert!(flags.switch("json"));
+        assert!(flags.required("warmup").is_err());
+        assert!(parse("--help").unwrap().is_none());
+        assert!(parse("--size").is_err());
+        assert!(parse("--size 1 --size 2").is_err());
+        assert!(parse("--json=yes").is_err());
+        assert!(parse("--bogus 2").is_err());
+        assert!(parse("size").is_err());
     }
 }

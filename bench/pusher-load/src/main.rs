@@ -408,7 +408,7 @@ impl Report {
 /// Reads the command line: `--name VALUE` or `--name=VALUE`, any order.
 fn parse(args: &[String]) -> Result<Invocation, String> {
     const SWITCHES: [&str; 3] = ["marks", "json", "hold"];
-    const KNOWN: [&str; 14] = [
+    const KNOWN: [&str; 11] = [
         "url",
         "api",
         "app-id",
@@ -420,46 +420,13 @@ fn parse(args: &[String]) -> Result<Invocation, String> {
         "rate",
         "duration",
         "warmup",
-        "marks",
-        "json",
-        "hold",
     ];
-    let mut flags: Vec<(String, Option<String>)> = Vec::new();
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        if arg == "-h" || arg == "--help" {
-            return Ok(Invocation::Help);
-        }
-        let Some(name) = arg.strip_prefix("--") else {
-            return Err(format!("unexpected argument {arg:?}"));
-        };
-        let (name, value) = match name.split_once('=') {
-            Some((name, value)) => (name.to_string(), Some(value.to_string())),
-            None if SWITCHES.contains(&name) => (name.to_string(), None),
-            None => match rest.next() {
-                Some(value) => (name.to_string(), Some(value.clone())),
-                None => return Err(format!("--{name} needs a value")),
-            },
-        };
-        if !KNOWN.contains(&name.as_str()) {
-            return Err(format!("unknown option --{name}"));
-        }
-        if SWITCHES.contains(&name.as_str()) && value.is_some() {
-            return Err(format!("--{name} takes no value"));
-        }
-        if flags.iter().any(|(seen, _)| *seen == name) {
-            return Err(format!("--{name} given twice"));
-        }
-        flags.push((name, value));
-    }
-    let value = |name: &str| -> Option<&str> {
-        flags
-            .iter()
-            .find(|(seen, _)| seen == name)
-            .and_then(|(_, value)| value.as_deref())
+    let Some(flags) = loadkit::Flags::parse(args, &KNOWN, &SWITCHES)? else {
+        return Ok(Invocation::Help);
     };
-    let switch = |name: &str| flags.iter().any(|(seen, _)| seen == name);
-    let required = |name: &str| value(name).ok_or_else(|| format!("--{name} is required"));
+    let value = |name: &str| flags.value(name);
+    let switch = |name: &str| flags.switch(name);
+    let required = |name: &str| flags.required(name);
 
     let target = Target::parse(required("url")?)?;
     let channel = value("channel").unwrap_or("bench").to_string();
