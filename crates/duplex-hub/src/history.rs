@@ -2,8 +2,9 @@
 //! `since`), from the engine.
 //!
 //! Recoveries that need the same publications at the same time share one
-//! read ([`Reads`]): after a restart or a network cut, thousands of clients
-//! come back at once with the same `since`, and the store answers once.
+//! read (a single flight per range, counted in `/metrics`): after a restart
+//! or a network cut, thousands of clients come back at once with the same
+//! `since`, and the store answers once.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,7 +26,7 @@ type RangeRead = Arc<OnceCell<Result<Arc<[Publication]>, HubError>>>;
 /// Range reads under way, shared by every recovery that asks for the same
 /// range meanwhile (a single flight per range).
 #[derive(Debug, Default)]
-pub struct Reads {
+pub(crate) struct Reads {
     inflight: Mutex<HashMap<RangeKey, RangeRead>>,
 }
 

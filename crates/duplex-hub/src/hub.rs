@@ -118,7 +118,7 @@ impl Hub {
     }
 
     /// The history reads under way, shared by identical recoveries.
-    pub fn reads(&self) -> &crate::history::Reads {
+    pub(crate) fn reads(&self) -> &crate::history::Reads {
         &self.reads
     }
 
