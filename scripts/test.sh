@@ -10,7 +10,8 @@
 # Debian's archive for the browser test's chromium, which
 # scripts/setup-browser.sh installs with playwright-core from npm (both quickly
 # skipped when already installed), and Debian's redis-server for the cluster
-# tests (scripts/setup-redis.sh).
+# tests (scripts/setup-redis.sh), and the proxies the client and deployment
+# tests run through (scripts/setup-proxies.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,6 +48,9 @@ scripts/setup-docs.sh
 
 step "Redis (the cluster tests start their own redis-server processes)"
 scripts/setup-redis.sh
+
+step "proxies (tinyproxy, microsocks, nginx, haproxy: the tests start their own)"
+scripts/setup-proxies.sh
 
 step "tests (unit, integration, property, doc, interop, browser)"
 cargo test --workspace --all-features
