@@ -73,7 +73,10 @@ impl Server {
         let hub = self.hub;
         let config = hub.config();
         let limits = &config.limits;
+        // The HTTP handler reads what it needs from the request before the
+        // upgrade; connections need not keep it.
         let websocket = ServerBuilder::new()
+            .keep_request(false)
             .max_message_size(limits.max_message_size)
             .max_frame_size(limits.max_message_size)
             .keepalive(Duration::from_secs(30), Duration::from_secs(10));

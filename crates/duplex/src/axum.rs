@@ -295,7 +295,7 @@ impl WebSocketUpgrade {
         F: FnOnce(WebSocket<Upgraded>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let (response, agreed) = match upgrade::answer(&self.server, &self.head, &self.upgrade) {
+        let (response, agreed) = match upgrade::answer(&self.server, self.head, &self.upgrade) {
             Ok(answer) => answer,
             Err(refused) => return IntoResponse::into_response(refused),
         };

@@ -16,7 +16,7 @@ use crate::config::WebSocketConfig;
 use crate::error::{Error, Result, Timeout};
 use crate::head::{read_error_body, read_head};
 use crate::stream::MaybeTlsStream;
-use crate::websocket::WebSocket;
+use crate::websocket::{Handshake, WebSocket};
 
 /// Connects to `url` (`ws://` or `wss://`) with the default settings.
 ///
@@ -292,7 +292,7 @@ impl ClientBuilder {
             let (response, rest) =
                 read_head(&mut stream, &limits, handshake::parse_response).await?;
             match expected.validate(&response) {
-                Ok(negotiated) => Ok((negotiated, rest)),
+                Ok(negotiated) => Ok((negotiated, rest, response)),
                 Err(HandshakeError::Status(_)) => {
                     let body = read_error_body(&mut stream, response.headers(), rest).await;
                     let (parts, ()) = response.into_parts();
@@ -304,7 +304,7 @@ impl ClientBuilder {
                 Err(err) => Err(Error::Handshake(err)),
             }
         };
-        let (negotiated, rest) = match timeout_at(deadline, exchange).await {
+        let (negotiated, rest, response) = match timeout_at(deadline, exchange).await {
             Err(_) => return Err(Error::Timeout(Timeout::Handshake)),
             Ok(result) => result?,
         };
@@ -319,7 +319,11 @@ impl ClientBuilder {
             rest.freeze(),
             negotiated.protocol,
             self.config,
-        );
+        )
+        .with_handshake(Handshake {
+            response: Some(response),
+            ..Handshake::default()
+        });
         #[cfg(feature = "deflate")]
         let ws = match deflate {
             Some(params) => ws.with_deflate(params),

@@ -15,7 +15,7 @@ use crate::config::WebSocketConfig;
 use crate::error::{Error, Result, Timeout};
 use crate::head::read_head;
 use crate::origin::Origins;
-use crate::websocket::WebSocket;
+use crate::websocket::{Handshake, WebSocket};
 
 /// Accepts a WebSocket connection on `stream` with the default settings: reads
 /// the upgrade request, answers 101, and returns the open connection.
@@ -70,6 +70,7 @@ pub struct ServerBuilder {
     handshake_timeout: Duration,
     origins: Origins,
     check: Option<Arc<RequestCheck>>,
+    keep_request: bool,
 }
 
 impl Default for ServerBuilder {
@@ -80,6 +81,7 @@ impl Default for ServerBuilder {
             handshake_timeout: Duration::from_secs(10),
             origins: Origins::default(),
             check: None,
+            keep_request: true,
         }
     }
 }
@@ -92,6 +94,7 @@ impl std::fmt::Debug for ServerBuilder {
             .field("handshake_timeout", &self.handshake_timeout)
             .field("origins", &self.origins)
             .field("on_request", &self.check.is_some())
+            .field("keep_request", &self.keep_request)
             .finish()
     }
 }
@@ -144,6 +147,17 @@ impl ServerBuilder {
         F: Fn(&Request<()>) -> Result<Accept, Reject> + Send + Sync + 'static,
     {
         self.check = Some(Arc::new(check));
+        self
+    }
+
+    /// Whether each connection keeps the request it was opened with, for
+    /// [`WebSocket::request`]. Default: on. A server that has read what it
+    /// needs from the request by the time it accepts (a request check, or the
+    /// HTTP handler of [`upgrade`](crate::upgrade::upgrade)) can turn it off to
+    /// save the headers' memory on every connection; data attached with
+    /// [`Accept::data`] is kept either way.
+    pub fn keep_request(mut self, keep: bool) -> Self {
+        self.keep_request = keep;
         self
     }
 
@@ -246,8 +260,11 @@ impl ServerBuilder {
 
     /// Settles what the connection runs with (subprotocol, compression) and the
     /// response that says so, for an accepted request.
+    /// `request` is kept for the connection if [`keep_request`](Self::keep_request)
+    /// says so.
     pub(crate) fn agree(
         &self,
+        request: Request<()>,
         upgrade: &UpgradeRequest,
         accept: Accept,
     ) -> Result<(Response<()>, Agreed), HandshakeError> {
@@ -268,6 +285,11 @@ impl ServerBuilder {
         response.headers_mut().extend(accept.headers);
         let agreed = Agreed {
             protocol,
+            handshake: Handshake {
+                request: self.keep_request.then_some(request),
+                response: None,
+                data: accept.data,
+            },
             #[cfg(feature = "deflate")]
             deflate: deflate.map(|(_, params)| params),
         };
@@ -291,13 +313,14 @@ impl ServerBuilder {
             Some(params) => ws.with_deflate(params),
             None => ws,
         };
-        ws
+        ws.with_handshake(agreed.handshake)
     }
 }
 
 /// What a server and a client agreed on.
 pub(crate) struct Agreed {
     protocol: Option<String>,
+    handshake: Handshake,
     #[cfg(feature = "deflate")]
     deflate: Option<crate::DeflateParams>,
 }
@@ -346,7 +369,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PendingUpgrade<S> {
     /// [`Error::Handshake`] if `accept` names a subprotocol the client did not
     /// offer (the client gets 500); [`Error::Timeout`], [`Error::Io`].
     pub async fn accept(mut self, accept: Accept) -> Result<WebSocket<S>> {
-        let (response, agreed) = match self.builder.agree(&self.upgrade, accept) {
+        let request = std::mem::take(&mut self.request);
+        let (response, agreed) = match self.builder.agree(request, &self.upgrade, accept) {
             Ok(agreed) => agreed,
             Err(err) => {
                 let _ = timeout_at(self.deadline, write_error(&mut self.stream, &err)).await;
@@ -384,12 +408,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PendingUpgrade<S> {
     }
 }
 
-/// A request check's "yes": optionally the subprotocol, and headers to add to
-/// the 101 response (a cookie, a server name).
+/// A request check's "yes": optionally the subprotocol, headers to add to
+/// the 101 response (a cookie, a server name), and data for the connection's
+/// handler.
 #[derive(Debug, Clone, Default)]
 pub struct Accept {
     protocol: Option<String>,
     headers: HeaderMap,
+    data: http::Extensions,
 }
 
 impl Accept {
@@ -401,6 +427,32 @@ impl Accept {
     /// Chooses this subprotocol; it must be one the client offered.
     pub fn protocol(mut self, protocol: impl Into<String>) -> Self {
         self.protocol = Some(protocol.into());
+        self
+    }
+
+    /// Attaches `value` to the connection, for its handler to read with
+    /// [`WebSocket::data`]: what the check learned from the request (the user
+    /// a token names, the room a path names), so the handler need not parse
+    /// the request again. One value per type; a second of the same type
+    /// replaces the first.
+    ///
+    /// ```
+    /// use duplex::{Accept, Reject, ServerBuilder};
+    ///
+    /// #[derive(Clone)]
+    /// struct Room(String);
+    ///
+    /// let server = ServerBuilder::new().on_request(|request| {
+    ///     match request.uri().path().strip_prefix("/rooms/") {
+    ///         Some(room) => Ok(Accept::new().data(Room(room.to_owned()))),
+    ///         None => Err(Reject::new(http::StatusCode::NOT_FOUND)),
+    ///     }
+    /// });
+    /// // Later, on the accepted connection: `ws.data::<Room>()`.
+    /// # let _ = server;
+    /// ```
+    pub fn data<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.data.insert(value);
         self
     }
 

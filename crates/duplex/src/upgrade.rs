@@ -116,7 +116,7 @@ pub fn upgrade<B>(
         request.headers(),
     );
     let upgrade = validate(&head, request.extensions().get())?;
-    let (response, agreed) = answer(server, &head, &upgrade)?;
+    let (response, agreed) = answer(server, head, &upgrade)?;
     let pending = PendingWebSocket::new(hyper::upgrade::on(request), server.clone(), agreed);
     Ok((response, pending))
 }
@@ -161,17 +161,17 @@ pub(crate) fn validate(
 /// 200 over HTTP/2) and what the connection is to run with.
 pub(crate) fn answer(
     server: &ServerBuilder,
-    head: &Request<()>,
+    head: Request<()>,
     upgrade: &UpgradeRequest,
 ) -> std::result::Result<(Response<Body>, Agreed), Refused> {
     let http2 = upgrade.is_http2();
-    let accept = server.check(head).map_err(|reject| {
+    let accept = server.check(&head).map_err(|reject| {
         let response = reject.into_response();
         let error = Error::Rejected(Box::new(response.clone()));
         Refused::new(response, error, http2)
     })?;
     let (response, agreed) = server
-        .agree(upgrade, accept)
+        .agree(head, upgrade, accept)
         .map_err(|err| Refused::handshake(err, http2))?;
     let (parts, ()) = response.into_parts();
     Ok((Response::from_parts(parts, Body::default()), agreed))

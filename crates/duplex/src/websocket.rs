@@ -88,6 +88,16 @@ where
         self
     }
 
+    /// Keeps what the opening handshake left: the request a server accepted or
+    /// the response a client got, and the data a request check attached.
+    pub(crate) fn with_handshake(mut self, handshake: Handshake) -> Self {
+        let empty = handshake.request.is_none()
+            && handshake.response.is_none()
+            && handshake.data.is_empty();
+        self.core.handshake = (!empty).then(|| Box::new(handshake));
+        self
+    }
+
     /// Wraps a stream on which the opening handshake is already done, with no
     /// bytes read past it.
     pub fn from_raw_socket(io: S, role: Role, config: WebSocketConfig) -> Self {
@@ -213,6 +223,28 @@ impl<S> WebSocket<S> {
         self.core.protocol.as_deref()
     }
 
+    /// The upgrade request this server accepted: method, path and query,
+    /// headers (Origin, cookies, Authorization). `None` on the client side, and
+    /// on a server whose [`ServerBuilder::keep_request`](crate::ServerBuilder::keep_request)
+    /// is off.
+    pub fn request(&self) -> Option<&http::Request<()>> {
+        self.core.handshake.as_ref()?.request.as_ref()
+    }
+
+    /// The response that opened this client's connection: `101 Switching
+    /// Protocols` with the server's headers (over HTTP/2, `200`). `None` on the
+    /// server side.
+    pub fn response(&self) -> Option<&http::Response<()>> {
+        self.core.handshake.as_ref()?.response.as_ref()
+    }
+
+    /// The value of type `T` that the server's request check attached with
+    /// [`Accept::data`](crate::Accept::data): the user it authenticated, the
+    /// room the path named.
+    pub fn data<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.core.handshake.as_ref()?.data.get()
+    }
+
     /// The permessage-deflate parameters agreed, if compression is on.
     #[cfg(feature = "deflate")]
     pub fn deflate(&self) -> Option<&duplex_proto::deflate::DeflateParams> {
@@ -299,6 +331,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
     }
 }
 
+/// What the opening handshake leaves for the connection's user, kept out of
+/// line: most connections hold none of it.
+#[derive(Debug, Default)]
+pub(crate) struct Handshake {
+    /// The request a server accepted.
+    pub(crate) request: Option<http::Request<()>>,
+    /// The response a client was opened with.
+    pub(crate) response: Option<http::Response<()>>,
+    /// What a server's request check attached.
+    pub(crate) data: http::Extensions,
+}
+
 struct Keepalive {
     interval: std::time::Duration,
     timeout: std::time::Duration,
@@ -315,6 +359,7 @@ pub(crate) struct Core<S> {
     pub(crate) conn: Connection,
     config: WebSocketConfig,
     protocol: Option<String>,
+    handshake: Option<Box<Handshake>>,
     keepalive: Option<Keepalive>,
     close_timer: Option<Pin<Box<Sleep>>>,
     /// An error to report from the read side before the stream ends.
@@ -353,6 +398,7 @@ impl<S> Core<S> {
             conn,
             config,
             protocol,
+            handshake: None,
             keepalive,
             close_timer: None,
             pending_error: None,

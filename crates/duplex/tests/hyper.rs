@@ -104,6 +104,10 @@ async fn handle(
 /// and binary, closes with 4001 when asked, and reports how it ended.
 async fn echo(websocket: PendingWebSocket, version: Version, seen: mpsc::UnboundedSender<Seen>) {
     let mut ws = websocket.await.expect("hyper hands over the connection");
+    // The connection keeps the request it came with, over either version.
+    let request = ws.request().expect("the request is kept by default");
+    assert_eq!(request.version(), version);
+    assert!(request.uri().path().starts_with('/'));
     ws.send(Message::text(format!("{version:?}")))
         .await
         .unwrap();

@@ -303,6 +303,61 @@ async fn request_check_sees_path_query_and_headers_and_may_reject() {
 }
 
 #[tokio::test]
+async fn the_handshake_stays_visible_on_both_ends_with_the_checks_data() {
+    #[derive(Clone, Debug, PartialEq)]
+    struct Room(String);
+
+    within(async {
+        for keep_request in [true, false] {
+            let server = ServerBuilder::new()
+                .protocols(["v1"])
+                .keep_request(keep_request)
+                .on_request(|request| {
+                    let room = request.uri().path().trim_start_matches("/rooms/");
+                    Ok(Accept::new()
+                        .data(Room(room.to_owned()))
+                        .header("x-room", room))
+                });
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let accepted = tokio::spawn(async move {
+                let (tcp, _) = listener.accept().await.unwrap();
+                server.accept(tcp).await.unwrap()
+            });
+            let ws = ClientBuilder::new(format!("ws://{addr}/rooms/lobby?since=7"))
+                .protocol("v1")
+                .header("Cookie", "session=abc")
+                .connect()
+                .await
+                .unwrap();
+            let server_ws = accepted.await.unwrap();
+
+            // The client sees the 101 with the server's headers.
+            let response = ws.response().expect("a client keeps its response");
+            assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+            assert_eq!(response.headers()["x-room"], "lobby");
+            assert_eq!(response.headers()["sec-websocket-protocol"], "v1");
+            assert!(ws.request().is_none());
+            assert!(ws.data::<Room>().is_none());
+
+            // The server sees the request it accepted, and the check's data.
+            assert!(server_ws.response().is_none());
+            assert_eq!(server_ws.data::<Room>(), Some(&Room("lobby".to_owned())));
+            match server_ws.request() {
+                Some(request) => {
+                    assert!(keep_request);
+                    assert_eq!(request.uri().path(), "/rooms/lobby");
+                    assert_eq!(request.uri().query(), Some("since=7"));
+                    assert_eq!(request.headers()["cookie"], "session=abc");
+                }
+                None => assert!(!keep_request, "keep_request is on by default"),
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_non_websocket_server_is_reported_with_status_and_body() {
     within(async {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
