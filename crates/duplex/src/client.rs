@@ -136,6 +136,11 @@ impl ClientBuilder {
 
     crate::config::config_setters!();
 
+    /// The keepalive set so far, for [`Reconnect`](crate::reconnect::Reconnect)'s default.
+    pub(crate) fn keepalive_setting(&self) -> Option<(Duration, Duration)> {
+        self.config.keepalive
+    }
+
     /// Trusts this root certificate for `wss://`, besides the system's and the
     /// webpki roots (a private CA, a self-signed test server).
     #[cfg(feature = "tls")]

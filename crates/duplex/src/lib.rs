@@ -6,7 +6,8 @@
 //! JSON and binary; close with a code and a reason; read the ready state and, at
 //! the end, the close code, reason and whether the close was clean.
 //!
-//! - [`connect`] and [`ClientBuilder`]: the client.
+//! - [`connect`] and [`ClientBuilder`]: the client; [`reconnect`]: a client
+//!   that reconnects by itself, with backoff, a send queue and keepalive.
 //! - [`accept`] and [`ServerBuilder`]: the server, on any byte stream.
 //! - [`WebSocket`]: a `Stream` of [`Message`]s and a `Sink` of them, with
 //!   `send`, `recv`, `close`, `split`, keepalive and bounded write buffering.
@@ -58,6 +59,7 @@ mod config;
 mod error;
 mod head;
 mod origin;
+pub mod reconnect;
 mod server;
 mod spare;
 mod split;
