@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use duplex::reconnect::{Event, Reconnect, Stop};
 use duplex::{ClientBuilder, CloseCode, Message};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -34,6 +35,12 @@ pub struct Args {
     /// Do not offer permessage-deflate.
     #[arg(long)]
     no_deflate: bool,
+    /// Reconnect when the connection ends, with exponential backoff: stdin
+    /// lines keep flowing (queued while disconnected), and each state change
+    /// is a line on stderr. Stops on close code 1008, on a 4xx answer but 408
+    /// and 429, and at the end of stdin.
+    #[arg(long)]
+    reconnect: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -67,6 +74,9 @@ async fn session(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         for root in duplex::tls::load_certs(ca)? {
             builder = builder.tls_root(root);
         }
+    }
+    if args.reconnect {
+        return reconnecting(builder, &args).await;
     }
     let mut ws = builder.connect().await?;
     let mut agreed = Vec::new();
@@ -136,15 +146,124 @@ async fn session(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     Ok(report(info))
 }
 
+/// `--reconnect`: the session over as many connections as it takes.
+async fn reconnecting(
+    builder: ClientBuilder,
+    args: &Args,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let mut client = Reconnect::new(builder).start();
+    let handle = client.handle();
+    if !args.echo {
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(tokio::io::stdin()).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if handle.send(Message::text(line)).await.is_err() {
+                    return;
+                }
+            }
+            // End of input: close normally once what was read is sent.
+            handle.close(CloseCode::NORMAL, "");
+        });
+    }
+    let mut stdout = std::io::stdout();
+    let mut last_close = None;
+    while let Some(event) = client.next().await {
+        match event {
+            Event::Open { attempt, response } => {
+                let agreed = agreed_in(response.headers());
+                match (attempt, agreed.is_empty()) {
+                    (1, true) => eprintln!("connected to {}", args.url),
+                    (1, false) => eprintln!("connected to {} ({agreed})", args.url),
+                    (n, true) => eprintln!("connected to {} (attempt {n})", args.url),
+                    (n, false) => eprintln!("connected to {} (attempt {n}; {agreed})", args.url),
+                }
+            }
+            Event::Message(message) => {
+                if args.echo {
+                    client.send(message).await?;
+                    continue;
+                }
+                match message {
+                    Message::Text(text) => writeln!(stdout, "{text}")?,
+                    Message::Binary(data) => writeln!(stdout, "{}", describe_binary(&data))?,
+                    _ => {}
+                }
+                stdout.flush()?;
+            }
+            Event::Closed(info) => {
+                describe_close(&info);
+                last_close = Some(info);
+            }
+            Event::Reconnecting {
+                attempt,
+                delay,
+                error,
+            } => {
+                let seconds = delay.as_secs_f64();
+                match error {
+                    Some(err) => {
+                        eprintln!("reconnecting in {seconds:.1} s (attempt {attempt}): {err}")
+                    }
+                    None => eprintln!("reconnecting in {seconds:.1} s (attempt {attempt})"),
+                }
+            }
+            Event::Stopped(Stop::Closed) => {
+                let clean = last_close.as_ref().is_none_or(|info| info.was_clean);
+                return Ok(if clean {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                });
+            }
+            Event::Stopped(Stop::CloseCode(code)) => {
+                eprintln!("not reconnecting: the server closed with {code}");
+                return Ok(ExitCode::from(1));
+            }
+            Event::Stopped(why) => {
+                eprintln!("not reconnecting: {why}");
+                return Ok(ExitCode::from(2));
+            }
+            _ => {}
+        }
+    }
+    Ok(ExitCode::from(1))
+}
+
+/// The subprotocol and extensions a 101 response agreed on, for the
+/// "connected" line.
+fn agreed_in(headers: &http::HeaderMap) -> String {
+    let mut agreed = Vec::new();
+    if let Some(protocol) = headers
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+    {
+        agreed.push(format!("subprotocol {protocol}"));
+    }
+    let extensions = headers.get_all("sec-websocket-extensions");
+    if extensions
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("permessage-deflate"))
+    {
+        agreed.push("permessage-deflate".to_owned());
+    }
+    agreed.join(", ")
+}
+
+/// Prints how a connection closed.
+fn describe_close(info: &duplex::CloseInfo) {
+    if info.reason.is_empty() {
+        eprintln!("closed: {}", info.code);
+    } else {
+        eprintln!("closed: {} {:?}", info.code, info.reason.as_str());
+    }
+}
+
 /// Prints how the connection closed; the exit status says whether cleanly.
 fn report(info: Option<duplex::CloseInfo>) -> ExitCode {
     match info {
         Some(info) => {
-            if info.reason.is_empty() {
-                eprintln!("closed: {}", info.code);
-            } else {
-                eprintln!("closed: {} {:?}", info.code, info.reason.as_str());
-            }
+            describe_close(&info);
             if info.was_clean {
                 ExitCode::SUCCESS
             } else {

@@ -40,6 +40,74 @@ fn connect_sends_stdin_lines_and_prints_the_echoes() {
 }
 
 #[test]
+fn connect_reconnect_keeps_stdin_flowing_across_a_server_restart() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::mpsc;
+
+    let echo = Echo::start(&[]);
+    let addr = echo.addr;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_duplex"))
+        .args(["connect", "--reconnect", &format!("ws://{addr}/")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let lines = |stream: Box<dyn std::io::Read + Send>| {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    };
+    let stdout = lines(Box::new(child.stdout.take().unwrap()));
+    let stderr = lines(Box::new(child.stderr.take().unwrap()));
+    let wait = std::time::Duration::from_secs(20);
+    let expect_err = |wanted: &str| loop {
+        let line = stderr.recv_timeout(wait).expect("a state line on stderr");
+        if line.contains(wanted) {
+            return line;
+        }
+    };
+
+    expect_err("connected to");
+    writeln!(stdin, "before").unwrap();
+    assert_eq!(stdout.recv_timeout(wait).unwrap(), "before");
+
+    // The server goes away; the client says so and retries.
+    drop(echo);
+    expect_err("closed: 1006");
+    let retry = expect_err("reconnecting in");
+    assert!(retry.contains(" s (attempt "), "{retry}");
+    // A line typed while the server is down waits in the queue.
+    writeln!(stdin, "while down").unwrap();
+    let refused = expect_err("reconnecting in");
+    assert!(
+        refused.contains("refused"),
+        "the failed attempt says why: {refused}"
+    );
+
+    let _echo = Echo::start_at(addr, &[]);
+    let connected = expect_err("connected to");
+    assert!(connected.contains("attempt"), "{connected}");
+    assert_eq!(stdout.recv_timeout(wait).unwrap(), "while down");
+    writeln!(stdin, "after").unwrap();
+    assert_eq!(stdout.recv_timeout(wait).unwrap(), "after");
+
+    // The end of stdin closes it for good, cleanly.
+    drop(stdin);
+    expect_err("closed: 1000");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
 fn connect_reports_a_refused_connection() {
     let echo = Echo::start(&[]);
     let url = format!("http://{}/", echo.addr);

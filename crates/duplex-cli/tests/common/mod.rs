@@ -21,18 +21,24 @@ impl Echo {
     /// Starts `duplex echo --listen 127.0.0.1:0` with `args`, and waits for the
     /// address it prints.
     pub fn start(args: &[&str]) -> Echo {
-        Echo::spawn("echo", args)
+        Echo::spawn("echo", "127.0.0.1:0", args)
+    }
+
+    /// Starts `duplex echo` on `addr` (a restart on the port an earlier one
+    /// had).
+    pub fn start_at(addr: SocketAddr, args: &[&str]) -> Echo {
+        Echo::spawn("echo", &addr.to_string(), args)
     }
 
     /// Starts `duplex serve --listen 127.0.0.1:0` with `args` the same way
     /// (it prints `listening on http://ADDR` first).
     pub fn serve(args: &[&str]) -> Echo {
-        Echo::spawn("serve", args)
+        Echo::spawn("serve", "127.0.0.1:0", args)
     }
 
-    fn spawn(command: &str, args: &[&str]) -> Echo {
+    fn spawn(command: &str, listen: &str, args: &[&str]) -> Echo {
         let mut child = Command::new(env!("CARGO_BIN_EXE_duplex"))
-            .args([command, "--listen", "127.0.0.1:0"])
+            .args([command, "--listen", listen])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
