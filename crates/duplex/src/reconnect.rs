@@ -664,6 +664,7 @@ impl Driver {
             tokio::select! {
                 biased;
                 () = asked_to_close(&mut self.closing) => break Why::Caller,
+                () = self.events.closed() => break Why::Abandoned,
                 written = poll_fn(|cx| write_out(&mut write, &mut pending, cx)),
                     if unflushed && !failed =>
                 {

@@ -421,3 +421,28 @@ async fn max_attempts_gives_up_with_the_last_error() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn dropping_the_client_closes_its_connection_with_1001() {
+    within(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (closed_tx, mut closed) = mpsc::unbounded_channel();
+        let _server = Server(tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = duplex::accept(tcp).await.unwrap();
+            while ws.next().await.is_some() {}
+            let _ = closed_tx.send(ws.close_info().unwrap());
+        }));
+        let mut client = Reconnect::new(ClientBuilder::new(format!("ws://{addr}/"))).start();
+        expect_open(&mut client).await;
+        // An idle connection: nothing to send, nothing arriving.
+        let handle = client.handle();
+        drop(client);
+        let info = closed.recv().await.unwrap();
+        assert_eq!(info.code, CloseCode::GOING_AWAY);
+        assert!(info.was_clean);
+        assert_eq!(handle.try_send("late"), Err(TrySendError::Closed));
+    })
+    .await;
+}
