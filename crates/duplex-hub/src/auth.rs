@@ -1,25 +1,53 @@
-//! HS256 JSON Web Tokens (RFC 7519): who a connection is, and which channels
-//! it may use.
+//! JSON Web Tokens (RFC 7519): who a connection is, and which channels it may
+//! use.
 //!
-//! A token is `base64url(header).base64url(claims).base64url(signature)`; the
-//! header's `alg` must be `HS256`, the signature an HMAC-SHA256 of the first two
-//! parts with the configured secret (compared in constant time), `exp` (seconds
-//! since the epoch), when present, in the future. Claims used: `sub` (the user
-//! id), `exp`, and `channels`: a list of channel names or `namespace:*`
-//! patterns the connection may subscribe and publish to (absent: all).
+//! Signatures are checked by the `jsonwebtoken` crate; this module chooses the
+//! key and the algorithms a token may use, and says why a token is refused.
+//!
+//! Keys come from `[auth]`: an HMAC secret (`hs256_secret`: tokens signed with
+//! HS256, HS384 or HS512), PEM public keys (`public_keys`: RSA keys take RS256,
+//! RS384, RS512, PS256, PS384 and PS512; a P-256 key ES256; a P-384 key ES384;
+//! an Ed25519 key EdDSA), and an identity provider's JWKS (`jwks_url`), whose
+//! keys take what their `alg` says, or what their type allows. A token is
+//! accepted when a key that allows its `alg` verifies it: `none` is never
+//! accepted, and an HMAC secret is only ever the configured one, so a public
+//! key cannot be passed off as an HMAC secret (the HS/RS confusion).
+//!
+//! Claims checked: `exp` and `nbf` when present, with `leeway_secs` of clock
+//! skew; `iss` and `aud` when the configuration names them (and then the
+//! token must carry them). Claims used: `sub` (the user id), `exp`, and
+//! `channels`: a list of channel names or `namespace:*` patterns the
+//! connection may subscribe and publish to (absent: all).
+//!
+//! The JWKS is fetched when a token first needs it, and again when a token
+//! names a `kid` the cached set lacks (the provider rotated its keys), at most
+//! once per `jwks_refetch_secs`: a flood of tokens with made-up `kid`s costs
+//! the provider one request per interval. A failed fetch keeps the keys the
+//! hub had.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, KeyInit, Mac};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
 use crate::channel::{ChannelName, pattern_allows};
-
-type HmacSha256 = Hmac<Sha256>;
+use crate::config::AuthConfig;
+use crate::fetch::HttpClient;
+use crate::metrics::{Metrics, bump};
 
 /// The longest token accepted, in bytes.
-pub const MAX_TOKEN_LEN: usize = 4096;
+pub const MAX_TOKEN_LEN: usize = 8192;
+
+/// The longest JWKS document read, in bytes.
+const MAX_JWKS_LEN: usize = 1 << 20;
+
+/// How long a JWKS request may take.
+const JWKS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a valid token says.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -45,81 +73,559 @@ impl Claims {
     }
 }
 
-/// Why a token was refused; the text is safe to show the client.
+/// Which check refused a token: the label of
+/// `duplex_token_refusals_total{reason=...}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// The hub has no key at all.
+    Disabled,
+    /// Over [`MAX_TOKEN_LEN`].
+    TooLong,
+    /// Not a JWT: parts, base64, JSON.
+    Malformed,
+    /// An `alg` that is not accepted (`none`, or one no configured key allows).
+    Algorithm,
+    /// No configured key for the token's `alg` and `kid`.
+    UnknownKey,
+    /// The signature does not verify with any key that allows the `alg`.
+    Signature,
+    /// `exp` is past (with the leeway).
+    Expired,
+    /// `nbf` is to come (with the leeway).
+    NotYetValid,
+    /// `iss` missing or not the configured issuer.
+    Issuer,
+    /// `aud` missing or without the configured audience.
+    Audience,
+    /// The JWKS could not be fetched, and no cached key fits.
+    KeysUnavailable,
+}
+
+impl Refusal {
+    /// Every refusal, in the order `/metrics` lists them.
+    pub const ALL: [Refusal; 11] = [
+        Refusal::Disabled,
+        Refusal::TooLong,
+        Refusal::Malformed,
+        Refusal::Algorithm,
+        Refusal::UnknownKey,
+        Refusal::Signature,
+        Refusal::Expired,
+        Refusal::NotYetValid,
+        Refusal::Issuer,
+        Refusal::Audience,
+        Refusal::KeysUnavailable,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Disabled => "disabled",
+            Refusal::TooLong => "too_long",
+            Refusal::Malformed => "malformed",
+            Refusal::Algorithm => "algorithm",
+            Refusal::UnknownKey => "unknown_key",
+            Refusal::Signature => "signature",
+            Refusal::Expired => "expired",
+            Refusal::NotYetValid => "not_yet_valid",
+            Refusal::Issuer => "issuer",
+            Refusal::Audience => "audience",
+            Refusal::KeysUnavailable => "keys_unavailable",
+        }
+    }
+
+    /// This refusal's place in [`ALL`](Self::ALL).
+    pub fn index(self) -> usize {
+        Refusal::ALL
+            .iter()
+            .position(|r| *r == self)
+            .unwrap_or_default()
+    }
+}
+
+/// Why a token was refused: which check, and a message that is safe to show
+/// the client (it never contains the token).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenError(pub &'static str);
+pub struct TokenError {
+    /// The check that failed.
+    pub refusal: Refusal,
+    /// What to tell the client.
+    pub message: String,
+}
+
+impl TokenError {
+    fn new(refusal: Refusal, message: impl Into<String>) -> Self {
+        TokenError {
+            refusal,
+            message: message.into(),
+        }
+    }
+}
 
 impl std::fmt::Display for TokenError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0)
+        f.write_str(&self.message)
     }
 }
 
 impl std::error::Error for TokenError {}
 
-#[derive(Deserialize)]
-struct Header {
-    alg: String,
+/// A public key and the algorithms it takes.
+struct Key {
+    key: DecodingKey,
+    algorithms: Vec<Algorithm>,
+    /// The JWKS `kid`, for keys from a JWKS.
+    kid: Option<String>,
 }
 
-/// Verifies an HS256 token with `secret`, `now` being seconds since the epoch.
-///
-/// # Errors
-///
-/// A [`TokenError`] saying why: malformed, not HS256, bad signature, expired.
-pub fn verify(token: &str, secret: &[u8], now: u64) -> Result<Claims, TokenError> {
-    if token.len() > MAX_TOKEN_LEN {
-        return Err(TokenError("token too long"));
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key")
+            .field("algorithms", &self.algorithms)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
-    let mut parts = token.split('.');
-    let (Some(header), Some(claims), Some(signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(TokenError(
-            "malformed token: a JWT has three dot-separated parts",
-        ));
+}
+
+const RSA_ALGORITHMS: [Algorithm; 6] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+];
+const HMAC_ALGORITHMS: [Algorithm; 3] = [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+
+/// The object identifiers of the two curves ES256 and ES384 use, as they
+/// appear in a public key's DER (RFC 5480).
+const P256_OID: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+const P384_OID: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
+
+/// A PEM public key: its type says which algorithms it takes.
+fn pem_key(pem: &[u8]) -> Result<Key, String> {
+    let key = |key, algorithms: &[Algorithm]| Key {
+        key,
+        algorithms: algorithms.to_vec(),
+        kid: None,
     };
-    let decode = |part: &str| URL_SAFE_NO_PAD.decode(part.trim_end_matches('='));
-    let header_json = decode(header).map_err(|_| TokenError("malformed token header"))?;
-    let header: Header =
-        serde_json::from_slice(&header_json).map_err(|_| TokenError("malformed token header"))?;
-    if header.alg != "HS256" {
-        return Err(TokenError("token algorithm must be HS256"));
+    if let Ok(rsa) = DecodingKey::from_rsa_pem(pem) {
+        return Ok(key(rsa, &RSA_ALGORITHMS));
     }
-    let signature = decode(signature).map_err(|_| TokenError("malformed token signature"))?;
-    let mut mac = HmacSha256::new_from_slice(secret).map_err(|_| TokenError("bad secret"))?;
-    mac.update(&token.as_bytes()[..header_len(token)]);
-    // verify_slice compares in constant time.
-    mac.verify_slice(&signature)
-        .map_err(|_| TokenError("invalid token signature"))?;
-    let claims_json = decode(claims).map_err(|_| TokenError("malformed token claims"))?;
-    let claims: Claims =
-        serde_json::from_slice(&claims_json).map_err(|_| TokenError("malformed token claims"))?;
-    if claims.exp.is_some_and(|exp| exp <= now) {
-        return Err(TokenError("token expired"));
+    if let Ok(ec) = DecodingKey::from_ec_pem(pem) {
+        let der = pem_der(pem)?;
+        let algorithm = if contains(&der, P256_OID) {
+            Algorithm::ES256
+        } else if contains(&der, P384_OID) {
+            Algorithm::ES384
+        } else {
+            return Err("an EC key on a curve other than P-256 and P-384".to_owned());
+        };
+        return Ok(key(ec, &[algorithm]));
     }
-    Ok(claims)
+    if let Ok(ed) = DecodingKey::from_ed_pem(pem) {
+        return Ok(key(ed, &[Algorithm::EdDSA]));
+    }
+    Err("not a PEM public key (RSA, EC P-256/P-384 or Ed25519)".to_owned())
 }
 
-/// The length of `header.claims`: everything before the last `.`.
-fn header_len(token: &str) -> usize {
-    token.rfind('.').unwrap_or(token.len())
+/// The DER inside a PEM document.
+fn pem_der(pem: &[u8]) -> Result<Vec<u8>, String> {
+    let text = std::str::from_utf8(pem).map_err(|_| "not a PEM file".to_owned())?;
+    let body: String = text
+        .lines()
+        .filter(|line| !line.starts_with("-----"))
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .map_err(|_| "not a PEM file".to_owned())
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A JWKS key the hub can use: an asymmetric key with a known algorithm.
+fn jwk_key(jwk: &Jwk) -> Option<Key> {
+    let by_type: Vec<Algorithm> = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => RSA_ALGORITHMS.to_vec(),
+        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+            EllipticCurve::P256 => vec![Algorithm::ES256],
+            EllipticCurve::P384 => vec![Algorithm::ES384],
+            _ => return None,
+        },
+        AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
+            vec![Algorithm::EdDSA]
+        }
+        // Symmetric keys in a published set, and the rest: not ours to use.
+        _ => return None,
+    };
+    // A key that names its algorithm takes that one only.
+    let algorithms = match jwk.common.key_algorithm {
+        Some(named) => {
+            let named: Algorithm = named.to_string().parse().ok()?;
+            by_type.contains(&named).then(|| vec![named])?
+        }
+        None => by_type,
+    };
+    let key = DecodingKey::from_jwk(jwk).ok()?;
+    Some(Key {
+        key,
+        algorithms,
+        kid: jwk.common.key_id.clone(),
+    })
+}
+
+/// The keys of a JWKS document; keys the hub cannot use are left out.
+fn parse_jwks(body: &[u8]) -> Result<Vec<Key>, String> {
+    #[derive(Deserialize)]
+    struct Set {
+        keys: Vec<serde_json::Value>,
+    }
+    let set: Set =
+        serde_json::from_slice(body).map_err(|err| format!("not a JWKS document: {err}"))?;
+    let keys: Vec<Key> = set
+        .keys
+        .into_iter()
+        .filter_map(|value| serde_json::from_value::<Jwk>(value).ok())
+        .filter_map(|jwk| jwk_key(&jwk))
+        .collect();
+    Ok(keys)
+}
+
+/// An identity provider's key set, fetched on demand.
+struct Jwks {
+    url: String,
+    client: HttpClient,
+    keys: RwLock<Arc<Vec<Key>>>,
+    /// When the set was last fetched; held while fetching, so concurrent
+    /// tokens wait for one fetch instead of making their own.
+    fetched: tokio::sync::Mutex<Option<Instant>>,
+    refetch_after: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Jwks {
+    fn current(&self) -> Arc<Vec<Key>> {
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The cached keys if some fit, else the keys after a fetch (if one is
+    /// allowed now).
+    async fn keys_for(
+        &self,
+        algorithm: Algorithm,
+        kid: Option<&str>,
+    ) -> Result<Arc<Vec<Key>>, TokenError> {
+        let fits = |keys: &[Key]| keys.iter().any(|key| key_fits(key, algorithm, kid));
+        let keys = self.current();
+        if fits(&keys) {
+            return Ok(keys);
+        }
+        let mut fetched = self.fetched.lock().await;
+        // Another token may have fetched while this one waited.
+        let keys = self.current();
+        if fits(&keys) {
+            return Ok(keys);
+        }
+        if fetched.is_some_and(|at| at.elapsed() < self.refetch_after) {
+            return Ok(keys);
+        }
+        *fetched = Some(Instant::now());
+        bump(&self.metrics.jwks_fetches);
+        let result = self
+            .client
+            .get(&self.url, JWKS_TIMEOUT, MAX_JWKS_LEN)
+            .await
+            .and_then(|body| parse_jwks(&body));
+        match result {
+            Ok(fresh) => {
+                tracing::info!(url = %self.url, keys = fresh.len(), "fetched the JWKS");
+                let fresh = Arc::new(fresh);
+                *self
+                    .keys
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh.clone();
+                Ok(fresh)
+            }
+            Err(why) => {
+                bump(&self.metrics.jwks_fetch_failures);
+                tracing::warn!(url = %self.url, %why, "fetching the JWKS failed");
+                if keys.is_empty() {
+                    Err(TokenError::new(
+                        Refusal::KeysUnavailable,
+                        "the identity provider's keys (JWKS) cannot be fetched",
+                    ))
+                } else {
+                    Ok(keys)
+                }
+            }
+        }
+    }
+}
+
+/// Whether `key` may verify a token with `algorithm` and `kid`: the
+/// algorithm must be one the key takes, and a token that names a `kid` is
+/// verified by the JWKS key with that `kid` only.
+fn key_fits(key: &Key, algorithm: Algorithm, kid: Option<&str>) -> bool {
+    key.algorithms.contains(&algorithm)
+        && match (kid, &key.kid) {
+            (Some(wanted), Some(has)) => wanted == has,
+            _ => true,
+        }
+}
+
+/// The configured keys and claim checks.
+pub struct Verifier {
+    metrics: Arc<Metrics>,
+    hmac: Option<DecodingKey>,
+    keys: Vec<Key>,
+    jwks: Option<Jwks>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway: u64,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("hmac", &self.hmac.is_some())
+            .field("keys", &self.keys)
+            .field("jwks", &self.jwks.as_ref().map(|jwks| &jwks.url))
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("leeway", &self.leeway)
+            .finish()
+    }
+}
+
+impl Verifier {
+    /// The keys `[auth]` names (PEM files as their paths say: relative ones
+    /// from the working directory; [`Config::from_file`](crate::Config::from_file)
+    /// makes them relative to the file).
+    ///
+    /// # Errors
+    ///
+    /// A message naming the key that cannot be used: a file that cannot be
+    /// read, a PEM that is not a public key of a supported type, an empty
+    /// secret.
+    /// Refusals and JWKS fetches are counted in `metrics`.
+    pub fn from_config(auth: &AuthConfig, metrics: Arc<Metrics>) -> Result<Verifier, String> {
+        let hmac = match &auth.hs256_secret {
+            Some(secret) => Some(
+                DecodingKey::from_secret(secret.as_bytes())
+                    .map_err(|_| "auth.hs256_secret must not be empty".to_owned())?,
+            ),
+            None => None,
+        };
+        let mut keys = Vec::new();
+        for path in &auth.public_keys {
+            let pem = std::fs::read(path).map_err(|err| {
+                format!("auth.public_keys: cannot read {}: {err}", path.display())
+            })?;
+            keys.push(
+                pem_key(&pem)
+                    .map_err(|why| format!("auth.public_keys: {}: {why}", path.display()))?,
+            );
+        }
+        let jwks = auth.jwks_url.as_ref().map(|url| Jwks {
+            url: url.clone(),
+            client: HttpClient::new(),
+            keys: RwLock::new(Arc::new(Vec::new())),
+            fetched: tokio::sync::Mutex::new(None),
+            refetch_after: Duration::from_secs(auth.jwks_refetch_secs),
+            metrics: metrics.clone(),
+        });
+        Ok(Verifier {
+            metrics,
+            hmac,
+            keys,
+            jwks,
+            issuer: auth.issuer.clone(),
+            audience: auth.audience.clone(),
+            leeway: auth.leeway_secs,
+        })
+    }
+
+    /// Whether any key is configured: without one, every token is refused.
+    pub fn has_keys(&self) -> bool {
+        self.hmac.is_some() || !self.keys.is_empty() || self.jwks.is_some()
+    }
+
+    /// Verifies `token`: a key that allows its `alg` verifies its signature,
+    /// and its claims pass the checks. A refusal is counted by its reason.
+    ///
+    /// # Errors
+    ///
+    /// A [`TokenError`] saying which check failed.
+    pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let verified = self.check(token).await;
+        if let Err(err) = &verified {
+            self.metrics.token_refused(err.refusal);
+        }
+        verified
+    }
+
+    async fn check(&self, token: &str) -> Result<Claims, TokenError> {
+        if !self.has_keys() {
+            return Err(TokenError::new(
+                Refusal::Disabled,
+                "this hub does not accept tokens (no key is configured in [auth])",
+            ));
+        }
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::new(
+                Refusal::TooLong,
+                format!("token too long: over {MAX_TOKEN_LEN} bytes"),
+            ));
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| {
+            // A header that names an algorithm jsonwebtoken does not know
+            // (`none`, above all) is refused as such, not as garbage.
+            match raw_alg(token) {
+                Some(alg) if alg.parse::<Algorithm>().is_err() => TokenError::new(
+                    Refusal::Algorithm,
+                    format!("token algorithm {alg:?} is not accepted"),
+                ),
+                _ => TokenError::new(Refusal::Malformed, "malformed token: not a signed JWT"),
+            }
+        })?;
+        let algorithm = header.alg;
+        let kid = header.kid.as_deref();
+        let jwks_keys;
+        let mut candidates: Vec<&DecodingKey> = Vec::new();
+        if HMAC_ALGORITHMS.contains(&algorithm) {
+            candidates.extend(self.hmac.as_ref());
+        } else {
+            candidates.extend(
+                self.keys
+                    .iter()
+                    .filter(|key| key.algorithms.contains(&algorithm))
+                    .map(|key| &key.key),
+            );
+            if let Some(jwks) = &self.jwks {
+                jwks_keys = jwks.keys_for(algorithm, kid).await?;
+                candidates.extend(
+                    jwks_keys
+                        .iter()
+                        .filter(|key| key_fits(key, algorithm, kid))
+                        .map(|key| &key.key),
+                );
+            }
+        }
+        if candidates.is_empty() {
+            let message = match kid {
+                Some(kid) if self.jwks.is_some() && !HMAC_ALGORITHMS.contains(&algorithm) => {
+                    format!("no key with kid {kid:?} takes {algorithm:?} tokens")
+                }
+                _ => format!("no configured key takes {algorithm:?} tokens"),
+            };
+            return Err(TokenError::new(Refusal::UnknownKey, message));
+        }
+        let validation = self.validation(algorithm);
+        let mut refused = None;
+        for key in candidates {
+            match jsonwebtoken::decode::<Claims>(token, key, &validation) {
+                Ok(data) => return Ok(data.claims),
+                Err(err) => {
+                    let error = self.refusal(&err);
+                    // Past the signature, a refusal is the token's whatever
+                    // key is tried next.
+                    if error.refusal != Refusal::Signature {
+                        return Err(error);
+                    }
+                    refused = Some(error);
+                }
+            }
+        }
+        Err(refused
+            .unwrap_or_else(|| TokenError::new(Refusal::Signature, "invalid token signature")))
+    }
+
+    fn validation(&self, algorithm: Algorithm) -> Validation {
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = self.leeway;
+        validation.validate_nbf = true;
+        let mut required = HashSet::new();
+        if let Some(issuer) = &self.issuer {
+            validation.set_issuer(&[issuer]);
+            required.insert("iss".to_owned());
+        }
+        match &self.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.insert("aud".to_owned());
+            }
+            None => validation.validate_aud = false,
+        }
+        validation.required_spec_claims = required;
+        validation
+    }
+
+    fn refusal(&self, err: &jsonwebtoken::errors::Error) -> TokenError {
+        use jsonwebtoken::errors::ErrorKind;
+        match err.kind() {
+            ErrorKind::ExpiredSignature => TokenError::new(Refusal::Expired, "token expired"),
+            ErrorKind::ImmatureSignature => {
+                TokenError::new(Refusal::NotYetValid, "token not valid yet (nbf)")
+            }
+            ErrorKind::InvalidIssuer => TokenError::new(
+                Refusal::Issuer,
+                format!(
+                    "token issuer is not {:?}",
+                    self.issuer.as_deref().unwrap_or("")
+                ),
+            ),
+            ErrorKind::InvalidAudience => TokenError::new(
+                Refusal::Audience,
+                format!(
+                    "token audience does not include {:?}",
+                    self.audience.as_deref().unwrap_or("")
+                ),
+            ),
+            ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => {
+                TokenError::new(Refusal::Issuer, "token has no iss claim")
+            }
+            ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => {
+                TokenError::new(Refusal::Audience, "token has no aud claim")
+            }
+            ErrorKind::InvalidAlgorithm => TokenError::new(
+                Refusal::Algorithm,
+                "token algorithm not allowed for this key",
+            ),
+            ErrorKind::Base64(_)
+            | ErrorKind::Json(_)
+            | ErrorKind::Utf8(_)
+            | ErrorKind::InvalidToken
+            | ErrorKind::InvalidClaimFormat(_)
+            | ErrorKind::MissingRequiredClaim(_) => {
+                TokenError::new(Refusal::Malformed, "malformed token claims")
+            }
+            _ => TokenError::new(Refusal::Signature, "invalid token signature"),
+        }
+    }
+}
+
+/// The `alg` of a token's header as written, for the refusal message.
+fn raw_alg(token: &str) -> Option<String> {
+    let header = token.split('.').next()?;
+    let json = URL_SAFE_NO_PAD.decode(header.trim_end_matches('=')).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&json).ok()?;
+    let alg: String = value.get("alg")?.as_str()?.chars().take(16).collect();
+    Some(alg)
 }
 
 /// Signs `claims` as an HS256 token: for tests, tools and back ends that
 /// hand out tokens.
 pub fn sign(claims: &Claims, secret: &[u8]) -> String {
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let body = serde_json::to_vec(claims).unwrap_or_default();
-    let signing_input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(body));
-    // HMAC takes keys of any length.
-    let mut mac = match HmacSha256::new_from_slice(secret) {
-        Ok(mac) => mac,
-        Err(_) => return signing_input,
+    let Ok(key) = jsonwebtoken::EncodingKey::from_secret(secret) else {
+        return String::new();
     };
-    mac.update(signing_input.as_bytes());
-    let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-    format!("{signing_input}.{signature}")
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::HS256), claims, &key)
+        .unwrap_or_default()
 }
 
 /// Seconds since the epoch, now.
@@ -134,71 +640,145 @@ pub fn now_secs() -> u64 {
 mod tests {
     use super::*;
 
-    const SECRET: &[u8] = b"test-secret";
+    const SECRET: &str = "test-secret";
+
+    fn verifier(secret: Option<&str>) -> Verifier {
+        let auth = AuthConfig {
+            hs256_secret: secret.map(str::to_owned),
+            ..AuthConfig::default()
+        };
+        Verifier::from_config(&auth, Arc::default()).unwrap()
+    }
 
     fn claims(sub: &str) -> Claims {
         Claims {
             sub: sub.into(),
-            exp: Some(2_000_000_000),
+            exp: Some(now_secs() + 3600),
             channels: Some(vec!["chat:*".into(), "ticker:AAPL".into()]),
         }
     }
 
-    #[test]
-    fn round_trip() {
-        let token = sign(&claims("alice"), SECRET);
-        let got = verify(&token, SECRET, 1_800_000_000).unwrap();
+    #[tokio::test]
+    async fn round_trip() {
+        let token = sign(&claims("alice"), SECRET.as_bytes());
+        let got = verifier(Some(SECRET)).verify(&token).await.unwrap();
         assert_eq!(got, claims("alice"));
         assert!(got.allows(&ChannelName::parse("chat:lobby").unwrap()));
         assert!(got.allows(&ChannelName::parse("ticker:AAPL").unwrap()));
         assert!(!got.allows(&ChannelName::parse("ticker:MSFT").unwrap()));
     }
 
-    #[test]
-    fn known_token_from_another_implementation() {
+    #[tokio::test]
+    async fn known_token_from_another_implementation() {
         // jwt.io's HS256 example, secret "your-256-bit-secret".
         let token = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c";
-        let got = verify(token, b"your-256-bit-secret", 0).unwrap();
+        let got = verifier(Some("your-256-bit-secret"))
+            .verify(token)
+            .await
+            .unwrap();
         assert_eq!(got.sub, "1234567890");
         assert_eq!(got.channels, None);
-        assert!(verify(token, b"another secret", 0).is_err());
+        let err = verifier(Some("another secret"))
+            .verify(token)
+            .await
+            .unwrap_err();
+        assert_eq!(err.refusal, Refusal::Signature);
     }
 
-    #[test]
-    fn refusals() {
-        let token = sign(&claims("alice"), SECRET);
+    #[tokio::test]
+    async fn refusals_say_which_check_failed() {
+        let hub = verifier(Some(SECRET));
+        let token = sign(&claims("alice"), SECRET.as_bytes());
+        let refusal = |token: String| {
+            let hub = &hub;
+            async move { hub.verify(&token).await.unwrap_err().refusal }
+        };
         assert_eq!(
-            verify(&token, b"wrong", 0).unwrap_err().0,
-            "invalid token signature"
+            refusal(sign(&claims("a"), b"wrong")).await,
+            Refusal::Signature
         );
+        let expired = Claims {
+            exp: Some(now_secs() - 100),
+            ..claims("alice")
+        };
         assert_eq!(
-            verify(&token, SECRET, 2_000_000_000).unwrap_err().0,
-            "token expired"
+            refusal(sign(&expired, SECRET.as_bytes())).await,
+            Refusal::Expired
         );
         // A changed claim breaks the signature.
         let mut parts: Vec<&str> = token.split('.').collect();
         let forged = URL_SAFE_NO_PAD.encode(br#"{"sub":"admin"}"#);
         parts[1] = &forged;
-        assert!(verify(&parts.join("."), SECRET, 0).is_err());
-        // alg none, and other algorithms.
+        assert_eq!(refusal(parts.join(".")).await, Refusal::Signature);
+        // alg none.
         let none = format!(
             "{}.{}.",
             URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#),
             URL_SAFE_NO_PAD.encode(br#"{"sub":"admin"}"#)
         );
-        assert_eq!(
-            verify(&none, SECRET, 0).unwrap_err().0,
-            "token algorithm must be HS256"
+        let err = hub.verify(&none).await.unwrap_err();
+        assert_eq!(err.refusal, Refusal::Algorithm);
+        assert!(err.message.contains("\"none\""), "{err}");
+        // An asymmetric algorithm with only a secret configured.
+        let rs = format!(
+            "{}.{}.c2ln",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256"}"#),
+            URL_SAFE_NO_PAD.encode(br#"{"sub":"admin"}"#)
         );
-        for bad in [
-            "",
-            "a.b",
-            "a.b.c.d",
-            "!!.!!.!!",
-            "e30.e30.",
-            &"a".repeat(5000),
-        ] {
-            assert!(verify(bad, SECRET, 0).is_err(), "{bad}");
+        assert_eq!(refusal(rs).await, Refusal::UnknownKey);
+        for bad in ["", "a.b", "a.b.c.d", "!!.!!.!!", "e30.e30."] {
+            assert_eq!(refusal(bad.to_owned()).await, Refusal::Malformed, "{bad:?}");
         }
+        assert_eq!(
+            refusal("a".repeat(MAX_TOKEN_LEN + 1)).await,
+            Refusal::TooLong
+        );
+        assert_eq!(
+            verifier(None).verify(&token).await.unwrap_err().refusal,
+            Refusal::Disabled
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever a client sends as a token, verification answers and
+        /// never panics.
+        #[test]
+        fn verify_never_panics(token in "\\PC{0,300}") {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let hub = verifier(Some(SECRET));
+            let _ = runtime.block_on(hub.verify(&token));
+        }
+    }
+
+    #[test]
+    fn every_refusal_has_its_own_label_and_index() {
+        let labels: HashSet<_> = Refusal::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(labels.len(), Refusal::ALL.len());
+        for (i, refusal) in Refusal::ALL.iter().enumerate() {
+            assert_eq!(refusal.index(), i);
+        }
+    }
+
+    #[test]
+    fn a_jwks_keeps_the_keys_it_can_use() {
+        let body = br#"{"keys":[
+            {"kty":"oct","k":"c2VjcmV0","kid":"sym"},
+            {"kty":"RSA","kid":"enc","use":"enc","alg":"RSA-OAEP","n":"AQAB","e":"AQAB"},
+            {"kty":"EC","crv":"P-256","kid":"ec","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
+            {"kty":"OKP","crv":"Ed25519","kid":"ed","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}
+        ]}"#;
+        let keys = parse_jwks(body).unwrap();
+        let kinds: Vec<(Option<&str>, &[Algorithm])> = keys
+            .iter()
+            .map(|k| (k.kid.as_deref(), k.algorithms.as_slice()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (Some("ec"), &[Algorithm::ES256][..]),
+                (Some("ed"), &[Algorithm::EdDSA][..]),
+            ]
+        );
+        assert!(parse_jwks(b"not json").is_err());
     }
 }

@@ -45,16 +45,52 @@ pub struct ServerConfig {
     pub api_key: Option<String>,
 }
 
-/// `[auth]`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+/// `[auth]`: the keys tokens are verified with, and the claims checked. With
+/// no key at all, tokens are refused (and, unless `required`, not needed).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// The HS256 secret tokens are signed with. Unset: tokens are refused
-    /// (and, unless `required`, not needed).
+    /// The HMAC secret of HS256, HS384 and HS512 tokens.
     pub hs256_secret: Option<String>,
+    /// PEM public keys (RSA, EC P-256 or P-384, Ed25519); a relative path is
+    /// read from the configuration file's directory.
+    pub public_keys: Vec<std::path::PathBuf>,
+    /// An identity provider's JSON Web Key Set, fetched when needed.
+    pub jwks_url: Option<String>,
+    /// The least time between two fetches of the JWKS, in seconds, however
+    /// many tokens name a key it lacks. Default: 30.
+    pub jwks_refetch_secs: u64,
+    /// When set, a token's `iss` must be this.
+    pub issuer: Option<String>,
+    /// When set, a token's `aud` must include this.
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds. Default: 5.
+    pub leeway_secs: u64,
     /// Whether a connection needs a valid token before anything but
     /// `connect` and `ping`. Default: false.
     pub required: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            hs256_secret: None,
+            public_keys: Vec::new(),
+            jwks_url: None,
+            jwks_refetch_secs: 30,
+            issuer: None,
+            audience: None,
+            leeway_secs: 5,
+            required: false,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// Whether any key is configured.
+    pub fn has_keys(&self) -> bool {
+        self.hs256_secret.is_some() || !self.public_keys.is_empty() || self.jwks_url.is_some()
+    }
 }
 
 /// `[limits]`: per connection.
@@ -220,7 +256,15 @@ impl Config {
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|err| ConfigError(format!("cannot read {}: {err}", path.display())))?;
-        Config::from_toml(&text).map_err(|err| ConfigError(format!("{}: {err}", path.display())))
+        let mut config = Config::from_toml(&text)
+            .map_err(|err| ConfigError(format!("{}: {err}", path.display())))?;
+        // Key files are named relative to the file that names them.
+        if let Some(dir) = path.parent() {
+            for key in &mut config.auth.public_keys {
+                *key = dir.join(&*key);
+            }
+        }
+        Ok(config)
     }
 
     /// The publish API key: `server.api_key`, else the `DUPLEX_API_KEY`
@@ -276,8 +320,18 @@ impl Config {
         }
         self.docs.validate().map_err(ConfigError)?;
         self.engine.validate().map_err(ConfigError)?;
-        if self.auth.required && self.auth.hs256_secret.is_none() {
-            return fail("auth.required = true needs auth.hs256_secret".into());
+        if self.auth.required && !self.auth.has_keys() {
+            return fail(
+                "auth.required = true needs a key: auth.hs256_secret, auth.public_keys or auth.jwks_url"
+                    .into(),
+            );
+        }
+        if let Some(url) = &self.auth.jwks_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return fail(format!(
+                "auth.jwks_url = {url:?} is not an http:// or https:// URL"
+            ));
         }
         if self.feed.enabled {
             if self.feed.interval_ms == 0 {

@@ -253,7 +253,7 @@ impl Session {
         }
         let ok = |result: String| Ok(Some(protocol::ok_reply(id, &result)));
         match request {
-            Request::Connect { token, info } => self.connect(token, info).map(|r| {
+            Request::Connect { token, info } => self.connect(token, info).await.map(|r| {
                 debug_assert!(is_connect);
                 Some(protocol::ok_reply(id, &r))
             }),
@@ -321,7 +321,11 @@ impl Session {
         }
     }
 
-    fn connect(&mut self, token: Option<String>, info: Option<Value>) -> Result<String, HubError> {
+    async fn connect(
+        &mut self,
+        token: Option<String>,
+        info: Option<Value>,
+    ) -> Result<String, HubError> {
         if self.connected || self.started {
             return Err(HubError::new(
                 ErrorCode::BadRequest,
@@ -340,7 +344,8 @@ impl Session {
             let claims = self
                 .hub
                 .verify_token(&token)
-                .map_err(|err| HubError::new(ErrorCode::Unauthorized, err.0))?;
+                .await
+                .map_err(|err| HubError::new(ErrorCode::Unauthorized, err.message))?;
             self.claims = Some(claims);
         }
         let user = self

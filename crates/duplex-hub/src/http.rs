@@ -95,10 +95,10 @@ impl Service {
     pub async fn handle(&self, mut request: Request<Incoming>) -> Response<Body> {
         let path = request.uri().path().to_string();
         if path == "/ws" {
-            return self.websocket(&mut request);
+            return self.websocket(&mut request).await;
         }
         if let Some(name) = path.strip_prefix("/docs/") {
-            return crate::docs::endpoint::handle(self, self.hub.docs(), &mut request, name);
+            return crate::docs::endpoint::handle(self, self.hub.docs(), &mut request, name).await;
         }
         if upgrade::is_upgrade_request(&request) {
             return text(StatusCode::NOT_FOUND, "the WebSocket is at /ws\n");
@@ -151,7 +151,7 @@ impl Service {
     }
 
     /// `/ws`: origin (403), token in the URL (401), then the upgrade.
-    fn websocket(&self, request: &mut Request<Incoming>) -> Response<Body> {
+    async fn websocket(&self, request: &mut Request<Incoming>) -> Response<Body> {
         let metrics = self.hub.metrics();
         if let Err(reject) = self.origins.check(request.headers(), request.uri()) {
             bump(&metrics.connections_refused);
@@ -160,7 +160,7 @@ impl Service {
         }
         let claims = match query_token(request.uri().query()) {
             None => None,
-            Some(token) => match self.hub.verify_token(&token) {
+            Some(token) => match self.hub.verify_token(&token).await {
                 Ok(claims) => Some(claims),
                 Err(err) => {
                     bump(&metrics.connections_refused);

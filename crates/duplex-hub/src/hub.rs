@@ -32,6 +32,7 @@ pub struct Hub {
     next_client: AtomicU64,
     client_prefix: String,
     reads: crate::history::Reads,
+    verifier: auth::Verifier,
 }
 
 /// A subscription to make, for [`Hub::subscribe`].
@@ -63,6 +64,8 @@ impl Hub {
             .validate()
             .map_err(|err| HubError::new(ErrorCode::Internal, err.to_string()))?;
         let metrics = Arc::new(Metrics::default());
+        let verifier = auth::Verifier::from_config(&config.auth, metrics.clone())
+            .map_err(|err| HubError::new(ErrorCode::Internal, err))?;
         let quiet = config
             .namespaces
             .iter()
@@ -104,6 +107,7 @@ impl Hub {
             next_client: AtomicU64::new(1),
             client_prefix: prefix.iter().map(|b| format!("{b:02x}")).collect(),
             reads: crate::history::Reads::default(),
+            verifier,
         }))
     }
 
@@ -178,18 +182,14 @@ impl Hub {
         }
     }
 
-    /// Verifies a token with the configured secret.
+    /// Verifies a token with the configured keys; refusals are counted in
+    /// `/metrics` by reason.
     ///
     /// # Errors
     ///
-    /// Why it is refused; also when no secret is configured.
-    pub fn verify_token(&self, token: &str) -> Result<Claims, TokenError> {
-        match &self.config.auth.hs256_secret {
-            Some(secret) => auth::verify(token, secret.as_bytes(), auth::now_secs()),
-            None => Err(TokenError(
-                "this hub does not accept tokens (no auth.hs256_secret configured)",
-            )),
-        }
+    /// Why it is refused; also when no key is configured.
+    pub async fn verify_token(&self, token: &str) -> Result<Claims, TokenError> {
+        self.verifier.verify(token).await
     }
 
     /// Publishes `data` to `channel` (of `namespace`): checks its size,

@@ -88,6 +88,13 @@ pub struct Metrics {
     pub history_reads: AtomicU64,
     /// Recoveries answered by an identical read already under way.
     pub history_reads_merged: AtomicU64,
+    /// Tokens refused, by [`Refusal`](crate::auth::Refusal) (in the order of
+    /// `Refusal::ALL`).
+    pub token_refusals: [AtomicU64; crate::auth::Refusal::ALL.len()],
+    /// Fetches of the identity provider's JWKS.
+    pub jwks_fetches: AtomicU64,
+    /// Fetches of the JWKS that failed.
+    pub jwks_fetch_failures: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -103,6 +110,11 @@ pub fn drop_one(gauge: &AtomicU64) {
 }
 
 impl Metrics {
+    /// Counts a refused token.
+    pub fn token_refused(&self, refusal: crate::auth::Refusal) {
+        bump(&self.token_refusals[refusal.index()]);
+    }
+
     /// Records the latency of one publication, from the request to the
     /// moment it was stored.
     pub fn observe_publish(&self, latency: Duration) {
@@ -214,6 +226,32 @@ impl Metrics {
             "Error replies sent.",
             get(&self.errors),
         );
+
+        metric(
+            "duplex_jwks_fetches_total",
+            "counter",
+            "Fetches of the identity provider's JWKS.",
+            get(&self.jwks_fetches),
+        );
+        metric(
+            "duplex_jwks_fetch_failures_total",
+            "counter",
+            "Fetches of the JWKS that failed.",
+            get(&self.jwks_fetch_failures),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP duplex_token_refusals_total Tokens refused, by the check that failed.\n\
+             # TYPE duplex_token_refusals_total counter"
+        );
+        for (refusal, count) in crate::auth::Refusal::ALL.iter().zip(&self.token_refusals) {
+            let _ = writeln!(
+                out,
+                "duplex_token_refusals_total{{reason=\"{}\"}} {}",
+                refusal.label(),
+                get(count)
+            );
+        }
 
         self.publish_latency.render(
             &mut out,

@@ -87,7 +87,7 @@ fn query_token(query: Option<&str>) -> Option<String> {
 
 /// Answers a request for `/docs/NAME`: refuses it, or upgrades it and runs
 /// the connection on the service's tracker.
-pub fn handle(
+pub async fn handle(
     service: &Service,
     docs: &Arc<Docs>,
     request: &mut Request<Body>,
@@ -120,7 +120,7 @@ pub fn handle(
             );
         }
         None => None,
-        Some(token) => match service.hub.verify_token(&token) {
+        Some(token) => match service.hub.verify_token(&token).await {
             Ok(_) => claims_json(&token),
             Err(err) => {
                 bump(&metrics.connections_refused);

@@ -1,0 +1,102 @@
+//! Outgoing HTTP requests of the hub: an identity provider's JWKS.
+//!
+//! One pooled client (hyper-util's, with rustls from duplex: ring, the
+//! system's roots and the webpki roots), a deadline on every request, and a
+//! bound on every response body.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// A pooled HTTP/1.1 client for `http://` and `https://` URLs.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient").finish_non_exhaustive()
+    }
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HttpClient {
+    /// A client that trusts the system's and the webpki roots.
+    pub fn new() -> Self {
+        let tls = rustls::ClientConfig::builder_with_provider(duplex::tls::provider())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default TLS versions")
+            .with_root_certificates(duplex::tls::default_roots())
+            .with_no_client_auth();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        HttpClient {
+            client: Client::builder(TokioExecutor::new()).build(https),
+        }
+    }
+
+    /// GETs `url` and returns the body of a 200 answer, of at most
+    /// `max_body` bytes, all within `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// What went wrong, in words: a bad URL, the connection, the deadline, a
+    /// status other than 200, a body over the bound.
+    pub async fn get(
+        &self,
+        url: &str,
+        timeout: Duration,
+        max_body: usize,
+    ) -> Result<Bytes, String> {
+        let uri: http::Uri = url.parse().map_err(|err| format!("invalid URL: {err}"))?;
+        let exchange = async {
+            let response = self
+                .client
+                .get(uri)
+                .await
+                .map_err(|err| format!("request failed: {}", error_chain(&err)))?;
+            let status = response.status();
+            if status != http::StatusCode::OK {
+                return Err(format!("answered {status}"));
+            }
+            let body = Limited::new(response.into_body(), max_body)
+                .collect()
+                .await
+                .map_err(|err| format!("reading the body failed: {err}"))?;
+            Ok(body.to_bytes())
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+        }
+    }
+}
+
+/// An error and its sources, as one line.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(err) = source {
+        let more = err.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = err.source();
+    }
+    text
+}
