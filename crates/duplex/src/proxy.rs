@@ -334,6 +334,11 @@ impl Proxy {
                     ))));
                 }
                 Ok(httparse::Status::Partial) => {}
+                Err(httparse::Error::TooManyHeaders) => {
+                    return Err(self.error(ProxyErrorKind::Malformed(format!(
+                        "the reply has more than {MAX_REPLY_HEADERS} header lines"
+                    ))));
+                }
                 Err(err) => {
                     return Err(self.error(ProxyErrorKind::Malformed(format!(
                         "not an HTTP reply ({err})"
@@ -350,8 +355,14 @@ impl Proxy {
                 "status {code} is not valid"
             )))
         })?;
-        if status == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+        // 407 is the status for this (RFC 9110 section 15.5.8); tinyproxy,
+        // among others, answers wrong credentials with 401. Either way the
+        // target was not reached: it is the proxy's authentication.
+        if status == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED
+            || status == http::StatusCode::UNAUTHORIZED
+        {
             return Err(self.error(ProxyErrorKind::AuthenticationRequired {
+                status: Some(status),
                 credentials_sent: self.credentials.is_some(),
             }));
         }
@@ -422,6 +433,7 @@ impl Proxy {
             E::Io(err) => self.error(ProxyErrorKind::Io(err)),
             E::PasswordAuthFailure(_) | E::NoAcceptableAuthMethods | E::AuthorizationRequired => {
                 self.error(ProxyErrorKind::AuthenticationRequired {
+                    status: None,
                     credentials_sent: self.credentials.is_some(),
                 })
             }
@@ -673,6 +685,9 @@ pub enum ProxyErrorKind {
     /// The proxy wants credentials (HTTP 407), or refused the ones given
     /// (HTTP 407, or SOCKS5 user/password authentication failing).
     AuthenticationRequired {
+        /// The HTTP proxy's status: 407, or 401 as some proxies answer
+        /// wrong credentials; `None` from a SOCKS5 proxy.
+        status: Option<http::StatusCode>,
         /// Whether credentials were sent, so were refused.
         credentials_sent: bool,
     },
@@ -692,14 +707,20 @@ pub enum ProxyErrorKind {
 
 impl fmt::Display for ProxyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let http = self.proxy.starts_with("http:");
         write!(f, "proxy {}: ", self.proxy)?;
         match &self.kind {
             ProxyErrorKind::Unreachable(_) => f.write_str("cannot connect to the proxy"),
             ProxyErrorKind::Io(_) => f.write_str("the connection to the proxy failed"),
-            ProxyErrorKind::AuthenticationRequired { credentials_sent } => {
-                f.write_str("authentication required")?;
-                f.write_str(if http { " (HTTP 407)" } else { " (SOCKS5)" })?;
+            ProxyErrorKind::AuthenticationRequired {
+                status,
+                credentials_sent,
+            } => {
+                match status {
+                    Some(status) => {
+                        write!(f, "authentication required (HTTP {})", status.as_u16())?
+                    }
+                    None => f.write_str("authentication required (SOCKS5)")?,
+                }
                 f.write_str(if *credentials_sent {
                     ": the user name and password were refused"
                 } else {
@@ -974,9 +995,7 @@ mod tests {
     #[test]
     fn proxy_errors_say_which_proxy_and_what_happened() {
         let proxy = Proxy::new("http://u:secret@127.0.0.1:3128").unwrap();
-        let err = proxy.error(ProxyErrorKind::AuthenticationRequired {
-            credentials_sent: true,
-        });
+        let err = proxy.http_reply(407, 0).unwrap_err();
         assert_eq!(
             err.to_string(),
             "proxy http://127.0.0.1:3128: authentication required (HTTP 407): the user name and password were refused"
