@@ -287,6 +287,7 @@ impl ClientBuilder {
             }
         };
         if let Some(proxy) = proxy {
+            tracing::debug!(%proxy, host, port, "connecting through a proxy");
             return proxy.tunnel(host, port, deadline).await;
         }
         let tcp = match timeout_at(deadline, TcpStream::connect((host, port))).await {

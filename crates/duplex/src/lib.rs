@@ -6,7 +6,10 @@
 //! JSON and binary; close with a code and a reason; read the ready state and, at
 //! the end, the close code, reason and whether the close was clean.
 //!
-//! - [`connect`] and [`ClientBuilder`]: the client.
+//! - [`connect`] and [`ClientBuilder`]: the client, directly or through an
+//!   HTTP CONNECT or SOCKS5 [`Proxy`] (by default the one the environment
+//!   names, as curl reads `https_proxy`, `http_proxy`, `all_proxy` and
+//!   `no_proxy`).
 //! - [`accept`] and [`ServerBuilder`]: the server, on any byte stream.
 //! - [`WebSocket`]: a `Stream` of [`Message`]s and a `Sink` of them, with
 //!   `send`, `recv`, `close`, `split`, keepalive and bounded write buffering.
