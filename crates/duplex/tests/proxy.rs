@@ -158,7 +158,7 @@ async fn ws_and_wss_through_tinyproxy_with_basic_auth() {
 }
 
 #[tokio::test]
-async fn tinyproxy_without_or_with_wrong_credentials_is_a_407_naming_the_proxy() {
+async fn tinyproxy_without_or_with_wrong_credentials_refuses_naming_the_proxy() {
     within(async {
         let port = ws_target().await;
         let tinyproxy = ProxyProcess::tinyproxy(&[port]);
