@@ -56,7 +56,7 @@ pub enum Error {
     /// server: which proxy, and what happened.
     Proxy(ProxyError),
     /// A builder setting is invalid (a header name or value, a certificate or
-    /// key file).
+    /// key file, a proxy URL given or read from the environment).
     Config(String),
     /// The opening handshake broke RFC 6455 (either side's view).
     Handshake(HandshakeError),
