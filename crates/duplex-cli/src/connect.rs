@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use duplex::reconnect::{Event, Reconnect, Stop};
-use duplex::{ClientBuilder, CloseCode, Message};
+use duplex::{ClientBuilder, CloseCode, Message, Proxy};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -41,6 +41,15 @@ pub struct Args {
     /// and 429, and at the end of stdin.
     #[arg(long)]
     reconnect: bool,
+    /// Connect through this proxy: http://[user:pass@]host:port (CONNECT),
+    /// socks5://... or socks5h://... (the proxy resolves the name). Default:
+    /// the environment's https_proxy / HTTPS_PROXY (wss), http_proxy (ws),
+    /// all_proxy / ALL_PROXY, less the hosts no_proxy / NO_PROXY lists.
+    #[arg(long, value_name = "URL")]
+    proxy: Option<String>,
+    /// Connect directly, whatever the environment's proxy variables say.
+    #[arg(long, conflicts_with = "proxy")]
+    no_proxy: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -69,6 +78,12 @@ async fn session(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
     if args.no_deflate {
         builder = builder.no_deflate();
+    }
+    if let Some(proxy) = &args.proxy {
+        builder = builder.proxy(Proxy::new(proxy)?);
+    }
+    if args.no_proxy {
+        builder = builder.no_proxy();
     }
     if let Some(ca) = &args.ca {
         for root in duplex::tls::load_certs(ca)? {

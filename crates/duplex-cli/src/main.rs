@@ -70,10 +70,26 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("duplex: {err}");
+            eprintln!("duplex: {}", describe(err.as_ref()));
             ExitCode::from(2)
         }
     }
+}
+
+/// An error with its causes, each added unless the text so far already
+/// says it ("cannot connect to the proxy: Connection refused").
+fn describe(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Raises the soft limit on open files to the hard limit: servers and the load

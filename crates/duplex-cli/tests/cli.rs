@@ -2,6 +2,8 @@
 //! user runs them.
 
 mod common;
+#[path = "../../duplex/tests/support/proxies.rs"]
+mod proxies;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -10,8 +12,31 @@ use common::Echo;
 use duplex::{CloseCode, Message};
 use futures_util::StreamExt;
 
+/// The variables that choose a proxy, cleared for every `duplex connect`
+/// run here so that the tests see only the ones they set.
+const PROXY_VARS: [&str; 8] = [
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+];
+
 fn duplex_connect(args: &[&str], stdin: &str) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_duplex"))
+    duplex_connect_env(args, stdin, &[])
+}
+
+/// `duplex connect` with `env` as its only proxy variables.
+fn duplex_connect_env(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_duplex"));
+    for name in PROXY_VARS {
+        command.env_remove(name);
+    }
+    command.envs(env.iter().copied());
+    let mut child = command
         .arg("connect")
         .args(args)
         .stdin(Stdio::piped())
@@ -47,7 +72,12 @@ fn connect_reconnect_keeps_stdin_flowing_across_a_server_restart() {
     let echo = Echo::start(&[]);
     let addr = echo.addr;
     let mut child = Command::new(env!("CARGO_BIN_EXE_duplex"))
-        .args(["connect", "--reconnect", &format!("ws://{addr}/")])
+        .args([
+            "connect",
+            "--reconnect",
+            "--no-proxy",
+            &format!("ws://{addr}/"),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -215,4 +245,87 @@ fn echo_over_tls_with_connect_trusting_the_certificate() {
     assert!(insecure.status.success());
     assert_eq!(String::from_utf8_lossy(&insecure.stdout), "insecure\n");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn connect_through_tinyproxy_by_flag_or_environment_and_directly_with_no_proxy() {
+    let echo = Echo::start(&[]);
+    let tinyproxy = proxies::ProxyProcess::tinyproxy(&[echo.addr.port()]);
+    let proxy = tinyproxy.url_with_auth("http");
+    let url = format!("ws://{}/", echo.addr);
+    let tunnels = || {
+        tinyproxy
+            .log()
+            .matches(&format!("CONNECT {} ", echo.addr))
+            .count()
+    };
+    let echoed = |out: std::process::Output, line: &str| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{line}\n"));
+    };
+
+    echoed(
+        duplex_connect(&["--proxy", &proxy, &url], "by flag\n"),
+        "by flag",
+    );
+    assert_eq!(tunnels(), 1);
+    echoed(
+        duplex_connect_env(&[&url], "by http_proxy\n", &[("http_proxy", &proxy)]),
+        "by http_proxy",
+    );
+    assert_eq!(tunnels(), 2);
+    echoed(
+        duplex_connect_env(&[&url], "by all_proxy\n", &[("ALL_PROXY", &proxy)]),
+        "by all_proxy",
+    );
+    assert_eq!(tunnels(), 3);
+
+    // As curl: the upper-case HTTP_PROXY is not read; NO_PROXY and
+    // --no-proxy go direct.
+    echoed(
+        duplex_connect_env(&[&url], "HTTP_PROXY\n", &[("HTTP_PROXY", &proxy)]),
+        "HTTP_PROXY",
+    );
+    let bypass = [("http_proxy", proxy.as_str()), ("NO_PROXY", "127.0.0.0/8")];
+    echoed(
+        duplex_connect_env(&[&url], "NO_PROXY\n", &bypass),
+        "NO_PROXY",
+    );
+    echoed(
+        duplex_connect_env(
+            &[&url, "--no-proxy"],
+            "--no-proxy\n",
+            &[("http_proxy", &proxy)],
+        ),
+        "--no-proxy",
+    );
+    assert_eq!(tunnels(), 3);
+
+    // Failures name the proxy and say what happened.
+    let wrong = format!("http://{}:wrong@{}", proxies::USER, tinyproxy.addr);
+    let out = duplex_connect(&["--proxy", &wrong, &url], "");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "proxy http://{}: authentication required",
+            tinyproxy.addr
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("wrong"), "{stderr}");
+    let nobody = format!("http://127.0.0.1:{}", proxies::free_port());
+    let out = duplex_connect_env(&[&url], "", &[("http_proxy", &nobody)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "duplex: proxy {nobody}: cannot connect to the proxy: Connection refused"
+        )),
+        "{stderr}"
+    );
+    let out = duplex_connect(&["--proxy", "https://proxy.example", &url], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not supported"));
 }

@@ -15,6 +15,7 @@ use tokio::time::{Instant, timeout_at};
 use crate::config::WebSocketConfig;
 use crate::error::{Error, Result, Timeout};
 use crate::head::{read_error_body, read_head};
+use crate::proxy::Proxy;
 use crate::stream::MaybeTlsStream;
 use crate::websocket::{Handshake, WebSocket};
 
@@ -56,6 +57,35 @@ pub async fn connect(url: impl AsRef<str>) -> Result<WebSocket<MaybeTlsStream<Tc
 /// println!("agreed on {:?}", ws.protocol());
 /// # Ok(()) }
 /// ```
+///
+/// # Proxies
+///
+/// By default the client goes through the proxy the environment names, as
+/// curl and reqwest do: `https_proxy` (or `HTTPS_PROXY`) for `wss://`,
+/// `http_proxy` for `ws://` (not the upper-case `HTTP_PROXY`, which curl
+/// ignores for safety), then `all_proxy` (or `ALL_PROXY`) for both, except
+/// for the hosts `no_proxy` (or `NO_PROXY`) lists; [`Proxy::from_vars`]
+/// gives the details. [`proxy`](Self::proxy) sets one instead (the
+/// environment and `no_proxy` are then not read), and
+/// [`no_proxy`](Self::no_proxy) connects directly whatever the environment
+/// says.
+///
+/// HTTP proxies are asked for a tunnel with `CONNECT` (with Basic
+/// authentication when the proxy URL has a user); SOCKS5 proxies with or
+/// without a user and password, `socks5h://` letting the proxy resolve the
+/// server's name. For `wss://`, TLS runs inside the tunnel: the server name
+/// sent and the certificate checked are the server's, not the proxy's.
+///
+/// ```no_run
+/// # async fn run() -> duplex::Result<()> {
+/// use duplex::{ClientBuilder, Proxy};
+/// let proxy = Proxy::new("socks5h://alice:secret@127.0.0.1:1080")?;
+/// let ws = ClientBuilder::new("wss://example.com/socket")
+///     .proxy(proxy)
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
     url: String,
@@ -65,8 +95,20 @@ pub struct ClientBuilder {
     config: WebSocketConfig,
     connect_timeout: Duration,
     handshake_timeout: Duration,
+    proxy: ProxyChoice,
     #[cfg(feature = "tls")]
     tls: crate::tls::TlsOptions,
+}
+
+/// Where the proxy setting comes from.
+#[derive(Debug, Clone)]
+enum ProxyChoice {
+    /// The process's environment, read at connect time.
+    Environment,
+    /// Always direct.
+    Off,
+    /// This one, always.
+    Given(Proxy),
 }
 
 impl ClientBuilder {
@@ -81,6 +123,7 @@ impl ClientBuilder {
             config: WebSocketConfig::default(),
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
+            proxy: ProxyChoice::Environment,
             #[cfg(feature = "tls")]
             tls: crate::tls::TlsOptions::default(),
         }
@@ -122,7 +165,22 @@ impl ClientBuilder {
         self
     }
 
-    /// How long the TCP connection (and TLS handshake) may take. Default: 10 s.
+    /// Connects through this proxy, whatever the environment says (and
+    /// whatever `no_proxy` lists). See [Proxies](Self#proxies).
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.proxy = ProxyChoice::Given(proxy);
+        self
+    }
+
+    /// Connects directly, without the proxy the environment may name.
+    /// Default: the environment's proxy, if any (see [Proxies](Self#proxies)).
+    pub fn no_proxy(mut self) -> Self {
+        self.proxy = ProxyChoice::Off;
+        self
+    }
+
+    /// How long the TCP connection, the proxy's tunnel if any, and the TLS
+    /// handshake may take, all together. Default: 10 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -175,13 +233,17 @@ impl ClientBuilder {
         self
     }
 
-    /// Connects: TCP (and TLS for `wss://`) within the connect timeout, then the
-    /// opening handshake within the handshake timeout.
+    /// Connects: TCP, directly or through a proxy (and TLS for `wss://`)
+    /// within the connect timeout, then the opening handshake within the
+    /// handshake timeout.
     ///
     /// # Errors
     ///
     /// [`Error::Url`] for a URL that is not `ws://` or `wss://` with a host;
-    /// [`Error::Io`] if the connection fails; [`Error::Tls`] if the server's
+    /// [`Error::Io`] if the connection fails; [`Error::Proxy`] if the proxy
+    /// cannot be reached or does not open the tunnel; [`Error::Config`] if a
+    /// proxy variable of the environment is not a proxy URL;
+    /// [`Error::Tls`] if the server's
     /// certificate does not verify; [`Error::Rejected`] if the server answers
     /// with an HTTP status other than 101 (with its headers and body);
     /// [`Error::Handshake`] if the 101 response is not a valid one;
@@ -203,17 +265,42 @@ impl ClientBuilder {
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
 
         let deadline = Instant::now() + self.connect_timeout;
-        let tcp = match timeout_at(deadline, TcpStream::connect((host.as_str(), port))).await {
-            Err(_) => return Err(Error::Timeout(Timeout::Connect)),
-            Ok(tcp) => tcp?,
-        };
-        tcp.set_nodelay(true)?;
+        let tcp = self.open_tcp(tls, &host, port, deadline).await?;
         let stream = if tls {
             self.tls_connect(tcp, host, deadline).await?
         } else {
             MaybeTlsStream::Plain(tcp)
         };
         self.handshake(uri, stream).await
+    }
+
+    /// A TCP stream to the server, directly or through the proxy.
+    async fn open_tcp(
+        &self,
+        tls: bool,
+        host: &str,
+        port: u16,
+        deadline: Instant,
+    ) -> Result<TcpStream> {
+        let from_env;
+        let proxy = match &self.proxy {
+            ProxyChoice::Off => None,
+            ProxyChoice::Given(proxy) => Some(proxy),
+            ProxyChoice::Environment => {
+                from_env = Proxy::select(tls, host, port, &|name| std::env::var(name).ok())?;
+                from_env.as_ref()
+            }
+        };
+        if let Some(proxy) = proxy {
+            tracing::debug!(%proxy, host, port, "connecting through a proxy");
+            return proxy.tunnel(host, port, deadline).await;
+        }
+        let tcp = match timeout_at(deadline, TcpStream::connect((host, port))).await {
+            Err(_) => return Err(Error::Timeout(Timeout::Connect)),
+            Ok(tcp) => tcp?,
+        };
+        tcp.set_nodelay(true)?;
+        Ok(tcp)
     }
 
     #[cfg(feature = "tls")]

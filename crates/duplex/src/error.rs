@@ -7,6 +7,8 @@ use bytes::Bytes;
 use duplex_proto::{HandshakeError, ProtocolError, SendError};
 use http::Response;
 
+use crate::proxy::ProxyError;
+
 /// A `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -16,6 +18,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Timeout {
     /// The TCP connection (or TLS handshake) did not complete in time.
     Connect,
+    /// The proxy did not open the tunnel in time (after the TCP connection
+    /// to it; under the same connect timeout).
+    Proxy,
     /// The opening handshake did not complete in time.
     Handshake,
     /// The peer did not answer our close frame in time.
@@ -28,6 +33,7 @@ impl fmt::Display for Timeout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Timeout::Connect => "connecting timed out",
+            Timeout::Proxy => "the proxy did not open the tunnel in time",
             Timeout::Handshake => "the opening handshake timed out",
             Timeout::Close => "the peer did not answer the close frame in time",
             Timeout::Keepalive => "the peer did not answer a keepalive ping in time",
@@ -46,8 +52,11 @@ pub enum Error {
     Tls(Box<dyn std::error::Error + Send + Sync>),
     /// The URL cannot be connected to.
     Url(String),
+    /// The proxy could not be reached or would not open a tunnel to the
+    /// server: which proxy, and what happened.
+    Proxy(ProxyError),
     /// A builder setting is invalid (a header name or value, a certificate or
-    /// key file).
+    /// key file, a proxy URL given or read from the environment).
     Config(String),
     /// The opening handshake broke RFC 6455 (either side's view).
     Handshake(HandshakeError),
@@ -104,6 +113,7 @@ impl fmt::Display for Error {
             Error::Io(err) => write!(f, "I/O error: {err}"),
             Error::Tls(err) => write!(f, "TLS error: {err}"),
             Error::Url(why) => write!(f, "invalid WebSocket URL: {why}"),
+            Error::Proxy(err) => write!(f, "{err}"),
             Error::Config(why) => write!(f, "invalid setting: {why}"),
             Error::Handshake(err) => write!(f, "WebSocket handshake failed: {err}"),
             Error::Rejected(response) => {
@@ -138,6 +148,7 @@ impl std::error::Error for Error {
             Error::Io(err) => Some(err),
             Error::Tls(err) => Some(err.as_ref()),
             Error::Handshake(err) => Some(err),
+            Error::Proxy(err) => Some(err),
             Error::Protocol(err) => Some(err),
             Error::Send(err) => Some(err),
             _ => None,
@@ -159,6 +170,12 @@ impl From<io::Error> for Error {
             return Error::Io(io::Error::other("TLS error"));
         }
         Error::Io(err)
+    }
+}
+
+impl From<ProxyError> for Error {
+    fn from(err: ProxyError) -> Self {
+        Error::Proxy(err)
     }
 }
 

@@ -6,8 +6,11 @@
 //! JSON and binary; close with a code and a reason; read the ready state and, at
 //! the end, the close code, reason and whether the close was clean.
 //!
-//! - [`connect`] and [`ClientBuilder`]: the client; [`reconnect`]: a client
-//!   that reconnects by itself, with backoff, a send queue and keepalive.
+//! - [`connect`] and [`ClientBuilder`]: the client, directly or through an
+//!   HTTP CONNECT or SOCKS5 [`Proxy`] (by default the one the environment
+//!   names, as curl reads `https_proxy`, `http_proxy`, `all_proxy` and
+//!   `no_proxy`); [`reconnect`]: a client that reconnects by itself, with
+//!   backoff, a send queue and keepalive.
 //! - [`accept`] and [`ServerBuilder`]: the server, on any byte stream.
 //! - [`WebSocket`]: a `Stream` of [`Message`]s and a `Sink` of them, with
 //!   `send`, `recv`, `close`, `split`, keepalive and bounded write buffering.
@@ -59,6 +62,7 @@ mod config;
 mod error;
 mod head;
 mod origin;
+mod proxy;
 pub mod reconnect;
 mod server;
 mod spare;
@@ -83,6 +87,7 @@ pub use crate::client::{ClientBuilder, connect};
 pub use crate::config::WebSocketConfig;
 pub use crate::error::{Error, Result, Timeout};
 pub use crate::origin::Origins;
+pub use crate::proxy::{Proxy, ProxyError, ProxyErrorKind};
 pub use crate::server::{Accept, PendingUpgrade, Reject, ServerBuilder, accept};
 pub use crate::split::{ReadHalf, Sender, TrySendError, WriteHalf};
 pub use crate::stream::MaybeTlsStream;

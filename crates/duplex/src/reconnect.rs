@@ -41,8 +41,9 @@
 //!   refused (401, 403, 404), and sending it again changes nothing. 429 and
 //!   503 are retried no sooner than their `Retry-After` says (seconds or an
 //!   HTTP date; at most a day); other statuses are retried with the backoff.
-//! - A URL or setting that is not valid, and a TLS failure (a certificate
-//!   that does not verify does not start verifying on its own).
+//! - A URL or setting that is not valid, a TLS failure (a certificate that
+//!   does not verify does not start verifying on its own), and a proxy that
+//!   refuses the credentials.
 //! - [`Reconnect::max_attempts`] failed attempts in a row, if set.
 //! - [`Reconnecting::close`], and dropping the [`Reconnecting`] stream.
 //!
@@ -81,6 +82,7 @@ use tokio::time::{Instant, sleep};
 
 use crate::client::ClientBuilder;
 use crate::error::{Error, Result};
+use crate::proxy::ProxyErrorKind;
 use crate::split::{TrySendError, WriteHalf};
 
 /// The keepalive a reconnecting client uses unless its builder sets one: a
@@ -194,7 +196,8 @@ pub enum Stop {
     /// one given to [`Reconnect::stop_on_close`].
     CloseCode(CloseCode),
     /// An attempt failed in a way that retrying cannot mend: a 4xx answer
-    /// other than 408 and 429, an invalid URL or setting, a TLS failure.
+    /// other than 408 and 429, an invalid URL or setting, a TLS failure, a
+    /// proxy that refuses the credentials.
     Failed(Error),
     /// [`Reconnect::max_attempts`] attempts failed in a row; the last one's
     /// error.
@@ -453,6 +456,13 @@ fn verdict(err: &Error) -> Verdict {
             }
         }
         Error::Url(_) | Error::Config(_) | Error::Tls(_) => Verdict::Stop,
+        // A proxy that wants other credentials will want them next time too;
+        // one that is down or refuses a tunnel for now may come back.
+        Error::Proxy(err)
+            if matches!(err.kind(), ProxyErrorKind::AuthenticationRequired { .. }) =>
+        {
+            Verdict::Stop
+        }
         _ => Verdict::Retry { after: None },
     }
 }
