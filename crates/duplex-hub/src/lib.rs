@@ -68,6 +68,7 @@ mod conn;
 pub mod docs;
 pub mod engine;
 pub mod feed;
+pub mod forwarded;
 pub mod history;
 pub mod http;
 pub mod hub;
