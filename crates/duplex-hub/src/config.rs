@@ -427,7 +427,9 @@ mod tests {
         assert!(Config::from_toml("[limits]\nsend_queue = \"x\"\n").is_err());
         let err = Config::from_toml("[server]\nping_timeout_secs = 0\n").unwrap_err();
         assert!(err.to_string().contains("ping_timeout_secs"), "{err}");
-        assert!(Config::from_toml("[server]\nping_interval_secs = 0\nping_timeout_secs = 0\n").is_ok());
+        assert!(
+            Config::from_toml("[server]\nping_interval_secs = 0\nping_timeout_secs = 0\n").is_ok()
+        );
     }
 
     #[test]

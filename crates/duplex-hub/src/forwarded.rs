@@ -331,7 +331,13 @@ mod tests {
 
     #[test]
     fn entries_are_addresses_and_ranges_and_a_bad_one_is_named() {
-        let proxies = trusted(&["127.0.0.1", "10.0.0.0/8", "::1", "fd00::/8", "192.168.1.7/16"]);
+        let proxies = trusted(&[
+            "127.0.0.1",
+            "10.0.0.0/8",
+            "::1",
+            "fd00::/8",
+            "192.168.1.7/16",
+        ]);
         assert!(proxies.contains(ip("127.0.0.1")));
         assert!(!proxies.contains(ip("127.0.0.2")));
         assert!(proxies.contains(ip("10.200.3.4")));
@@ -426,7 +432,10 @@ mod tests {
     fn ipv6_and_ports() {
         let p = &["::1"];
         let f = |value| client("::1", &[("forwarded", value)], p);
-        assert_eq!(f("for=\"[2001:db8:cafe::17]:4711\""), ip("2001:db8:cafe::17"));
+        assert_eq!(
+            f("for=\"[2001:db8:cafe::17]:4711\""),
+            ip("2001:db8:cafe::17")
+        );
         assert_eq!(f("for=\"[2001:db8:cafe::17]\""), ip("2001:db8:cafe::17"));
         assert_eq!(f("for=\"[2001:db8::1]:_port\""), ip("2001:db8::1"));
         assert_eq!(f("for=192.0.2.43:47011"), ip("192.0.2.43"));
@@ -501,13 +510,18 @@ mod tests {
             "x-forwarded-for",
             http::HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
         );
-        assert_eq!(client_ip(ip("127.0.0.3"), &map, &trusted(p)), ip("127.0.0.3"));
+        assert_eq!(
+            client_ip(ip("127.0.0.3"), &map, &trusted(p)),
+            ip("127.0.0.3")
+        );
     }
 
     #[test]
     fn a_long_chain_is_read_only_so_far() {
         let p = &["127.0.0.3", "10.0.0.0/8"];
-        let chain: Vec<String> = (0..1000).map(|i| format!("10.0.{}.{}", i / 250, i % 250)).collect();
+        let chain: Vec<String> = (0..1000)
+            .map(|i| format!("10.0.{}.{}", i / 250, i % 250))
+            .collect();
         let value = format!("203.0.113.7, {}", chain.join(", "));
         let found = client("127.0.0.3", &[("x-forwarded-for", &value)], p);
         assert!(p[1].parse::<IpNet>().unwrap().contains(&found), "{found}");
