@@ -4,7 +4,8 @@
 //! hub's pings keep an idle WebSocket open past the proxy's idle timeout,
 //! which does cut it with pings off; and the client's address reaches the
 //! hub's log through `Forwarded` / `X-Forwarded-For` only from a trusted
-//! proxy.
+//! proxy (IPv4, and IPv6 from `::1`); and HAProxy carries a WebSocket over
+//! HTTP/2 to the hub.
 //!
 //! Everything runs on loopback, with distinct addresses (Linux routes all
 //! of 127.0.0.0/8): clients connect from 127.0.0.2, the proxies connect to
@@ -300,7 +301,8 @@ struct Proxy {
 }
 
 impl Proxy {
-    fn start(kind: Kind, dir: &Path, hub: SocketAddr, cert: &Cert) -> Proxy {
+    /// Starts the proxy; with `ipv6`, it also listens on `[::1]`.
+    fn start(kind: Kind, dir: &Path, hub: SocketAddr, cert: &Cert, ipv6: bool) -> Proxy {
         let file = kind.file();
         let mut text = std::fs::read_to_string(&file)
             .unwrap_or_else(|err| panic!("reading {}: {err}", file.display()));
@@ -313,7 +315,14 @@ impl Proxy {
             Kind::Nginx => {
                 for (from, to) in [
                     ("listen 443 ssl;", format!("listen 127.0.0.1:{port} ssl;")),
-                    ("listen [::]:443 ssl;", String::new()),
+                    (
+                        "listen [::]:443 ssl;",
+                        if ipv6 {
+                            format!("listen [::1]:{port} ssl;")
+                        } else {
+                            String::new()
+                        },
+                    ),
                     ("server 127.0.0.1:8080;", format!("server {hub};")),
                     (
                         "ssl_certificate /etc/ssl/duplex/fullchain.pem;",
@@ -367,7 +376,15 @@ impl Proxy {
                 for (from, to) in [
                     (
                         "bind :443 ssl crt /etc/haproxy/certs/duplex.pem",
-                        format!("bind 127.0.0.1:{port} ssl crt {}", cert.combined.display()),
+                        format!(
+                            "bind 127.0.0.1:{port}{} ssl crt {}",
+                            if ipv6 {
+                                format!(",[::1]:{port}")
+                            } else {
+                                String::new()
+                            },
+                            cert.combined.display()
+                        ),
                     ),
                     (
                         "server hub1 127.0.0.1:8080",
@@ -612,7 +629,7 @@ async fn chat_and_pages(kind: Kind) {
     let dir = TempDir::new(&format!("{}-chat", kind.name()));
     let cert = Cert::new(&dir.0);
     let hub = Hub::start(&dir.0, &[PROXY_IP], 30);
-    let proxy = Proxy::start(kind, &dir.0, hub.addr, &cert);
+    let proxy = Proxy::start(kind, &dir.0, hub.addr, &cert, false);
 
     let mut alice = chat_client(&proxy, &cert, "alice").await;
     alice
@@ -656,7 +673,7 @@ async fn keepalive(kind: Kind) {
     let dir = TempDir::new(&format!("{}-keepalive", kind.name()));
     let cert = Cert::new(&dir.0);
     let hub = Hub::start(&dir.0, &[PROXY_IP], 1);
-    let proxy = Proxy::start(kind, &dir.0, hub.addr, &cert);
+    let proxy = Proxy::start(kind, &dir.0, hub.addr, &cert, false);
     let mut idle = chat_client(&proxy, &cert, "the idle client").await;
     idle.ok("subscribe", json!({"channel": "chat:quiet"})).await;
     let pings = idle.stay_idle(IDLE * 3).await;
@@ -675,7 +692,7 @@ async fn keepalive(kind: Kind) {
     // timeout, not before.
     let dir = TempDir::new(&format!("{}-no-pings", kind.name()));
     let hub = Hub::start(&dir.0, &[PROXY_IP], 0);
-    let proxy = Proxy::start(kind, &dir.0, hub.addr, &cert);
+    let proxy = Proxy::start(kind, &dir.0, hub.addr, &cert, false);
     let mut idle = chat_client(&proxy, &cert, "the idle client without pings").await;
     idle.ok("subscribe", json!({"channel": "chat:quiet"})).await;
     let start = Instant::now();
@@ -709,7 +726,7 @@ async fn client_address(kind: Kind) {
     // The proxy is trusted: the hub takes the address the proxy appended
     // (the client's), not the one the client forged, nor the proxy's own.
     let hub = Hub::start(&dir.0, &[PROXY_IP], 30);
-    let proxy = Proxy::start(kind, &dir.0, hub.addr, &cert);
+    let proxy = Proxy::start(kind, &dir.0, hub.addr, &cert, false);
     let tls = tls_from_client_ip(&proxy, &cert).await;
     let what = format!("a forging client through a trusted {}", kind.name());
     let (id, _client) = forged_connect(&proxy.url("/ws"), tls, &what).await;
@@ -724,11 +741,51 @@ async fn client_address(kind: Kind) {
     // is the proxy.
     let dir = TempDir::new(&format!("{}-addr-untrusted", kind.name()));
     let hub = Hub::start(&dir.0, &[], 30);
-    let proxy = Proxy::start(kind, &dir.0, hub.addr, &cert);
+    let proxy = Proxy::start(kind, &dir.0, hub.addr, &cert, false);
     let tls = tls_from_client_ip(&proxy, &cert).await;
     let what = format!("a forging client through an untrusted {}", kind.name());
     let (id, _client) = forged_connect(&proxy.url("/ws"), tls, &what).await;
     assert_eq!(logged(&hub, &id).await, (proxy_ip, None), "{what}");
+}
+
+/// A client on IPv6 loopback: nginx writes it into `Forwarded` quoted and
+/// in brackets, HAProxy into `X-Forwarded-For` bare; the hub reads both.
+async fn ipv6_client_address(kind: Kind) {
+    assert!(
+        std::net::TcpListener::bind("[::1]:0").is_ok(),
+        "this machine has no IPv6 loopback (::1), which this test needs"
+    );
+    let dir = TempDir::new(&format!("{}-ipv6", kind.name()));
+    let cert = Cert::new(&dir.0);
+    let hub = Hub::start(&dir.0, &[PROXY_IP], 30);
+    let proxy = Proxy::start(kind, &dir.0, hub.addr, &cert, true);
+    let to = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, proxy.port));
+    let tcp = timeout(WAIT, TcpStream::connect(to))
+        .await
+        .expect("connecting to [::1] in time")
+        .unwrap_or_else(|err| panic!("connecting to {to}: {err}"));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = TlsConnector::from(cert.client_config())
+        .connect(name, tcp)
+        .await
+        .unwrap_or_else(|err| panic!("TLS with {} over IPv6: {err}", kind.name()));
+    let what = format!("a client on ::1 through {}", kind.name());
+    let (id, _client) = forged_connect(&proxy.url("/ws"), tls, &what).await;
+    assert_eq!(
+        logged(&hub, &id).await,
+        ("::1".parse().unwrap(), Some(PROXY_IP.parse().unwrap())),
+        "{what}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_passes_an_ipv6_client_address() {
+    ipv6_client_address(Kind::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_passes_an_ipv6_client_address() {
+    ipv6_client_address(Kind::Haproxy).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -922,7 +979,7 @@ async fn haproxy_carries_websockets_over_http2_to_the_hub() {
     let dir = TempDir::new("haproxy-h2");
     let cert = Cert::new(&dir.0);
     let hub = Hub::start(&dir.0, &[PROXY_IP], 30);
-    let proxy = Proxy::start(Kind::Haproxy, &dir.0, hub.addr, &cert);
+    let proxy = Proxy::start(Kind::Haproxy, &dir.0, hub.addr, &cert, false);
     let ws = websocket_over_h2(&proxy, &cert).await;
     let mut over_h2 = Client::new(ws, "a client over HTTP/2 (through haproxy)");
     let id = over_h2.ok("connect", json!({})).await["client"]
