@@ -75,6 +75,28 @@ impl Drop for Killed {
     }
 }
 
+/// A proxy process stopped on drop: SIGTERM first, so that nginx's master
+/// stops its workers (killed outright, it would leave them running), then
+/// SIGKILL if it is still there after five seconds.
+struct Stopped(Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `duplex serve` on a free port, its log (standard error) kept.
 struct Hub {
     addr: SocketAddr,
@@ -297,7 +319,7 @@ struct Proxy {
     kind: Kind,
     port: u16,
     dir: PathBuf,
-    _child: Killed,
+    _child: Stopped,
 }
 
 impl Proxy {
@@ -402,15 +424,17 @@ impl Proxy {
                 command.arg("-db").arg("-f").arg(&conf);
             }
         }
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|err| panic!("starting {}: {err}", kind.name()));
+        let mut child = Stopped(
+            command
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap_or_else(|err| panic!("starting {}: {err}", kind.name())),
+        );
         let deadline = Instant::now() + WAIT;
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = child.try_wait().unwrap() {
+            if let Some(status) = child.0.try_wait().unwrap() {
                 panic!(
                     "{} exited with {status} before listening on port {port}{}",
                     kind.name(),
@@ -429,7 +453,7 @@ impl Proxy {
             kind,
             port,
             dir,
-            _child: Killed(child),
+            _child: child,
         }
     }
 
