@@ -8,8 +8,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::forwarded::TrustedProxies;
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -33,7 +36,7 @@ pub struct Config {
 }
 
 /// `[server]`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Origins (`https://example.com`) whose pages may open a WebSocket.
@@ -43,6 +46,44 @@ pub struct ServerConfig {
     /// Unset (the default) and no `DUPLEX_API_KEY` in the environment: the
     /// publish API is disabled and answers 403.
     pub api_key: Option<String>,
+    /// Reverse proxies (IP addresses and CIDR ranges) whose `Forwarded` and
+    /// `X-Forwarded-For` headers name the client (see [`crate::forwarded`]).
+    /// Empty (the default): the headers are ignored and the client is the
+    /// TCP peer, so no client can choose the address logged and limited.
+    pub trusted_proxies: TrustedProxies,
+    /// Seconds of silence on a WebSocket after which the hub pings it; 0
+    /// turns pings off. Default: 30, shorter than the idle timeouts of
+    /// proxies (nginx's `proxy_read_timeout` is 60 s by default), which
+    /// would otherwise cut quiet connections.
+    pub ping_interval_secs: u64,
+    /// Seconds a pinged WebSocket gets to answer before it is dropped.
+    /// Default: 10.
+    pub ping_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            allowed_origins: Vec::new(),
+            api_key: None,
+            trusted_proxies: TrustedProxies::default(),
+            ping_interval_secs: 30,
+            ping_timeout_secs: 10,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The WebSocket keepalive: (interval, timeout), or `None` when
+    /// `ping_interval_secs` is 0.
+    pub fn keepalive(&self) -> Option<(Duration, Duration)> {
+        (self.ping_interval_secs > 0).then(|| {
+            (
+                Duration::from_secs(self.ping_interval_secs),
+                Duration::from_secs(self.ping_timeout_secs),
+            )
+        })
+    }
 }
 
 /// `[auth]`: the keys tokens are verified with, and the claims checked. With
@@ -284,6 +325,20 @@ impl Config {
     /// A [`ConfigError`] naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |msg: String| Err(ConfigError(msg));
+        let server = &self.server;
+        if server.ping_interval_secs > 0 && server.ping_timeout_secs == 0 {
+            return fail(
+                "server.ping_timeout_secs must be at least 1 while pings are on \
+                 (server.ping_interval_secs = 0 turns them off)"
+                    .into(),
+            );
+        }
+        let day = 86_400;
+        if server.ping_interval_secs > day || server.ping_timeout_secs > day {
+            return fail(format!(
+                "server.ping_interval_secs and server.ping_timeout_secs are at most {day} (a day)"
+            ));
+        }
         let l = &self.limits;
         if l.requests_per_second == 0 || l.burst == 0 {
             return fail("limits.requests_per_second and limits.burst must be at least 1".into());
@@ -424,5 +479,45 @@ mod tests {
         assert!(Config::from_toml("[namespaces.\"Bad Name\"]\n").is_err());
         assert!(Config::from_toml("[feed]\nnamespace = \"nope\"\n").is_err());
         assert!(Config::from_toml("[limits]\nsend_queue = \"x\"\n").is_err());
+        let err = Config::from_toml("[server]\nping_timeout_secs = 0\n").unwrap_err();
+        assert!(err.to_string().contains("ping_timeout_secs"), "{err}");
+        assert!(
+            Config::from_toml("[server]\nping_interval_secs = 0\nping_timeout_secs = 0\n").is_ok()
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_parse_and_a_bad_entry_is_named() {
+        let config = Config::from_toml(
+            "[server]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"::1\"]\n",
+        )
+        .unwrap();
+        let proxies = &config.server.trusted_proxies;
+        assert!(proxies.contains("10.1.2.3".parse().unwrap()));
+        assert!(proxies.contains("::1".parse().unwrap()));
+        assert!(!proxies.contains("127.0.0.2".parse().unwrap()));
+        let err =
+            Config::from_toml("[server]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/33\"]\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("\"10.0.0.0/33\""), "{err}");
+        assert!(err.contains("trusted_proxies"), "{err}");
+        assert!(Config::default().server.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn pings_are_configurable_and_zero_turns_them_off() {
+        assert_eq!(
+            Config::default().server.keepalive(),
+            Some((Duration::from_secs(30), Duration::from_secs(10)))
+        );
+        let config =
+            Config::from_toml("[server]\nping_interval_secs = 1\nping_timeout_secs = 2\n").unwrap();
+        assert_eq!(
+            config.server.keepalive(),
+            Some((Duration::from_secs(1), Duration::from_secs(2)))
+        );
+        let off = Config::from_toml("[server]\nping_interval_secs = 0\n").unwrap();
+        assert_eq!(off.server.keepalive(), None);
     }
 }

@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Claims;
+use crate::forwarded::ClientAddr;
 use crate::history;
 use crate::hub::Hub;
 use crate::hub::Subscribe;
@@ -44,6 +45,9 @@ enum Stop {
 /// The state of one connection.
 struct Session {
     hub: Arc<Hub>,
+    /// Where the client connects from (behind trusted proxies, the client
+    /// they name): what logs show and what per-client limits key on.
+    addr: ClientAddr,
     outbox: Outbox,
     client: Arc<ClientInfo>,
     claims: Option<Claims>,
@@ -60,7 +64,8 @@ struct Session {
 type Reply = Result<Option<String>, HubError>;
 
 /// Runs a connection until it ends. `claims` are those of a valid token in
-/// the URL; `closing` is cancelled when the server shuts down.
+/// the URL; `addr` is where the client connects from; `closing` is cancelled
+/// when the server shuts down.
 ///
 /// The WebSocket is split before the connection's future is made, so that
 /// the future (which every idle connection holds for its whole life) keeps
@@ -69,18 +74,20 @@ pub fn run<S>(
     hub: Arc<Hub>,
     ws: WebSocket<S>,
     claims: Option<Claims>,
+    addr: ClientAddr,
     closing: CancellationToken,
 ) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    serve(hub, ws.split(), claims, closing)
+    serve(hub, ws.split(), claims, addr, closing)
 }
 
 async fn serve<S>(
     hub: Arc<Hub>,
     (mut read, write): (ReadHalf<S>, WriteHalf<S>),
     claims: Option<Claims>,
+    addr: ClientAddr,
     closing: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -107,8 +114,14 @@ async fn serve<S>(
         refused: 0,
         outbox,
         hub: hub.clone(),
+        addr,
     };
-    tracing::debug!(client = %session.client.client, "connection open");
+    tracing::info!(
+        client = %session.client.client,
+        client_addr = %session.addr.ip(),
+        proxy_addr = session.addr.proxy().map(tracing::field::display),
+        "connection open"
+    );
 
     let stop = {
         let reader = async {
@@ -169,7 +182,12 @@ async fn serve<S>(
         Box::pin(close(read, write, code, reason)).await;
     }
     drop_one(&metrics.connections);
-    tracing::debug!(client = %session.client.client, "connection closed");
+    tracing::info!(
+        client = %session.client.client,
+        client_addr = %session.addr.ip(),
+        proxy_addr = session.addr.proxy().map(tracing::field::display),
+        "connection closed"
+    );
 }
 
 /// Runs the closing handshake: our close frame, then what the client sends

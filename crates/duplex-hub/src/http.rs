@@ -7,6 +7,7 @@
 //! - `POST /api/publish`: publish from a back end, with the API key;
 //! - `GET /metrics`: Prometheus text; `GET /healthz`: `ok`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -24,6 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::MAX_TOKEN_LEN;
 use crate::conn;
+use crate::forwarded::ClientAddr;
 use crate::hub::Hub;
 use crate::metrics::bump;
 use crate::pages;
@@ -91,14 +93,28 @@ fn json_error(status: StatusCode, error: &HubError) -> Response<Body> {
 }
 
 impl Service {
-    /// Answers one request.
-    pub async fn handle(&self, mut request: Request<Incoming>) -> Response<Body> {
+    /// Answers one request that came over a TCP connection from `peer`
+    /// (the client's address is `peer`, or the client a trusted proxy names:
+    /// see [`crate::forwarded`]).
+    pub async fn handle(&self, mut request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let path = request.uri().path().to_string();
-        if path == "/ws" {
-            return self.websocket(&mut request).await;
-        }
-        if let Some(name) = path.strip_prefix("/docs/") {
-            return crate::docs::endpoint::handle(self, self.hub.docs(), &mut request, name).await;
+        if path == "/ws" || path.starts_with("/docs/") {
+            let addr = ClientAddr::resolve(
+                peer,
+                request.headers(),
+                &self.hub.config().server.trusted_proxies,
+            );
+            if let Some(name) = path.strip_prefix("/docs/") {
+                return crate::docs::endpoint::handle(
+                    self,
+                    self.hub.docs(),
+                    &mut request,
+                    name,
+                    addr,
+                )
+                .await;
+            }
+            return self.websocket(&mut request, addr).await;
         }
         if upgrade::is_upgrade_request(&request) {
             return text(StatusCode::NOT_FOUND, "the WebSocket is at /ws\n");
@@ -151,11 +167,16 @@ impl Service {
     }
 
     /// `/ws`: origin (403), token in the URL (401), then the upgrade.
-    async fn websocket(&self, request: &mut Request<Incoming>) -> Response<Body> {
+    async fn websocket(&self, request: &mut Request<Incoming>, addr: ClientAddr) -> Response<Body> {
         let metrics = self.hub.metrics();
         if let Err(reject) = self.origins.check(request.headers(), request.uri()) {
             bump(&metrics.connections_refused);
-            tracing::info!(origin = ?request.headers().get(header::ORIGIN), "WebSocket refused: origin");
+            tracing::info!(
+                origin = ?request.headers().get(header::ORIGIN),
+                client_addr = %addr.ip(),
+                proxy_addr = addr.proxy().map(tracing::field::display),
+                "WebSocket refused: origin"
+            );
             return text(reject.status(), "origin not allowed\n");
         }
         let claims = match query_token(request.uri().query()) {
@@ -164,6 +185,11 @@ impl Service {
                 Ok(claims) => Some(claims),
                 Err(err) => {
                     bump(&metrics.connections_refused);
+                    tracing::info!(
+                        client_addr = %addr.ip(),
+                        proxy_addr = addr.proxy().map(tracing::field::display),
+                        "WebSocket refused: token"
+                    );
                     return text(StatusCode::UNAUTHORIZED, format!("{err}\n"));
                 }
             },
@@ -172,7 +198,13 @@ impl Service {
             Ok(accepted) => accepted,
             Err(refused) => {
                 bump(&metrics.connections_refused);
-                tracing::info!(status = %refused.status(), error = %refused.error(), "WebSocket refused");
+                tracing::info!(
+                    status = %refused.status(),
+                    error = %refused.error(),
+                    client_addr = %addr.ip(),
+                    proxy_addr = addr.proxy().map(tracing::field::display),
+                    "WebSocket refused"
+                );
                 return refused.into_response();
             }
         };
@@ -180,7 +212,7 @@ impl Service {
         let closing = self.closing.clone();
         self.tracker.spawn(async move {
             match pending.await {
-                Ok(ws) => conn::run(hub, ws, claims, closing).await,
+                Ok(ws) => conn::run(hub, ws, claims, addr, closing).await,
                 Err(err) => tracing::debug!(%err, "the upgrade did not complete"),
             }
         });

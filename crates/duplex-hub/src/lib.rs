@@ -16,6 +16,8 @@
 //! - [`Server`]: opens the hub on a data folder and serves a listener until a
 //!   shutdown future completes.
 //! - [`Hub`]: the core (channels, storage, metrics), for embedding.
+//! - [`forwarded`]: the client's address behind reverse proxies, believed
+//!   only from `server.trusted_proxies`.
 //!
 //! # Example
 //!
@@ -69,6 +71,7 @@ pub mod docs;
 pub mod engine;
 pub mod feed;
 pub mod fetch;
+pub mod forwarded;
 pub mod history;
 pub mod http;
 pub mod hub;

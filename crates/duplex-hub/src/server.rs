@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::pin;
 use std::sync::Arc;
@@ -75,11 +76,13 @@ impl Server {
         let limits = &config.limits;
         // The HTTP handler reads what it needs from the request before the
         // upgrade; connections need not keep it.
-        let websocket = ServerBuilder::new()
+        let mut websocket = ServerBuilder::new()
             .keep_request(false)
             .max_message_size(limits.max_message_size)
-            .max_frame_size(limits.max_message_size)
-            .keepalive(Duration::from_secs(30), Duration::from_secs(10));
+            .max_frame_size(limits.max_message_size);
+        if let Some((interval, timeout)) = config.server.keepalive() {
+            websocket = websocket.keepalive(interval, timeout);
+        }
         let tracker = TaskTracker::new();
         let closing = CancellationToken::new();
         let service = Service {
@@ -103,10 +106,10 @@ impl Server {
 
         let mut shutdown = pin!(shutdown);
         loop {
-            let tcp = tokio::select! {
+            let (tcp, peer) = tokio::select! {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((tcp, _)) => tcp,
+                    Ok(accepted) => accepted,
                     Err(err) => {
                         tracing::warn!(%err, "accept failed");
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -118,6 +121,7 @@ impl Server {
             let connection = serve_connection(
                 service.clone(),
                 tcp,
+                peer,
                 tls.clone(),
                 http.clone(),
                 graceful.watcher(),
@@ -160,10 +164,12 @@ async fn trim_periodically(hub: Arc<Hub>, stop: CancellationToken) {
     }
 }
 
-/// Serves one TCP connection: TLS if configured, then HTTP/1.1 or HTTP/2.
+/// Serves one TCP connection from `peer`: TLS if configured, then HTTP/1.1
+/// or HTTP/2.
 async fn serve_connection(
     service: Service,
     tcp: TcpStream,
+    peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     http: auto::Builder<TokioExecutor>,
     watcher: Watcher,
@@ -171,7 +177,7 @@ async fn serve_connection(
     let closing = service.closing.clone();
     let handler = service_fn(move |request| {
         let service = service.clone();
-        async move { Ok::<_, Infallible>(service.handle(request).await) }
+        async move { Ok::<_, Infallible>(service.handle(request, peer).await) }
     });
     let served = match tls {
         None => {
@@ -185,11 +191,11 @@ async fn serve_connection(
                 handshake = handshake => match handshake {
                     Ok(Ok(stream)) => stream,
                     Ok(Err(err)) => {
-                        tracing::debug!(%err, "TLS handshake failed");
+                        tracing::debug!(%err, %peer, "TLS handshake failed");
                         return;
                     }
                     Err(_) => {
-                        tracing::debug!("TLS handshake timed out");
+                        tracing::debug!(%peer, "TLS handshake timed out");
                         return;
                     }
                 },

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use super::doc::Cmd;
 use super::sync::{self, Incoming};
 use super::{Access, Docs, Peer, access, valid_name};
+use crate::forwarded::ClientAddr;
 use crate::http::Service;
 use crate::limits::TokenBucket;
 use crate::metrics::{bump, drop_one};
@@ -85,13 +86,14 @@ fn query_token(query: Option<&str>) -> Option<String> {
     Some(String::from_utf8_lossy(&out).into_owned())
 }
 
-/// Answers a request for `/docs/NAME`: refuses it, or upgrades it and runs
-/// the connection on the service's tracker.
+/// Answers a request for `/docs/NAME` from the client at `addr`: refuses
+/// it, or upgrades it and runs the connection on the service's tracker.
 pub async fn handle(
     service: &Service,
     docs: &Arc<Docs>,
     request: &mut Request<Body>,
     name: &str,
+    addr: ClientAddr,
 ) -> Response<Full<Bytes>> {
     let metrics = service.hub.metrics();
     if !docs.config().enabled {
@@ -108,7 +110,12 @@ pub async fn handle(
     }
     if let Err(reject) = service.origins.check(request.headers(), request.uri()) {
         bump(&metrics.connections_refused);
-        tracing::info!(origin = ?request.headers().get(header::ORIGIN), "document WebSocket refused: origin");
+        tracing::info!(
+            origin = ?request.headers().get(header::ORIGIN),
+            client_addr = %addr.ip(),
+            proxy_addr = addr.proxy().map(tracing::field::display),
+            "document WebSocket refused: origin"
+        );
         return text(reject.status(), "origin not allowed\n".into());
     }
     let claims = match query_token(request.uri().query()) {
@@ -163,6 +170,7 @@ pub async fn handle(
                     id,
                     name,
                     access,
+                    addr,
                     hub.config().limits.send_queue,
                     closing,
                 )
@@ -174,7 +182,7 @@ pub async fn handle(
     response
 }
 
-/// Runs one document connection until it ends.
+/// Runs one document connection (of the client at `addr`) until it ends.
 #[allow(clippy::too_many_arguments)]
 pub async fn run<S>(
     docs: Arc<Docs>,
@@ -183,6 +191,7 @@ pub async fn run<S>(
     id: u64,
     name: String,
     access: Access,
+    addr: ClientAddr,
     send_queue: usize,
     closing: CancellationToken,
 ) where
@@ -214,7 +223,14 @@ pub async fn run<S>(
         drop_one(&metrics.connections);
         return;
     };
-    tracing::debug!(doc = %name, peer = id, read_only = !peer.writable, "document connection open");
+    tracing::info!(
+        doc = %name,
+        peer = id,
+        read_only = !peer.writable,
+        client_addr = %addr.ip(),
+        proxy_addr = addr.proxy().map(tracing::field::display),
+        "document connection open"
+    );
     let stop: Option<(CloseCode, String)> = {
         let reader = async {
             let mut bucket =
@@ -300,7 +316,13 @@ pub async fn run<S>(
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, handshake).await;
     }
     drop_one(&metrics.connections);
-    tracing::debug!(doc = %name, peer = id, "document connection closed");
+    tracing::info!(
+        doc = %name,
+        peer = id,
+        client_addr = %addr.ip(),
+        proxy_addr = addr.proxy().map(tracing::field::display),
+        "document connection closed"
+    );
 }
 
 #[cfg(test)]
