@@ -10,7 +10,7 @@
 //! [`their_client_our_server`] check. The same directions with compression
 //! on are in [`deflate`].
 
-use duplex::{ClientBuilder, CloseCode, CloseFrame, Error, MaybeTlsStream, Message, WebSocket};
+use duplex::{ClientBuilder, ClientStream, CloseCode, CloseFrame, Error, Message, WebSocket};
 use futures_util::SinkExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -23,7 +23,7 @@ use crate::{
 pub mod deflate;
 
 /// Our client's connection type.
-pub type Client = WebSocket<MaybeTlsStream<TcpStream>>;
+pub type Client = WebSocket<ClientStream>;
 
 /// Starts the peer's echo server speaking [`SERVER_PROTOCOLS`], over TLS with
 /// `cert` if given, compression off.
