@@ -13,7 +13,6 @@
 use duplex::{ClientBuilder, ClientStream, CloseCode, CloseFrame, Error, Message, WebSocket};
 use futures_util::SinkExt;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 
 use crate::{
     CLIENT_PROTOCOLS, ConnRecord, EchoServer, Peer, PeerServer, SERVER_PROTOCOLS, TestCert,
