@@ -1,7 +1,7 @@
 //! The client over HTTP/2 (RFC 8441) against the library's own server on
 //! hyper: h2 over TLS (ALPN) and h2c with prior knowledge, many WebSockets on
 //! one TCP connection, permessage-deflate, the fallback to HTTP/1.1, refusals,
-//! and streams that end badly.
+//! and streams that end badly (also a bare `h2` server that resets them).
 #![cfg(all(feature = "http2", feature = "hyper", feature = "tls", feature = "deflate"))]
 
 use std::convert::Infallible;
@@ -479,20 +479,21 @@ async fn a_403_is_rejected_with_its_status_and_body() {
 }
 
 #[tokio::test]
-async fn a_reset_stream_or_a_lost_connection_is_an_error_not_a_hang() {
+async fn a_dropped_server_end_or_a_lost_connection_is_an_error_not_a_hang() {
     within(async {
         let server = Server::start(H2C).await;
         let connection = Http2Connection::connect(&server.client(false, "/"))
             .await
             .unwrap();
-        // The server drops its end: h2 resets the stream.
+        // The server drops its WebSocket without a close frame: the stream
+        // ends under the client's WebSocket (1006).
         let mut dropped = connection
             .websocket(server.client(false, "/drop"))
             .await
             .unwrap();
         match dropped.next().await {
-            Some(Err(err)) => eprintln!("reset stream: {err}"),
-            other => panic!("a reset stream read {other:?}"),
+            Some(Err(err)) => assert!(err.to_string().contains("1006"), "{err}"),
+            other => panic!("a dropped stream read {other:?}"),
         }
         // The connection is still fine for the others.
         let mut ws = connection.websocket(server.client(false, "/echo")).await.unwrap();
@@ -501,7 +502,7 @@ async fn a_reset_stream_or_a_lost_connection_is_an_error_not_a_hang() {
         // The server's process is gone: its TCP connection closes.
         server.kill_connections().await;
         match ws.next().await {
-            Some(Err(err)) => eprintln!("lost connection: {err}"),
+            Some(Err(Error::Io(err))) => assert!(err.to_string().contains("HTTP/2"), "{err}"),
             other => panic!("a lost connection read {other:?}"),
         }
         let err = connection
@@ -512,3 +513,62 @@ async fn a_reset_stream_or_a_lost_connection_is_an_error_not_a_hang() {
     })
     .await;
 }
+
+/// A bare HTTP/2 server (the `h2` crate): answers each extended CONNECT with
+/// 200, then resets the stream (RST_STREAM, CANCEL) after `delay`.
+async fn resetting_server(delay: Duration) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut builder = h2::server::Builder::new();
+        builder.enable_connect_protocol();
+        let mut connection = builder.handshake::<_, Bytes>(tcp).await.unwrap();
+        while let Some(Ok((request, mut respond))) = connection.accept().await {
+            let mut send = respond.send_response(Response::new(()), false).unwrap();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                send.send_reset(h2::Reason::CANCEL);
+                drop(request);
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_rst_stream_from_the_server_is_an_error_on_read_and_write() {
+    within(async {
+        let addr = resetting_server(Duration::from_millis(100)).await;
+        let url = format!("ws://{addr}/");
+        let connection = Http2Connection::connect(&ClientBuilder::new(&url))
+            .await
+            .unwrap();
+        let mut ws = connection
+            .websocket(ClientBuilder::new(&url).no_deflate())
+            .await
+            .unwrap();
+        assert!(ws.get_ref().is_http2());
+        let err = ws.next().await.expect("an item").unwrap_err();
+        let Error::Io(io) = &err else {
+            panic!("wanted an I/O error, got {err}")
+        };
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+        assert!(err.to_string().contains("HTTP/2 stream"), "{err}");
+
+        // A writer that never reads learns of it too.
+        let mut ws = connection
+            .websocket(ClientBuilder::new(&url).no_deflate())
+            .await
+            .unwrap();
+        let chunk = Message::binary(vec![7u8; 64 << 10]);
+        let err = loop {
+            if let Err(err) = ws.send(chunk.clone()).await {
+                break err;
+            }
+        };
+        assert!(!err.to_string().is_empty());
+    })
+    .await;
+}
+
