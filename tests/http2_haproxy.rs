@@ -130,9 +130,12 @@ async fn many_on_one_connection(url: &str, cert: &TestCert, count: usize) {
         .unwrap_or_else(|err| panic!("{url}: {err}"));
     let mut tasks = Vec::new();
     for i in 0..count {
-        let ws = within("extended CONNECT", connection.websocket(builder(&format!("/ws{i}"))))
-            .await
-            .unwrap_or_else(|err| panic!("{url} stream {i}: {err}"));
+        let ws = within(
+            "extended CONNECT",
+            connection.websocket(builder(&format!("/ws{i}"))),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("{url} stream {i}: {err}"));
         tasks.push(tokio::spawn(async move {
             let mut ws = ws;
             assert!(ws.get_ref().is_http2());

@@ -132,7 +132,9 @@ type Socket = WebSocket<duplex::ClientStream>;
 /// WebSockets need them and then shared round-robin.
 #[derive(Default)]
 struct Pool {
-    connections: std::cell::RefCell<std::collections::HashMap<String, (Vec<duplex::Http2Connection>, usize)>>,
+    connections: std::cell::RefCell<
+        std::collections::HashMap<String, (Vec<duplex::Http2Connection>, usize)>,
+    >,
 }
 
 impl Pool {
@@ -169,7 +171,11 @@ impl Pool {
 
     /// How many TCP connections the WebSockets share.
     fn count(&self) -> usize {
-        self.connections.borrow().values().map(|(open, _)| open.len()).sum()
+        self.connections
+            .borrow()
+            .values()
+            .map(|(open, _)| open.len())
+            .sum()
     }
 }
 
@@ -956,7 +962,11 @@ fn number_after(text: &[u8], key: &[u8]) -> Option<u64> {
 }
 
 /// Fan-out: messages carry their publication time; subscribers measure delivery.
-async fn fan_out(args: &Args, pool: &Pool, subscribers: usize) -> Result<Report, Box<dyn std::error::Error>> {
+async fn fan_out(
+    args: &Args,
+    pool: &Pool,
+    subscribers: usize,
+) -> Result<Report, Box<dyn std::error::Error>> {
     let epoch = Instant::now();
     let route = match &args.hub {
         Some(channel) => Route::Hub(channel.as_str().into()),

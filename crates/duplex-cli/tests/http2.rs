@@ -35,7 +35,10 @@ fn connect_http2_echoes_lines_over_h2c_and_h2() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("(HTTP/2, permessage-deflate)"), "{stderr}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "over h2c\nsecond line\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "over h2c\nsecond line\n"
+    );
     assert!(stderr.contains("closed: 1000"), "{stderr}");
 
     let dir = tempfile_dir("duplex-cli-h2");
@@ -110,7 +113,10 @@ fn bench_http2_runs_many_websockets_over_fewer_connections() {
     let out = duplex(&common, "");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains(": 6 connections, 100-byte binary messages"), "{stdout}");
+    assert!(
+        stdout.contains(": 6 connections, 100-byte binary messages"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("HTTP/2: the WebSockets shared 2 TCP connections"),
         "{stdout}"

@@ -2,8 +2,8 @@
 //! connection, with the `h2` crate.
 //!
 //! An [`Http2Connection`] is one TCP connection (TLS with ALPN `h2` for
-//! `https`-like `wss://` URLs; HTTP/2 with prior knowledge, h2c, for `ws://`)
-//! whose frames a spawned task reads and writes. Each
+//! `wss://` URLs; HTTP/2 with prior knowledge, h2c, for `ws://`) whose frames
+//! a spawned task reads and writes. Each
 //! [`websocket`](Http2Connection::websocket) opens a stream with an extended
 //! CONNECT (`:protocol: websocket`) and runs the WebSocket on it: the same
 //! frames as over HTTP/1.1, masked as a client's must be (RFC 8441 section 5),
@@ -87,6 +87,7 @@ pub(crate) enum Attempt {
     Http2(Http2Connection),
     /// The server chose HTTP/1.1 in ALPN: the stream is ready for an
     /// HTTP/1.1 handshake.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     Http1(MaybeTlsStream<TcpStream>),
     /// The connection cannot serve a WebSocket (why): a new one is needed
     /// for HTTP/1.1.
@@ -106,7 +107,9 @@ impl Http2Connection {
     /// As [`ClientBuilder::connect`] for the URL and the connection;
     /// [`Error::Http2`] if the server does not speak HTTP/2 or does not take
     /// WebSockets over it (chose `http/1.1` in ALPN, or no
-    /// `SETTINGS_ENABLE_CONNECT_PROTOCOL`).
+    /// `SETTINGS_ENABLE_CONNECT_PROTOCOL`); [`Error::Timeout`] with
+    /// [`Timeout::Connect`] if its SETTINGS do not come within the connect
+    /// timeout.
     pub async fn connect(builder: &ClientBuilder) -> Result<Http2Connection> {
         let uri = builder.uri()?;
         let target = ClientBuilder::target(&uri)?;
@@ -228,7 +231,10 @@ pub(crate) async fn attempt(
     deadline: Instant,
 ) -> Result<Attempt> {
     let stream = builder.transport(target, true, deadline).await?;
-    let (local_addr, peer_addr) = (stream.get_ref().local_addr()?, stream.get_ref().peer_addr()?);
+    let (local_addr, peer_addr) = (
+        stream.get_ref().local_addr()?,
+        stream.get_ref().peer_addr()?,
+    );
     let shared = Arc::new(Shared {
         target: target.clone(),
         local_addr,
@@ -319,7 +325,9 @@ where
         Ok(Ok(pair)) => pair,
     };
     let Some(mut ping) = connection.ping_pong() else {
-        return Err(Error::Http2("the HTTP/2 connection has no PING handle".to_owned()));
+        return Err(Error::Http2(
+            "the HTTP/2 connection has no PING handle".to_owned(),
+        ));
     };
     let host = shared.target.host.clone();
     tokio::spawn(async move {
@@ -328,8 +336,9 @@ where
         }
     });
     // The server's SETTINGS frame is the first frame it sends (RFC 9113
-    // section 3.4), so once our PING's answer is in, its settings are
-    // known.
+    // section 3.4), and `h2` applies (and acknowledges) a SETTINGS frame
+    // before it reads the next frame: once our PING's answer is in, the
+    // server's settings are known.
     match timeout_at(deadline, ping.ping(Ping::opaque())).await {
         Err(_) => return Err(Error::Timeout(Timeout::Connect)),
         Ok(Err(err)) => {
@@ -363,7 +372,7 @@ async fn read_error_body(mut recv: RecvStream) -> Bytes {
     body.freeze()
 }
 
-/// An `h2` error, as the I/O error of the phase it happened in.
+/// An `h2` error, as [`Error::Http2`] naming the phase it happened in.
 fn h2_error(phase: &str, err: h2::Error) -> Error {
     Error::Http2(format!("{phase}: {err}"))
 }
@@ -467,7 +476,10 @@ impl AsyncWrite for H2Stream {
             }
         }
         let n = this.send.capacity().min(buf.len()).min(MAX_WRITE);
-        match this.send.send_data(Bytes::copy_from_slice(&buf[..n]), false) {
+        match this
+            .send
+            .send_data(Bytes::copy_from_slice(&buf[..n]), false)
+        {
             Ok(()) => Poll::Ready(Ok(n)),
             Err(err) => Poll::Ready(Err(stream_error(err))),
         }
@@ -478,7 +490,10 @@ impl AsyncWrite for H2Stream {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let buf = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &**b);
+        let buf = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &**b);
         self.poll_write(cx, buf)
     }
 

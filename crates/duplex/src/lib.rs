@@ -84,11 +84,11 @@ pub use duplex_proto::{
 pub use crate::client::{ClientBuilder, connect};
 pub use crate::config::WebSocketConfig;
 pub use crate::error::{Error, Result, Timeout};
+#[cfg(feature = "http2")]
+pub use crate::http2::Http2Connection;
 pub use crate::origin::Origins;
 pub use crate::server::{Accept, PendingUpgrade, Reject, ServerBuilder, accept};
 pub use crate::split::{ReadHalf, Sender, TrySendError, WriteHalf};
-#[cfg(feature = "http2")]
-pub use crate::http2::Http2Connection;
 pub use crate::stream::{ClientStream, MaybeTlsStream};
 pub use crate::websocket::WebSocket;
 

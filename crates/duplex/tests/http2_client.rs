@@ -2,7 +2,12 @@
 //! hyper: h2 over TLS (ALPN) and h2c with prior knowledge, many WebSockets on
 //! one TCP connection, permessage-deflate, the fallback to HTTP/1.1, refusals,
 //! and streams that end badly (also a bare `h2` server that resets them).
-#![cfg(all(feature = "http2", feature = "hyper", feature = "tls", feature = "deflate"))]
+#![cfg(all(
+    feature = "http2",
+    feature = "hyper",
+    feature = "tls",
+    feature = "deflate"
+))]
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -69,12 +74,10 @@ impl Drop for Server {
 
 impl Server {
     async fn start(setup: Setup) -> Server {
-        let certified =
-            rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
         let cert = certified.cert.der().clone();
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(
-            certified.signing_key.serialize_der().into(),
-        );
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
         let tls = setup.tls.then(|| {
             let config = duplex::tls::server_config(vec![cert.clone()], key).unwrap();
             let mut config = Arc::unwrap_or_clone(config);
@@ -108,9 +111,7 @@ impl Server {
                     let (h2_count, h1_count) = (h2_count.clone(), h1_count.clone());
                     let service = service_fn(move |mut request| {
                         let (h2_count, h1_count) = (h2_count.clone(), h1_count.clone());
-                        async move {
-                            Ok::<_, Infallible>(handle(&mut request, &h2_count, &h1_count))
-                        }
+                        async move { Ok::<_, Infallible>(handle(&mut request, &h2_count, &h1_count)) }
                     });
                     let task = tokio::spawn(async move {
                         match tls {
@@ -248,11 +249,25 @@ async fn close_cleanly(mut ws: duplex::WebSocket<duplex::ClientStream>) {
     assert!(info.was_clean, "{info:?}");
 }
 
+#[test]
+fn the_connection_and_the_stream_go_between_threads() {
+    fn shared<T: Clone + Send + Sync + 'static>() {}
+    fn sent<T: Send + 'static>() {}
+    shared::<Http2Connection>();
+    sent::<duplex::ClientStream>();
+    sent::<duplex::WebSocket<duplex::ClientStream>>();
+}
+
 #[tokio::test]
 async fn h2_over_tls_is_chosen_by_alpn_and_echoes() {
     within(async {
         let server = Server::start(H2_TLS).await;
-        let mut ws = server.client(true, "/echo").http2(true).connect().await.unwrap();
+        let mut ws = server
+            .client(true, "/echo")
+            .http2(true)
+            .connect()
+            .await
+            .unwrap();
         assert!(ws.get_ref().is_http2());
         assert!(ws.get_ref().is_tls());
         assert!(ws.get_ref().tcp().is_none());
@@ -269,7 +284,12 @@ async fn h2_over_tls_is_chosen_by_alpn_and_echoes() {
 async fn h2c_with_prior_knowledge_echoes() {
     within(async {
         let server = Server::start(H2C).await;
-        let mut ws = server.client(false, "/echo").http2(true).connect().await.unwrap();
+        let mut ws = server
+            .client(false, "/echo")
+            .http2(true)
+            .connect()
+            .await
+            .unwrap();
         assert!(ws.get_ref().is_http2());
         assert!(!ws.get_ref().is_tls());
         echoes(&mut ws, 2).await;
@@ -382,7 +402,12 @@ async fn without_enable_connect_protocol_the_client_falls_back_to_http1() {
             ..H2C
         };
         let server = Server::start(no_setting).await;
-        let mut ws = server.client(false, "/echo").http2(true).connect().await.unwrap();
+        let mut ws = server
+            .client(false, "/echo")
+            .http2(true)
+            .connect()
+            .await
+            .unwrap();
         assert!(!ws.get_ref().is_http2());
         assert!(ws.get_ref().tcp().is_some());
         echoes(&mut ws, 3).await;
@@ -403,7 +428,12 @@ async fn without_enable_connect_protocol_the_client_falls_back_to_http1() {
             ..H2_TLS
         })
         .await;
-        let mut ws = server.client(true, "/echo").http2(true).connect().await.unwrap();
+        let mut ws = server
+            .client(true, "/echo")
+            .http2(true)
+            .connect()
+            .await
+            .unwrap();
         assert!(!ws.get_ref().is_http2());
         assert!(ws.get_ref().is_tls());
         echoes(&mut ws, 4).await;
@@ -423,7 +453,12 @@ async fn a_server_without_http2_gets_http1() {
         // TLS: the server picks http/1.1 in ALPN and the same connection
         // carries the HTTP/1.1 handshake.
         let server = Server::start(http1_only).await;
-        let mut ws = server.client(true, "/echo").http2(true).connect().await.unwrap();
+        let mut ws = server
+            .client(true, "/echo")
+            .http2(true)
+            .connect()
+            .await
+            .unwrap();
         assert!(!ws.get_ref().is_http2());
         echoes(&mut ws, 5).await;
         close_cleanly(ws).await;
@@ -431,8 +466,17 @@ async fn a_server_without_http2_gets_http1() {
 
         // h2c to a server that speaks only HTTP/1.1: it refuses the preface,
         // and the client connects again.
-        let server = Server::start(Setup { tls: false, ..http1_only }).await;
-        let mut ws = server.client(false, "/echo").http2(true).connect().await.unwrap();
+        let server = Server::start(Setup {
+            tls: false,
+            ..http1_only
+        })
+        .await;
+        let mut ws = server
+            .client(false, "/echo")
+            .http2(true)
+            .connect()
+            .await
+            .unwrap();
         assert!(!ws.get_ref().is_http2());
         echoes(&mut ws, 6).await;
         close_cleanly(ws).await;
@@ -466,7 +510,10 @@ async fn a_403_is_rejected_with_its_status_and_body() {
             .await
             .unwrap_err();
         assert_eq!(err.status(), Some(StatusCode::FORBIDDEN));
-        let mut ws = connection.websocket(server.client(true, "/ok")).await.unwrap();
+        let mut ws = connection
+            .websocket(server.client(true, "/ok"))
+            .await
+            .unwrap();
         echoes(&mut ws, 7).await;
         // Another server's URL is not for this connection.
         let err = connection
@@ -496,7 +543,10 @@ async fn a_dropped_server_end_or_a_lost_connection_is_an_error_not_a_hang() {
             other => panic!("a dropped stream read {other:?}"),
         }
         // The connection is still fine for the others.
-        let mut ws = connection.websocket(server.client(false, "/echo")).await.unwrap();
+        let mut ws = connection
+            .websocket(server.client(false, "/echo"))
+            .await
+            .unwrap();
         echoes(&mut ws, 8).await;
 
         // The server's process is gone: its TCP connection closes.
@@ -571,4 +621,3 @@ async fn a_rst_stream_from_the_server_is_an_error_on_read_and_write() {
     })
     .await;
 }
-

@@ -295,7 +295,6 @@ impl ClientHandshake {
     /// The subprotocol and extensions of a response, checked against the
     /// offers.
     fn negotiated(&self, headers: &HeaderMap) -> Result<Negotiated, HandshakeError> {
-
         let chosen = tokens(headers, &header::SEC_WEBSOCKET_PROTOCOL)?;
         let protocol = match chosen.as_slice() {
             [] => None,
