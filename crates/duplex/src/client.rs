@@ -66,7 +66,7 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     handshake_timeout: Duration,
     #[cfg(feature = "tls")]
-    pub(crate) tls: crate::tls::TlsOptions,
+    tls: crate::tls::TlsOptions,
     #[cfg(feature = "http2")]
     http2: bool,
 }
@@ -162,6 +162,8 @@ impl ClientBuilder {
     ///
     /// Each `connect` opens its own HTTP/2 connection; to share one between
     /// several WebSockets, use [`Http2Connection`](crate::Http2Connection).
+    /// A configuration given with `tls_config` keeps everything but its ALPN
+    /// list, which becomes `h2`, `http/1.1`.
     ///
     /// Default: off, because a server that does not speak HTTP/2 costs a
     /// second connection for `ws://` URLs.
@@ -215,7 +217,9 @@ impl ClientBuilder {
     /// certificate does not verify; [`Error::Rejected`] if the server answers
     /// with an HTTP status other than 101 (with its headers and body);
     /// [`Error::Handshake`] if the 101 response is not a valid one;
-    /// [`Error::Timeout`].
+    /// [`Error::Timeout`]. With [`http2`](Self::http2) on, also
+    /// [`Error::Http2`] if a server that chose HTTP/2 in ALPN breaks it, or
+    /// the stream fails, and [`Error::Rejected`] for a status other than 200.
     pub async fn connect(self) -> Result<WebSocket<ClientStream>> {
         let uri = self.uri()?;
         let target = Self::target(&uri)?;

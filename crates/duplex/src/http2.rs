@@ -127,7 +127,10 @@ impl Http2Connection {
     /// CONNECT with `builder`'s path and query, subprotocols, headers and
     /// compression offer, within its handshake timeout; 200 opens it. The
     /// builder's URL must name this connection's scheme, host and port; its
-    /// connection settings (timeouts to connect, TLS) do not apply.
+    /// connection settings (timeouts to connect, TLS) do not apply. When the
+    /// server's limit of concurrent streams (`SETTINGS_MAX_CONCURRENT_STREAMS`)
+    /// is reached, this waits for a stream to end, within the handshake
+    /// timeout.
     ///
     /// # Errors
     ///
@@ -141,7 +144,8 @@ impl Http2Connection {
         let uri = builder.uri()?;
         let target = ClientBuilder::target(&uri)?;
         let ours = &self.shared.target;
-        if target.tls != ours.tls || target.port != ours.port || target.host != ours.host {
+        let same_host = target.host.eq_ignore_ascii_case(&ours.host);
+        if target.tls != ours.tls || target.port != ours.port || !same_host {
             return Err(Error::Url(format!(
                 "{uri} is not on this HTTP/2 connection's server ({}://{}:{})",
                 if ours.tls { "wss" } else { "ws" },
