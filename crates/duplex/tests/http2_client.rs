@@ -34,18 +34,17 @@ struct Setup {
     connect_protocol: bool,
     /// Serve HTTP/2 at all (else HTTP/1.1 only, and ALPN `http/1.1`).
     http2: bool,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS, if not hyper's default.
+    max_streams: Option<u32>,
 }
 
 const H2C: Setup = Setup {
     tls: false,
     connect_protocol: true,
     http2: true,
+    max_streams: None,
 };
-const H2_TLS: Setup = Setup {
-    tls: true,
-    connect_protocol: true,
-    http2: true,
-};
+const H2_TLS: Setup = Setup { tls: true, ..H2C };
 
 /// The library's server on hyper-util's auto builder: `/forbidden` answers
 /// 403, `/drop` opens the WebSocket and drops it at once, anything else
@@ -97,6 +96,9 @@ impl Server {
         let mut http = auto::Builder::new(TokioExecutor::new());
         if setup.connect_protocol {
             http.http2().enable_connect_protocol();
+        }
+        if let Some(max) = setup.max_streams {
+            http.http2().max_concurrent_streams(max);
         }
         let accept_loop = tokio::spawn({
             let (accepts, connections) = (accepts.clone(), connections.clone());
@@ -618,6 +620,53 @@ async fn a_rst_stream_from_the_server_is_an_error_on_read_and_write() {
             }
         };
         assert!(!err.to_string().is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_websocket_past_the_servers_stream_limit_waits_for_a_free_stream() {
+    within(async {
+        let server = Server::start(Setup {
+            max_streams: Some(2),
+            ..H2C
+        })
+        .await;
+        let connection = Http2Connection::connect(&server.client(false, "/"))
+            .await
+            .unwrap();
+        let first = connection
+            .websocket(server.client(false, "/1"))
+            .await
+            .unwrap();
+        let mut second = connection
+            .websocket(server.client(false, "/2"))
+            .await
+            .unwrap();
+        let third = {
+            let (connection, builder) = (connection.clone(), server.client(false, "/3"));
+            tokio::spawn(async move { connection.websocket(builder).await })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !third.is_finished(),
+            "a third stream opened past the limit of 2"
+        );
+        assert_eq!(server.http2_websockets.load(Ordering::SeqCst), 2);
+        close_cleanly(first).await;
+        let mut third = third.await.unwrap().unwrap();
+        echoes(&mut third, 9).await;
+        echoes(&mut second, 10).await;
+        // A stream limit the handshake timeout cannot outwait is a timeout.
+        let err = connection
+            .websocket(
+                server
+                    .client(false, "/4")
+                    .handshake_timeout(Duration::from_millis(200)),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.is_timeout(), "{err}");
     })
     .await;
 }
