@@ -10,10 +10,9 @@
 //! [`their_client_our_server`] check. The same directions with compression
 //! on are in [`deflate`].
 
-use duplex::{ClientBuilder, CloseCode, CloseFrame, Error, MaybeTlsStream, Message, WebSocket};
+use duplex::{ClientBuilder, ClientStream, CloseCode, CloseFrame, Error, Message, WebSocket};
 use futures_util::SinkExt;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 
 use crate::{
     CLIENT_PROTOCOLS, ConnRecord, EchoServer, Peer, PeerServer, SERVER_PROTOCOLS, TestCert,
@@ -23,7 +22,7 @@ use crate::{
 pub mod deflate;
 
 /// Our client's connection type.
-pub type Client = WebSocket<MaybeTlsStream<TcpStream>>;
+pub type Client = WebSocket<ClientStream>;
 
 /// Starts the peer's echo server speaking [`SERVER_PROTOCOLS`], over TLS with
 /// `cert` if given, compression off.

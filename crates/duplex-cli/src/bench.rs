@@ -87,6 +87,15 @@ pub struct Args {
     /// Accept any TLS certificate (self-signed test servers only).
     #[arg(long)]
     insecure: bool,
+    /// Open the WebSockets as streams of HTTP/2 connections (RFC 8441; h2
+    /// by ALPN for wss://, h2c for ws://); the server must take them.
+    #[arg(long)]
+    http2: bool,
+    /// With --http2: the TCP connections the WebSockets share, per URL
+    /// (round-robin).
+    #[arg(long, value_name = "M", default_value_t = 1, requires = "http2",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    http2_connections: u64,
 }
 
 pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -94,10 +103,11 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
+    let pool = Pool::default();
     let report = local.block_on(&runtime, async {
         match args.subscribers {
-            Some(subscribers) => fan_out(&args, subscribers).await,
-            None => echo(&args).await,
+            Some(subscribers) => fan_out(&args, &pool, subscribers).await,
+            None => echo(&args, &pool).await,
         }
     })?;
     if args.json {
@@ -116,7 +126,58 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
 /// before the connections waiting for it are given up (as errors).
 const GRACE: Duration = Duration::from_secs(2);
 
-type Socket = WebSocket<duplex::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket = WebSocket<duplex::ClientStream>;
+
+/// With --http2, the HTTP/2 connections of each URL, opened as the first
+/// WebSockets need them and then shared round-robin.
+#[derive(Default)]
+struct Pool {
+    connections: std::cell::RefCell<
+        std::collections::HashMap<String, (Vec<duplex::Http2Connection>, usize)>,
+    >,
+}
+
+impl Pool {
+    /// The connection for the next WebSocket to `url`.
+    async fn connection(
+        &self,
+        args: &Args,
+        url: &str,
+        builder: &ClientBuilder,
+    ) -> duplex::Result<duplex::Http2Connection> {
+        let wanted = args.http2_connections as usize;
+        let existing = {
+            let mut connections = self.connections.borrow_mut();
+            let (open, next) = connections.entry(url.to_owned()).or_default();
+            if open.len() < wanted {
+                None
+            } else {
+                *next += 1;
+                Some(open[*next % open.len()].clone())
+            }
+        };
+        if let Some(connection) = existing {
+            return Ok(connection);
+        }
+        let connection = duplex::Http2Connection::connect(builder).await?;
+        let mut connections = self.connections.borrow_mut();
+        connections
+            .entry(url.to_owned())
+            .or_default()
+            .0
+            .push(connection.clone());
+        Ok(connection)
+    }
+
+    /// How many TCP connections the WebSockets share.
+    fn count(&self) -> usize {
+        self.connections
+            .borrow()
+            .values()
+            .map(|(open, _)| open.len())
+            .sum()
+    }
+}
 
 /// What a run measured.
 struct Report {
@@ -130,6 +191,8 @@ struct Report {
     errors: u64,
     client_cpu_percent: f64,
     deflate: bool,
+    /// With --http2: the TCP connections the WebSockets shared.
+    http2_connections: Option<usize>,
 }
 
 impl Report {
@@ -166,6 +229,9 @@ impl Report {
             "client_cpu_percent": self.client_cpu_percent,
             "errors": self.errors,
         });
+        if let Some(connections) = self.http2_connections {
+            value["http2_connections"] = connections.into();
+        }
         if let Some(subscribers) = args.subscribers {
             value["subscribers"] = subscribers.into();
             value["published"] = self.published.into();
@@ -211,6 +277,9 @@ impl Report {
             "permessage-deflate: {}",
             if self.deflate { "on" } else { "off" }
         );
+        if let Some(connections) = self.http2_connections {
+            println!("HTTP/2: the WebSockets shared {connections} TCP connections");
+        }
         if args.subscribers.is_some() {
             println!(
                 "published: {} ({:.0}/s)",
@@ -296,11 +365,7 @@ fn cpu_time() -> Duration {
     time(usage.ru_utime) + time(usage.ru_stime)
 }
 
-async fn connect(args: &Args) -> duplex::Result<Socket> {
-    connect_to(args, &args.url).await
-}
-
-async fn connect_to(args: &Args, url: &str) -> duplex::Result<Socket> {
+async fn connect_to(args: &Args, pool: &Pool, url: &str) -> duplex::Result<Socket> {
     // A load generator measures the server it names: never a proxy the
     // environment happens to set.
     let mut builder = ClientBuilder::new(url)
@@ -310,15 +375,28 @@ async fn connect_to(args: &Args, url: &str) -> duplex::Result<Socket> {
     if !args.deflate {
         builder = builder.no_deflate();
     }
+    if args.http2 {
+        let connection = pool.connection(args, url, &builder).await?;
+        return connection.websocket(builder).await;
+    }
     builder.connect().await
 }
 
-async fn connect_all(args: &Args, count: usize) -> Result<Vec<Socket>, Box<dyn std::error::Error>> {
+async fn connect_all(
+    args: &Args,
+    pool: &Pool,
+    count: usize,
+) -> Result<Vec<Socket>, Box<dyn std::error::Error>> {
     let mut sockets = Vec::with_capacity(count);
     for _ in 0..count {
-        sockets.push(connect(args).await?);
+        sockets.push(connect_to(args, pool, &args.url).await?);
     }
     Ok(sockets)
+}
+
+/// Whether the WebSocket has a plain TCP connection of its own.
+fn is_plain_tcp(ws: &Socket) -> bool {
+    !ws.get_ref().is_tls() && !ws.get_ref().is_http2()
 }
 
 /// The measurement window, a progress bar over it, and the count it shows.
@@ -388,14 +466,12 @@ impl Window {
 }
 
 /// Echo, closed or open loop.
-async fn echo(args: &Args) -> Result<Report, Box<dyn std::error::Error>> {
-    let sockets = connect_all(args, args.connections).await?;
+async fn echo(args: &Args, pool: &Pool) -> Result<Report, Box<dyn std::error::Error>> {
+    let sockets = connect_all(args, pool, args.connections).await?;
     let deflate = sockets.first().is_some_and(|ws| ws.deflate().is_some());
     #[cfg(target_os = "linux")]
     {
-        let plain = sockets
-            .iter()
-            .all(|ws| matches!(ws.get_ref(), duplex::MaybeTlsStream::Plain(_)));
+        let plain = sockets.iter().all(is_plain_tcp);
         if args.rate.is_none() && !deflate && plain && uring::available() {
             return echo_on_uring(args, sockets);
         }
@@ -413,14 +489,14 @@ async fn echo(args: &Args) -> Result<Report, Box<dyn std::error::Error>> {
             // Uncompressed over plain TCP, the echo of a frame is a frame of
             // known length: the lean path, which keeps the load generator
             // cheaper than any server it measures.
-            let lean = !deflate && matches!(ws.get_ref(), duplex::MaybeTlsStream::Plain(_));
+            let lean = !deflate && is_plain_tcp(&ws);
             if !lean {
                 return match interval {
                     None => closed_loop(ws, message, &window).await,
                     Some(interval) => open_loop(ws, message, interval, &window).await,
                 };
             }
-            let duplex::MaybeTlsStream::Plain(raw) = ws.into_inner() else {
+            let Ok(duplex::MaybeTlsStream::Plain(raw)) = ws.into_inner().into_tcp() else {
                 let mut outcome = Outcome::new();
                 outcome.errors += 1;
                 return outcome;
@@ -457,6 +533,7 @@ async fn echo(args: &Args) -> Result<Report, Box<dyn std::error::Error>> {
         errors,
         client_cpu_percent: 100.0 * cpu.as_secs_f64() / args.duration,
         deflate,
+        http2_connections: args.http2.then(|| pool.count()),
     })
 }
 
@@ -648,7 +725,7 @@ fn echo_on_uring(args: &Args, sockets: Vec<Socket>) -> Result<Report, Box<dyn st
     let message = payload(args.size, args.text, false);
     let mut streams = Vec::with_capacity(sockets.len());
     for (i, ws) in sockets.into_iter().enumerate() {
-        let duplex::MaybeTlsStream::Plain(tcp) = ws.into_inner() else {
+        let Ok(duplex::MaybeTlsStream::Plain(tcp)) = ws.into_inner().into_tcp() else {
             return Err("a connection is not plain TCP".into());
         };
         cheap_congestion_control(&tcp);
@@ -668,6 +745,7 @@ fn echo_on_uring(args: &Args, sockets: Vec<Socket>) -> Result<Report, Box<dyn st
         errors: tally.errors,
         client_cpu_percent: 100.0 * tally.cpu.as_secs_f64() / args.duration,
         deflate: false,
+        http2_connections: None,
     })
 }
 
@@ -887,7 +965,11 @@ fn number_after(text: &[u8], key: &[u8]) -> Option<u64> {
 }
 
 /// Fan-out: messages carry their publication time; subscribers measure delivery.
-async fn fan_out(args: &Args, subscribers: usize) -> Result<Report, Box<dyn std::error::Error>> {
+async fn fan_out(
+    args: &Args,
+    pool: &Pool,
+    subscribers: usize,
+) -> Result<Report, Box<dyn std::error::Error>> {
     let epoch = Instant::now();
     let route = match &args.hub {
         Some(channel) => Route::Hub(channel.as_str().into()),
@@ -900,14 +982,14 @@ async fn fan_out(args: &Args, subscribers: usize) -> Result<Report, Box<dyn std:
         .collect();
     let mut receivers = Vec::with_capacity(subscribers);
     for i in 0..subscribers {
-        receivers.push(connect_to(args, urls[i % urls.len()]).await?);
+        receivers.push(connect_to(args, pool, urls[i % urls.len()]).await?);
     }
     for ws in &mut receivers {
         route.join(ws).await?;
     }
     let mut publishers = Vec::with_capacity(urls.len());
     for url in &urls {
-        let mut publisher = connect_to(args, url).await?;
+        let mut publisher = connect_to(args, pool, url).await?;
         // The publisher receives its own publications too: in the closed loop,
         // their return is its signal to publish the next one.
         route.join(&mut publisher).await?;
@@ -1015,6 +1097,7 @@ async fn fan_out(args: &Args, subscribers: usize) -> Result<Report, Box<dyn std:
         errors,
         client_cpu_percent: 100.0 * cpu.as_secs_f64() / args.duration,
         deflate,
+        http2_connections: args.http2.then(|| pool.count()),
     })
 }
 

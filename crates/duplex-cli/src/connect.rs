@@ -50,6 +50,11 @@ pub struct Args {
     /// Connect directly, whatever the environment's proxy variables say.
     #[arg(long, conflicts_with = "proxy")]
     no_proxy: bool,
+    /// Open the WebSocket as a stream of an HTTP/2 connection (RFC 8441; h2
+    /// by ALPN for wss://, h2c for ws://), falling back to HTTP/1.1 when the
+    /// server does not take it.
+    #[arg(long)]
+    http2: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -69,7 +74,8 @@ async fn session(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .protocols(args.subprotocols.iter().cloned())
         .connect_timeout(timeout)
         .handshake_timeout(timeout)
-        .danger_accept_invalid_certs(args.insecure);
+        .danger_accept_invalid_certs(args.insecure)
+        .http2(args.http2);
     for header in &args.headers {
         let (name, value) = header
             .split_once(':')
@@ -95,6 +101,11 @@ async fn session(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
     let mut ws = builder.connect().await?;
     let mut agreed = Vec::new();
+    if ws.get_ref().is_http2() {
+        agreed.push("HTTP/2".to_owned());
+    } else if args.http2 {
+        agreed.push("HTTP/1.1".to_owned());
+    }
     if let Some(protocol) = ws.protocol() {
         agreed.push(format!("subprotocol {protocol}"));
     }

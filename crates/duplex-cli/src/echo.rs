@@ -39,6 +39,10 @@ pub struct Args {
     /// Decline permessage-deflate, even when clients offer it.
     #[arg(long)]
     no_deflate: bool,
+    /// Serve through hyper: HTTP/1.1, and HTTP/2 (h2 by ALPN with TLS, h2c
+    /// without) whose streams may be WebSockets (RFC 8441).
+    #[arg(long)]
+    http2: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -72,9 +76,18 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         server = server.no_deflate();
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(TlsAcceptor::from(duplex::tls::server_config_from_pem(
-            cert, key,
-        )?)),
+        (Some(cert), Some(key)) => {
+            let config = duplex::tls::server_config_from_pem(cert, key)?;
+            let config = match args.http2 {
+                true => {
+                    let mut config = Arc::unwrap_or_clone(config);
+                    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+                    Arc::new(config)
+                }
+                false => config,
+            };
+            Some(TlsAcceptor::from(config))
+        }
         _ => None,
     };
     let listener = crate::listen(args.listen)?;
@@ -95,6 +108,25 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             tracing::debug!(%peer, %err, "cannot set TCP_NODELAY");
         }
         let server = server.clone();
+        if args.http2 {
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let result = match tls {
+                    Some(acceptor) => {
+                        match tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(tcp)).await {
+                            Ok(Ok(tls)) => http2::serve(tls, server).await,
+                            Ok(Err(err)) => Err(err.into()),
+                            Err(_) => Err("the TLS handshake timed out".into()),
+                        }
+                    }
+                    None => http2::serve(tcp, server).await,
+                };
+                if let Err(err) = result {
+                    tracing::debug!(%peer, %err, "connection ended with an error");
+                }
+            });
+            continue;
+        }
         // One task type per transport: a task is as large as its largest state,
         // and a TLS stream is kilobytes that a plain connection need not carry.
         match tls.clone() {
@@ -129,6 +161,65 @@ where
     // would otherwise keep its size for the whole life of the connection.
     let ws = Box::pin(server.accept(stream)).await?;
     echo(ws).await
+}
+
+/// `--http2`: connections served by hyper, WebSockets by upgrade.
+mod http2 {
+    use std::convert::Infallible;
+    use std::sync::Arc;
+
+    use duplex::ServerBuilder;
+    use duplex::upgrade::{self, Body};
+    use http::{Response, StatusCode};
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto;
+    use tokio::io::{AsyncRead, AsyncWrite};
+
+    /// Serves one connection, HTTP/1.1 or HTTP/2 (prior knowledge or ALPN):
+    /// every WebSocket request opens an echoing WebSocket; other requests
+    /// get 426.
+    pub async fn serve<S>(
+        stream: S,
+        server: Arc<ServerBuilder>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = service_fn(move |mut request| {
+            let server = server.clone();
+            async move {
+                if !upgrade::is_upgrade_request(&request) {
+                    let refused = Response::builder()
+                        .status(StatusCode::UPGRADE_REQUIRED)
+                        .header("upgrade", "websocket")
+                        .body(Body::from("a WebSocket echo server\n"))
+                        .expect("a valid response");
+                    return Ok::<_, Infallible>(refused);
+                }
+                Ok(match upgrade::upgrade(&mut request, &server) {
+                    Ok((response, pending)) => {
+                        tokio::spawn(async move {
+                            match pending.await {
+                                Ok(ws) => {
+                                    if let Err(err) = super::echo(ws).await {
+                                        tracing::debug!(%err, "WebSocket ended with an error");
+                                    }
+                                }
+                                Err(err) => tracing::debug!(%err, "upgrade failed"),
+                            }
+                        });
+                        response
+                    }
+                    Err(refused) => refused.into_response(),
+                })
+            }
+        });
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http2().enable_connect_protocol();
+        http.serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .await
+    }
 }
 
 /// Echoes text and binary messages. Replies are queued with `feed` and written

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::redis::Redis;
 use common::serve::spawn_serve_with;
-use duplex::{MaybeTlsStream, Message, WebSocket};
+use duplex::{ClientStream, Message, WebSocket};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::time::timeout;
@@ -143,7 +143,7 @@ impl Drop for Node {
 /// A hub client: requests with ids, replies matched to them, pushes kept in
 /// order.
 struct Client {
-    ws: WebSocket<MaybeTlsStream>,
+    ws: WebSocket<ClientStream>,
     next_id: u64,
     pushes: VecDeque<Value>,
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use duplex::tls::rustls;
-use duplex::{ClientBuilder, MaybeTlsStream, Message, Role, WebSocket, WebSocketConfig};
+use duplex::{ClientBuilder, ClientStream, Message, Role, WebSocket, WebSocketConfig};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -560,7 +560,7 @@ where
 }
 
 /// A client of the hub's chat through `proxy`.
-async fn chat_client(proxy: &Proxy, cert: &Cert, what: &str) -> Client<MaybeTlsStream<TcpStream>> {
+async fn chat_client(proxy: &Proxy, cert: &Cert, what: &str) -> Client<ClientStream> {
     let ws = ClientBuilder::new(proxy.url("/ws"))
         .tls_root(cert.der.clone())
         .connect()

@@ -16,7 +16,7 @@ use crate::config::WebSocketConfig;
 use crate::error::{Error, Result, Timeout};
 use crate::head::{read_error_body, read_head};
 use crate::proxy::Proxy;
-use crate::stream::MaybeTlsStream;
+use crate::stream::{ClientStream, MaybeTlsStream};
 use crate::websocket::{Handshake, WebSocket};
 
 /// Connects to `url` (`ws://` or `wss://`) with the default settings.
@@ -37,7 +37,7 @@ use crate::websocket::{Handshake, WebSocket};
 /// ws.close(CloseCode::NORMAL, "done").await?;
 /// # Ok(()) }
 /// ```
-pub async fn connect(url: impl AsRef<str>) -> Result<WebSocket<MaybeTlsStream<TcpStream>>> {
+pub async fn connect(url: impl AsRef<str>) -> Result<WebSocket<ClientStream>> {
     ClientBuilder::new(url).connect().await
 }
 
@@ -98,6 +98,8 @@ pub struct ClientBuilder {
     proxy: ProxyChoice,
     #[cfg(feature = "tls")]
     tls: crate::tls::TlsOptions,
+    #[cfg(feature = "http2")]
+    http2: bool,
 }
 
 /// Where the proxy setting comes from.
@@ -109,6 +111,16 @@ enum ProxyChoice {
     Off,
     /// This one, always.
     Given(Proxy),
+}
+
+/// Where a URL says to connect.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// The host, without the brackets of an IPv6 literal.
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    /// `wss://`.
+    pub(crate) tls: bool,
 }
 
 impl ClientBuilder {
@@ -126,6 +138,8 @@ impl ClientBuilder {
             proxy: ProxyChoice::Environment,
             #[cfg(feature = "tls")]
             tls: crate::tls::TlsOptions::default(),
+            #[cfg(feature = "http2")]
+            http2: false,
         }
     }
 
@@ -199,6 +213,29 @@ impl ClientBuilder {
         self.config.keepalive
     }
 
+    /// Opens the WebSocket on a stream of an HTTP/2 connection (RFC 8441)
+    /// when the server offers it, else over HTTP/1.1 as usual. For `wss://`
+    /// the TLS handshake offers `h2` and `http/1.1` (ALPN); for `ws://` the
+    /// client speaks HTTP/2 from the first byte (prior knowledge, h2c). Over
+    /// HTTP/2 the server must also announce `SETTINGS_ENABLE_CONNECT_PROTOCOL`
+    /// in its first SETTINGS frame; when it chose `http/1.1`, does not speak
+    /// HTTP/2 (h2c) or does not announce the setting, [`connect`](Self::connect)
+    /// falls back to HTTP/1.1, on a new connection where the first one cannot
+    /// be reused. `ws.get_ref().is_http2()` says which it got.
+    ///
+    /// Each `connect` opens its own HTTP/2 connection; to share one between
+    /// several WebSockets, use [`Http2Connection`](crate::Http2Connection).
+    /// A configuration given with `tls_config` keeps everything but its ALPN
+    /// list, which becomes `h2`, `http/1.1`.
+    ///
+    /// Default: off, because a server that does not speak HTTP/2 costs a
+    /// second connection for `ws://` URLs.
+    #[cfg(feature = "http2")]
+    pub fn http2(mut self, http2: bool) -> Self {
+        self.http2 = http2;
+        self
+    }
+
     /// Trusts this root certificate for `wss://`, besides the system's and the
     /// webpki roots (a private CA, a self-signed test server).
     #[cfg(feature = "tls")]
@@ -247,9 +284,23 @@ impl ClientBuilder {
     /// certificate does not verify; [`Error::Rejected`] if the server answers
     /// with an HTTP status other than 101 (with its headers and body);
     /// [`Error::Handshake`] if the 101 response is not a valid one;
-    /// [`Error::Timeout`].
-    pub async fn connect(self) -> Result<WebSocket<MaybeTlsStream<TcpStream>>> {
+    /// [`Error::Timeout`]. With [`http2`](Self::http2) on, also
+    /// [`Error::Http2`] if a server that chose HTTP/2 in ALPN breaks it, or
+    /// the stream fails, and [`Error::Rejected`] for a status other than 200.
+    pub async fn connect(self) -> Result<WebSocket<ClientStream>> {
         let uri = self.uri()?;
+        let target = Self::target(&uri)?;
+        #[cfg(feature = "http2")]
+        if self.http2 {
+            return crate::http2::connect(self, uri, target).await;
+        }
+        let deadline = self.connect_deadline();
+        let stream = self.transport(&target, false, deadline).await?;
+        self.handshake(uri, ClientStream::from(stream)).await
+    }
+
+    /// The host, port and whether to use TLS, from a `ws://` or `wss://` URL.
+    pub(crate) fn target(uri: &Uri) -> Result<Target> {
         let tls = match uri.scheme_str() {
             Some(s) if s.eq_ignore_ascii_case("ws") => false,
             Some(s) if s.eq_ignore_ascii_case("wss") => true,
@@ -263,15 +314,25 @@ impl ClientBuilder {
             .trim_end_matches(']')
             .to_owned();
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        Ok(Target { host, port, tls })
+    }
 
-        let deadline = Instant::now() + self.connect_timeout;
+    /// The TCP connection (and TLS handshake for `wss://`, offering `h2` in
+    /// ALPN if `http2`), by `deadline`.
+    pub(crate) async fn transport(
+        &self,
+        target: &Target,
+        http2: bool,
+        deadline: Instant,
+    ) -> Result<MaybeTlsStream<TcpStream>> {
+        let (host, port, tls) = (target.host.clone(), target.port, target.tls);
         let tcp = self.open_tcp(tls, &host, port, deadline).await?;
         let stream = if tls {
-            self.tls_connect(tcp, host, deadline).await?
+            self.tls_connect(tcp, host, http2, deadline).await?
         } else {
             MaybeTlsStream::Plain(tcp)
         };
-        self.handshake(uri, stream).await
+        Ok(stream)
     }
 
     /// A TCP stream to the server, directly or through the proxy.
@@ -308,9 +369,10 @@ impl ClientBuilder {
         &self,
         tcp: TcpStream,
         host: String,
+        http2: bool,
         deadline: Instant,
     ) -> Result<MaybeTlsStream<TcpStream>> {
-        let config = self.tls.client_config()?;
+        let config = self.tls.client_config(http2)?;
         let name = rustls::pki_types::ServerName::try_from(host)
             .map_err(|e| Error::Url(format!("not a valid TLS server name: {e}")))?;
         let connector = tokio_rustls::TlsConnector::from(config);
@@ -325,6 +387,7 @@ impl ClientBuilder {
         &self,
         _tcp: TcpStream,
         _host: String,
+        _http2: bool,
         _deadline: Instant,
     ) -> Result<MaybeTlsStream<TcpStream>> {
         Err(Error::Url("wss:// needs duplex's `tls` feature".to_owned()))
@@ -345,7 +408,7 @@ impl ClientBuilder {
         self.handshake(uri, stream).await
     }
 
-    fn uri(&self) -> Result<Uri> {
+    pub(crate) fn uri(&self) -> Result<Uri> {
         if let Some(why) = &self.invalid_header {
             return Err(Error::Config(why.clone()));
         }
@@ -357,28 +420,84 @@ impl ClientBuilder {
             .map_err(|e| Error::Url(format!("{:?}: {e}", self.url)))
     }
 
-    async fn handshake<S>(self, uri: Uri, mut stream: S) -> Result<WebSocket<S>>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
+    /// The opening handshake's request for `uri`, with the subprotocols,
+    /// headers and compression offer (taken out of the builder).
+    pub(crate) fn request(&mut self, uri: Uri) -> ClientRequest {
         let mut request = ClientRequest::new(uri);
-        for protocol in self.protocols {
+        for protocol in std::mem::take(&mut self.protocols) {
             request = request.protocol(protocol);
         }
-        *request.headers_mut() = self.headers;
+        *request.headers_mut() = std::mem::take(&mut self.headers);
         #[cfg(feature = "deflate")]
         if let Some(deflate) = &self.config.deflate {
             request = request.extension(deflate.offer());
         }
-        let (request, expected) = request.build(&mut ThreadRngMask).map_err(|err| match err {
-            HandshakeError::InvalidUri(why) => Error::Url(why.to_owned()),
-            other => Error::Handshake(other),
-        })?;
+        request
+    }
+
+    /// The builder's handshake timeout.
+    pub(crate) fn handshake_deadline(&self) -> Instant {
+        Instant::now() + self.handshake_timeout
+    }
+
+    /// The builder's connect timeout.
+    pub(crate) fn connect_deadline(&self) -> Instant {
+        Instant::now() + self.connect_timeout
+    }
+
+    /// The WebSocket settings.
+    #[cfg(feature = "http2")]
+    pub(crate) fn websocket_config(&self) -> &WebSocketConfig {
+        &self.config
+    }
+
+    /// Opens the WebSocket on `stream` once the server agreed to `negotiated`
+    /// in `response`, which the WebSocket keeps.
+    pub(crate) fn open<S>(
+        self,
+        stream: S,
+        rest: bytes::Bytes,
+        negotiated: handshake::Negotiated,
+        response: Response<()>,
+    ) -> Result<WebSocket<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        #[cfg(feature = "deflate")]
+        let deflate = match &self.config.deflate {
+            Some(config) => config.accept_response(&negotiated.extensions)?,
+            None => None,
+        };
+        let ws = WebSocket::from_partially_read(
+            stream,
+            Role::Client,
+            rest,
+            negotiated.protocol,
+            self.config,
+        )
+        .with_handshake(Handshake {
+            response: Some(response),
+            ..Handshake::default()
+        });
+        #[cfg(feature = "deflate")]
+        let ws = match deflate {
+            Some(params) => ws.with_deflate(params),
+            None => ws,
+        };
+        Ok(ws)
+    }
+
+    pub(crate) async fn handshake<S>(mut self, uri: Uri, mut stream: S) -> Result<WebSocket<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let request = self.request(uri);
+        let (request, expected) = request.build(&mut ThreadRngMask).map_err(build_error)?;
         let mut wire = BytesMut::new();
         handshake::write_request(&request, &mut wire);
 
         let limits = self.config.limits.clone();
-        let deadline = Instant::now() + self.handshake_timeout;
+        let deadline = self.handshake_deadline();
         let exchange = async {
             stream.write_all(&wire).await?;
             let (response, rest) =
@@ -400,27 +519,14 @@ impl ClientBuilder {
             Err(_) => return Err(Error::Timeout(Timeout::Handshake)),
             Ok(result) => result?,
         };
-        #[cfg(feature = "deflate")]
-        let deflate = match &self.config.deflate {
-            Some(config) => config.accept_response(&negotiated.extensions)?,
-            None => None,
-        };
-        let ws = WebSocket::from_partially_read(
-            stream,
-            Role::Client,
-            rest.freeze(),
-            negotiated.protocol,
-            self.config,
-        )
-        .with_handshake(Handshake {
-            response: Some(response),
-            ..Handshake::default()
-        });
-        #[cfg(feature = "deflate")]
-        let ws = match deflate {
-            Some(params) => ws.with_deflate(params),
-            None => ws,
-        };
-        Ok(ws)
+        self.open(stream, rest.freeze(), negotiated, response)
+    }
+}
+
+/// A request the handshake cannot build, as the error to report.
+pub(crate) fn build_error(err: HandshakeError) -> Error {
+    match err {
+        HandshakeError::InvalidUri(why) => Error::Url(why.to_owned()),
+        other => Error::Handshake(other),
     }
 }

@@ -74,6 +74,10 @@ pub enum Error {
     Closed,
     /// A deadline passed.
     Timeout(Timeout),
+    /// HTTP/2 failed (RFC 8441): the server does not take WebSockets over
+    /// HTTP/2, the connection is gone, or the stream was reset; the text says
+    /// which and in what phase.
+    Http2(String),
 }
 
 impl Error {
@@ -138,6 +142,7 @@ impl fmt::Display for Error {
             Error::Send(err) => write!(f, "cannot send: {err}"),
             Error::Closed => f.write_str("the WebSocket connection is closed"),
             Error::Timeout(which) => write!(f, "{which}"),
+            Error::Http2(why) => write!(f, "HTTP/2 error: {why}"),
         }
     }
 }

@@ -17,6 +17,8 @@
 //! - `upgrade` (feature `hyper`) and `axum` (feature `axum`, the
 //!   `WebSocketUpgrade` extractor): WebSocket on the port of a hyper 1 server
 //!   or an axum app, over HTTP/1.1 and HTTP/2.
+//! - [`Http2Connection`] and [`ClientBuilder::http2`] (feature `http2`): the
+//!   client over HTTP/2 (RFC 8441), many WebSockets on one connection.
 //!
 //! # Example
 //!
@@ -61,6 +63,8 @@ mod client;
 mod config;
 mod error;
 mod head;
+#[cfg(feature = "http2")]
+mod http2;
 mod origin;
 mod proxy;
 pub mod reconnect;
@@ -86,11 +90,13 @@ pub use duplex_proto::{
 pub use crate::client::{ClientBuilder, connect};
 pub use crate::config::WebSocketConfig;
 pub use crate::error::{Error, Result, Timeout};
+#[cfg(feature = "http2")]
+pub use crate::http2::Http2Connection;
 pub use crate::origin::Origins;
 pub use crate::proxy::{Proxy, ProxyError, ProxyErrorKind};
 pub use crate::server::{Accept, PendingUpgrade, Reject, ServerBuilder, accept};
 pub use crate::split::{ReadHalf, Sender, TrySendError, WriteHalf};
-pub use crate::stream::MaybeTlsStream;
+pub use crate::stream::{ClientStream, MaybeTlsStream};
 pub use crate::websocket::WebSocket;
 
 /// The protocol core, for those who need its lower layers.

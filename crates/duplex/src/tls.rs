@@ -62,8 +62,19 @@ impl Clone for TlsOptions {
 }
 
 impl TlsOptions {
-    /// The configuration to connect with.
-    pub(crate) fn client_config(&self) -> Result<Arc<ClientConfig>> {
+    /// The configuration to connect with; with `http2`, offering `h2` before
+    /// `http/1.1` in ALPN.
+    pub(crate) fn client_config(&self, http2: bool) -> Result<Arc<ClientConfig>> {
+        let config = self.http1_config()?;
+        if !http2 {
+            return Ok(config);
+        }
+        let mut config = (*config).clone();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    fn http1_config(&self) -> Result<Arc<ClientConfig>> {
         if let Some(config) = &self.config {
             return Ok(config.clone());
         }

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 type Halves = (ReadHalf<TcpStream>, WriteHalf<TcpStream>);
 
 /// A server connection split in halves, and a client connected to it.
-async fn pair(config: WebSocketConfig) -> (Halves, duplex::WebSocket<duplex::MaybeTlsStream>) {
+async fn pair(config: WebSocketConfig) -> (Halves, duplex::WebSocket<duplex::ClientStream>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/", listener.local_addr().unwrap());
     let server = tokio::spawn(async move {

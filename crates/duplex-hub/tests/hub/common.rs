@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use duplex::{CloseInfo, MaybeTlsStream, Message, WebSocket};
+use duplex::{ClientStream, CloseInfo, Message, WebSocket};
 use duplex_hub::{Config, Server};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -90,7 +90,7 @@ impl TestHub {
 }
 
 pub struct Client {
-    pub ws: WebSocket<MaybeTlsStream<TcpStream>>,
+    pub ws: WebSocket<ClientStream>,
     next_id: u64,
     pushes: VecDeque<Value>,
 }
@@ -104,7 +104,7 @@ impl Client {
         Client::from(ws)
     }
 
-    pub fn from(ws: WebSocket<MaybeTlsStream<TcpStream>>) -> Client {
+    pub fn from(ws: WebSocket<ClientStream>) -> Client {
         Client {
             ws,
             next_id: 1,

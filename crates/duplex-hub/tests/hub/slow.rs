@@ -25,7 +25,9 @@ async fn a_slow_consumer_is_closed_and_the_fast_one_gets_everything() {
     socket.set_recv_buffer_size(4096).unwrap();
     let tcp = socket.connect(hub.addr).await.unwrap();
     let ws = ClientBuilder::new(hub.url())
-        .connect_on(duplex::MaybeTlsStream::Plain(tcp))
+        .connect_on(duplex::ClientStream::from(duplex::MaybeTlsStream::Plain(
+            tcp,
+        )))
         .await
         .unwrap();
     let mut slow = Client::from(ws);

@@ -167,6 +167,63 @@ impl ClientRequest {
         };
         Ok((request, handshake))
     }
+
+    /// The request for opening the WebSocket on an HTTP/2 stream instead (RFC
+    /// 8441 section 4): an extended CONNECT to `https://` (for `wss://`) or
+    /// `http://` (for `ws://`) with the host as its authority, the path and
+    /// query, `Sec-WebSocket-Version: 13` and the offers; no key, `Upgrade`,
+    /// `Connection` or `Host` (HTTP/2 has `:authority` and no connection-level
+    /// headers). The HTTP/2 layer sends `:protocol: websocket` beside it.
+    /// Check the response with [`ClientHandshake::validate_http2`].
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Self::build).
+    ///
+    /// ```
+    /// use duplex_proto::handshake::ClientRequest;
+    /// use duplex_proto::rng::SequenceMask;
+    ///
+    /// let (request, _) = ClientRequest::new("wss://example.com/chat".parse().unwrap())
+    ///     .build_http2(&mut SequenceMask::new(1))
+    ///     .unwrap();
+    /// assert_eq!(request.method(), http::Method::CONNECT);
+    /// assert_eq!(request.uri(), "https://example.com/chat");
+    /// assert!(request.headers().get("sec-websocket-key").is_none());
+    /// ```
+    pub fn build_http2(
+        self,
+        rng: &mut dyn MaskSource,
+    ) -> Result<(Request<()>, ClientHandshake), HandshakeError> {
+        let secure = self
+            .uri
+            .scheme_str()
+            .is_some_and(|s| s.eq_ignore_ascii_case("wss"));
+        let (request, handshake) = self.build(rng)?;
+        let (mut parts, ()) = request.into_parts();
+        let host = parts
+            .headers
+            .remove(header::HOST)
+            .ok_or(HandshakeError::InvalidUri("it has no host"))?;
+        let host = host
+            .to_str()
+            .map_err(|_| HandshakeError::InvalidUri("the host is not ASCII"))?;
+        for name in [
+            header::UPGRADE,
+            header::CONNECTION,
+            header::SEC_WEBSOCKET_KEY,
+        ] {
+            parts.headers.remove(name);
+        }
+        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let scheme = if secure { "https" } else { "http" };
+        parts.uri = format!("{scheme}://{host}{path}")
+            .parse()
+            .map_err(|_| HandshakeError::InvalidUri("invalid host or path"))?;
+        parts.method = http::Method::CONNECT;
+        parts.version = http::Version::HTTP_2;
+        Ok((Request::from_parts(parts, ()), handshake))
+    }
 }
 
 /// What the client remembers of its request, to check the server's response.
@@ -216,7 +273,28 @@ impl ClientHandshake {
             (Some(accept), None) if accept.as_bytes() == self.accept.as_bytes() => {}
             _ => return Err(HandshakeError::InvalidAccept),
         }
+        self.negotiated(headers)
+    }
 
+    /// Checks the server's response to a request from
+    /// [`ClientRequest::build_http2`] (RFC 8441 section 5): 200; at most one
+    /// subprotocol, one we offered; only extensions we offered. There is no
+    /// accept value to check over HTTP/2.
+    ///
+    /// # Errors
+    ///
+    /// [`HandshakeError::Status`] for any status but 200, or the check that
+    /// failed.
+    pub fn validate_http2<B>(&self, response: &Response<B>) -> Result<Negotiated, HandshakeError> {
+        if response.status() != StatusCode::OK {
+            return Err(HandshakeError::Status(response.status()));
+        }
+        self.negotiated(response.headers())
+    }
+
+    /// The subprotocol and extensions of a response, checked against the
+    /// offers.
+    fn negotiated(&self, headers: &HeaderMap) -> Result<Negotiated, HandshakeError> {
         let chosen = tokens(headers, &header::SEC_WEBSOCKET_PROTOCOL)?;
         let protocol = match chosen.as_slice() {
             [] => None,
@@ -314,6 +392,31 @@ mod tests {
             .build(&mut SequenceMask::new(1))
             .unwrap_err();
         assert_eq!(err, HandshakeError::InvalidProtocolName("has space".into()));
+    }
+
+    #[test]
+    fn http2_request_is_one_our_server_accepts() {
+        use crate::handshake::validate_extended_connect;
+        let (request, handshake) = ClientRequest::new("ws://u:p@h:81/c?x=1".parse().unwrap())
+            .protocol("chat")
+            .build_http2(&mut SequenceMask::new(3))
+            .unwrap();
+        assert_eq!(request.method(), http::Method::CONNECT);
+        assert_eq!(request.uri(), "http://h:81/c?x=1");
+        for name in ["host", "upgrade", "connection", "sec-websocket-key"] {
+            assert!(request.headers().get(name).is_none(), "{name}");
+        }
+        assert_eq!(request.headers()["authorization"], "Basic dTpw");
+        let upgrade = validate_extended_connect(&request, Some("websocket")).unwrap();
+        let response = upgrade.response(Some("chat"), &[]).unwrap();
+        let negotiated = handshake.validate_http2(&response).unwrap();
+        assert_eq!(negotiated.protocol.as_deref(), Some("chat"));
+        let mut refused = response;
+        *refused.status_mut() = StatusCode::FORBIDDEN;
+        assert_eq!(
+            handshake.validate_http2(&refused),
+            Err(HandshakeError::Status(StatusCode::FORBIDDEN))
+        );
     }
 
     #[test]
