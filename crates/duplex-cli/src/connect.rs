@@ -41,7 +41,7 @@ pub struct Args {
     /// and 429, and at the end of stdin.
     #[arg(long)]
     reconnect: bool,
-    /// Connect through this proxy: http://[user:pass@]host:port (CONNECT),
+    /// Connect through this proxy: http://HOST:PORT or http://USER:PASS@HOST:PORT (CONNECT),
     /// socks5://... or socks5h://... (the proxy resolves the name). Default:
     /// the environment's https_proxy / HTTPS_PROXY (wss), http_proxy (ws),
     /// all_proxy / ALL_PROXY, less the hosts no_proxy / NO_PROXY lists.
