@@ -61,6 +61,11 @@ pub struct Claims {
     /// The channels allowed: names or `namespace:*` patterns; `None` for all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<Vec<String>>,
+    /// The documents allowed (`docs`): document names or `prefix*` patterns
+    /// mapped to `"read"` or `"write"`; `None` for all, to write. See
+    /// [`docs::access`](crate::docs::access).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docs: Option<serde_json::Value>,
 }
 
 impl Claims {
@@ -655,6 +660,7 @@ mod tests {
             sub: sub.into(),
             exp: Some(now_secs() + 3600),
             channels: Some(vec!["chat:*".into(), "ticker:AAPL".into()]),
+            docs: None,
         }
     }
 

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::MAX_TOKEN_LEN;
+use crate::admission::{Admitted, Route};
 use crate::conn;
 use crate::forwarded::ClientAddr;
 use crate::hub::Hub;
@@ -65,7 +65,8 @@ pub fn origins(allowed: &[String]) -> Origins {
     }
 }
 
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+/// A `text/plain` response.
+pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -166,33 +167,12 @@ impl Service {
         }
     }
 
-    /// `/ws`: origin (403), token in the URL (401), then the upgrade.
+    /// `/ws`: the admission (origin, token in the URL), then the upgrade.
     async fn websocket(&self, request: &mut Request<Incoming>, addr: ClientAddr) -> Response<Body> {
         let metrics = self.hub.metrics();
-        if let Err(reject) = self.origins.check(request.headers(), request.uri()) {
-            bump(&metrics.connections_refused);
-            tracing::info!(
-                origin = ?request.headers().get(header::ORIGIN),
-                client_addr = %addr.ip(),
-                proxy_addr = addr.proxy().map(tracing::field::display),
-                "WebSocket refused: origin"
-            );
-            return text(reject.status(), "origin not allowed\n");
-        }
-        let claims = match query_token(request.uri().query()) {
-            None => None,
-            Some(token) => match self.hub.verify_token(&token).await {
-                Ok(claims) => Some(claims),
-                Err(err) => {
-                    bump(&metrics.connections_refused);
-                    tracing::info!(
-                        client_addr = %addr.ip(),
-                        proxy_addr = addr.proxy().map(tracing::field::display),
-                        "WebSocket refused: token"
-                    );
-                    return text(StatusCode::UNAUTHORIZED, format!("{err}\n"));
-                }
-            },
+        let Admitted { addr, claims } = match self.admit(request, addr, Route::Hub).await {
+            Ok(admitted) => admitted,
+            Err(refusal) => return refusal,
         };
         let (response, pending) = match upgrade::upgrade(request, &self.websocket) {
             Ok(accepted) => accepted,
@@ -312,50 +292,4 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
         .headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static(allow));
     response
-}
-
-/// The `token` parameter of a query string, if any (a JWT is URL-safe; `%`
-/// escapes are decoded anyway).
-fn query_token(query: Option<&str>) -> Option<String> {
-    let value = query?
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("token="))?;
-    if value.is_empty() {
-        return None;
-    }
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len().min(MAX_TOKEN_LEN + 1));
-    let mut i = 0;
-    while i < bytes.len() && out.len() <= MAX_TOKEN_LEN {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    Some(String::from_utf8_lossy(&out).into_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_from_queries() {
-        assert_eq!(query_token(Some("token=a.b.c")), Some("a.b.c".into()));
-        assert_eq!(query_token(Some("x=1&token=a%2Eb")), Some("a.b".into()));
-        assert_eq!(query_token(Some("token=")), None);
-        assert_eq!(query_token(Some("tok=1")), None);
-        assert_eq!(query_token(None), None);
-        assert_eq!(query_token(Some("token=%")), Some("%".into()));
-        assert_eq!(query_token(Some("token=%4")), Some("%4".into()));
-    }
 }

@@ -15,24 +15,22 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use duplex::{CloseCode, Message, WebSocket, upgrade};
 use futures_util::StreamExt;
-use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming as Body;
-use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::doc::Cmd;
 use super::sync::{self, Incoming};
 use super::{Access, Docs, Peer, access, valid_name};
+use crate::admission::{Admitted, Route};
 use crate::forwarded::ClientAddr;
 use crate::http::Service;
+use crate::http::text;
 use crate::limits::TokenBucket;
 use crate::metrics::{bump, drop_one};
 use crate::registry::Outbox;
@@ -42,49 +40,6 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most bytes of JSON one awareness message may carry (a cursor and a
 /// name take a few hundred).
 pub const MAX_AWARENESS_SIZE: usize = 16 * 1024;
-
-fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-/// The claims of a token the hub has verified, as JSON (for the `docs`
-/// claim, which the hub's own claims do not carry).
-fn claims_json(token: &str) -> Option<Value> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-/// The `token` parameter of a query string (`%XX` decoded).
-fn query_token(query: Option<&str>) -> Option<String> {
-    let value = query?.split('&').find_map(|p| p.strip_prefix("token="))?;
-    if value.is_empty() || value.len() > crate::auth::MAX_TOKEN_LEN * 3 {
-        return None;
-    }
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    Some(String::from_utf8_lossy(&out).into_owned())
-}
 
 /// Answers a request for `/docs/NAME` from the client at `addr`: refuses
 /// it, or upgrades it and runs the connection on the service's tracker.
@@ -99,41 +54,18 @@ pub async fn handle(
     if !docs.config().enabled {
         return text(
             StatusCode::NOT_FOUND,
-            "documents are disabled (docs.enabled = false)\n".into(),
+            "documents are disabled (docs.enabled = false)\n",
         );
     }
     if !valid_name(name) {
         return text(
             StatusCode::BAD_REQUEST,
-            "a document name is 1 to 128 of A-Z a-z 0-9 - _ . (not starting with .)\n".into(),
+            "a document name is 1 to 128 of A-Z a-z 0-9 - _ . (not starting with .)\n",
         );
     }
-    if let Err(reject) = service.origins.check(request.headers(), request.uri()) {
-        bump(&metrics.connections_refused);
-        tracing::info!(
-            origin = ?request.headers().get(header::ORIGIN),
-            client_addr = %addr.ip(),
-            proxy_addr = addr.proxy().map(tracing::field::display),
-            "document WebSocket refused: origin"
-        );
-        return text(reject.status(), "origin not allowed\n".into());
-    }
-    let claims = match query_token(request.uri().query()) {
-        None if service.hub.config().auth.required => {
-            bump(&metrics.connections_refused);
-            return text(
-                StatusCode::UNAUTHORIZED,
-                "this hub requires a token: open /docs/NAME?token=...\n".into(),
-            );
-        }
-        None => None,
-        Some(token) => match service.hub.verify_token(&token).await {
-            Ok(_) => claims_json(&token),
-            Err(err) => {
-                bump(&metrics.connections_refused);
-                return text(StatusCode::UNAUTHORIZED, format!("{err}\n"));
-            }
-        },
+    let Admitted { addr, claims } = match service.admit(request, addr, Route::Document).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal,
     };
     let Some(access) = access(claims.as_ref(), name) else {
         bump(&metrics.connections_refused);
@@ -323,26 +255,4 @@ pub async fn run<S>(
         proxy_addr = addr.proxy().map(tracing::field::display),
         "document connection closed"
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_and_claims() {
-        assert_eq!(query_token(Some("token=a.b")), Some("a.b".into()));
-        assert_eq!(query_token(Some("x=1&token=a%2Eb")), Some("a.b".into()));
-        assert_eq!(query_token(Some("token=%")), Some("%".into()));
-        assert_eq!(query_token(Some("token=%4")), Some("%4".into()));
-        assert_eq!(query_token(Some("token=")), None);
-        assert_eq!(query_token(None), None);
-        let claims = crate::auth::Claims {
-            sub: "ann".into(),
-            ..Default::default()
-        };
-        let token = crate::auth::sign(&claims, b"k");
-        assert_eq!(claims_json(&token).unwrap()["sub"], "ann");
-        assert_eq!(claims_json("garbage"), None);
-    }
 }

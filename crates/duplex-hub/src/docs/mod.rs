@@ -137,8 +137,8 @@ pub enum Access {
 /// claim, write access to every document; with one (an object of names or
 /// `prefix*` patterns to `"read"` or `"write"`), the exact name, else the
 /// longest matching pattern, decides; `None` if nothing matches.
-pub fn access(claims: Option<&Value>, name: &str) -> Option<Access> {
-    let Some(docs) = claims.and_then(|c| c.get("docs")) else {
+pub fn access(claims: Option<&crate::auth::Claims>, name: &str) -> Option<Access> {
+    let Some(docs) = claims.and_then(|c| c.docs.as_ref()) else {
         return Some(Access::Write);
     };
     let rules = docs.as_object()?;
@@ -478,6 +478,11 @@ mod tests {
 
     #[test]
     fn access_rules() {
+        let access = |claims: Option<&serde_json::Value>, name: &str| {
+            let claims: Option<crate::auth::Claims> =
+                claims.map(|c| serde_json::from_value(c.clone()).unwrap());
+            super::access(claims.as_ref(), name)
+        };
         assert_eq!(access(None, "a"), Some(Access::Write));
         assert_eq!(access(Some(&json!({"sub": "x"})), "a"), Some(Access::Write));
         let claims = json!({"docs": {"notes": "write", "team-*": "read", "team-own*": "write", "*": "read"}});
