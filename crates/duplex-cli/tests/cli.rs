@@ -12,45 +12,16 @@ use common::Echo;
 use duplex::{CloseCode, Message};
 use futures_util::StreamExt;
 
-/// The variables that choose a proxy, cleared for every `duplex connect`
-/// run here so that the tests see only the ones they set.
-const PROXY_VARS: [&str; 8] = [
-    "http_proxy",
-    "HTTP_PROXY",
-    "https_proxy",
-    "HTTPS_PROXY",
-    "all_proxy",
-    "ALL_PROXY",
-    "no_proxy",
-    "NO_PROXY",
-];
-
 fn duplex_connect(args: &[&str], stdin: &str) -> std::process::Output {
     duplex_connect_env(args, stdin, &[])
 }
 
 /// `duplex connect` with `env` as its only proxy variables.
 fn duplex_connect_env(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> std::process::Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_duplex"));
-    for name in PROXY_VARS {
-        command.env_remove(name);
-    }
-    command.envs(env.iter().copied());
-    let mut child = command
-        .arg("connect")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    let args: Vec<&str> = std::iter::once("connect")
+        .chain(args.iter().copied())
+        .collect();
+    common::duplex(&args, stdin, env)
 }
 
 #[test]

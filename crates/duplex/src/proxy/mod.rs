@@ -196,17 +196,8 @@ impl Proxy {
         let uri: http::Uri = url
             .parse()
             .map_err(|e| Error::Url(format!("{url:?}: {e}")))?;
-        let secure = match uri.scheme_str() {
-            Some(s) if s.eq_ignore_ascii_case("ws") => false,
-            Some(s) if s.eq_ignore_ascii_case("wss") => true,
-            _ => return Err(Error::Url("the scheme must be ws:// or wss://".to_owned())),
-        };
-        let host = uri
-            .host()
-            .ok_or_else(|| Error::Url("the URL has no host".to_owned()))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
-        Proxy::select(secure, host, port, &lookup)
+        let target = crate::client::ClientBuilder::target(&uri)?;
+        Proxy::select(target.tls, &target.host, target.port, &lookup)
     }
 
     /// The environment's choice for a target, given as its parts.
