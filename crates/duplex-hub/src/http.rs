@@ -186,6 +186,7 @@ impl Service {
                 Err(err) => {
                     bump(&metrics.connections_refused);
                     tracing::info!(
+                        reason = %err.refusal.label(),
                         client_addr = %addr.ip(),
                         proxy_addr = addr.proxy().map(tracing::field::display),
                         "WebSocket refused: token"

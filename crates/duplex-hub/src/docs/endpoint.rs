@@ -131,6 +131,12 @@ pub async fn handle(
             Ok(_) => claims_json(&token),
             Err(err) => {
                 bump(&metrics.connections_refused);
+                tracing::info!(
+                    reason = %err.refusal.label(),
+                    client_addr = %addr.ip(),
+                    proxy_addr = addr.proxy().map(tracing::field::display),
+                    "document WebSocket refused: token"
+                );
                 return text(StatusCode::UNAUTHORIZED, format!("{err}\n"));
             }
         },
