@@ -48,6 +48,9 @@ use crate::metrics::{Metrics, bump};
 /// The longest token accepted, in bytes.
 pub const MAX_TOKEN_LEN: usize = 8192;
 
+/// The most characters of a token's `kid` a refusal message shows.
+const MAX_KID_SHOWN: usize = 64;
+
 /// The longest JWKS document read, in bytes.
 const MAX_JWKS_LEN: usize = 1 << 20;
 
@@ -559,7 +562,12 @@ impl Verifier {
         if candidates.is_empty() {
             let message = match kid {
                 Some(kid) if self.jwks.is_some() && !HMAC_ALGORITHMS.contains(&algorithm) => {
-                    format!("no key with kid {kid:?} takes {algorithm:?} tokens")
+                    // The kid is the client's: shown short, as the alg is.
+                    let mut shown: String = kid.chars().take(MAX_KID_SHOWN).collect();
+                    if shown.len() < kid.len() {
+                        shown.push_str("...");
+                    }
+                    format!("no key with kid {shown:?} takes {algorithm:?} tokens")
                 }
                 _ => format!("no configured key takes {algorithm:?} tokens"),
             };
@@ -959,6 +967,60 @@ mod tests {
             metrics.token_refusals[Refusal::KeysUnavailable.index()].load(Relaxed),
             2
         );
+    }
+
+    /// An HTTP server on a free loopback port that answers every request
+    /// with `body`; its URL.
+    async fn serve_jwks(body: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.ends_with(b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tcp.write_all(response.as_bytes()).await;
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_long_kid_is_shown_short() {
+        let auth = AuthConfig {
+            jwks_url: Some(serve_jwks(r#"{"keys":[]}"#).await),
+            ..AuthConfig::default()
+        };
+        let metrics = Arc::new(Metrics::default());
+        let hub = Verifier::from_config(&auth, metrics.clone()).unwrap();
+        let header = serde_json::json!({"alg": "RS256", "kid": "k".repeat(4000)});
+        let token = format!(
+            "{}.{}.c2ln",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(br#"{"sub":"a"}"#)
+        );
+        let err = hub.verify(&token).await.unwrap_err();
+        assert_eq!(err.refusal, Refusal::UnknownKey, "{err}");
+        assert_eq!(
+            err.message,
+            format!(
+                "no key with kid \"{}...\" takes RS256 tokens",
+                "k".repeat(MAX_KID_SHOWN)
+            )
+        );
+        use std::sync::atomic::Ordering::Relaxed;
+        assert_eq!(metrics.jwks_fetches.load(Relaxed), 1);
+        assert_eq!(metrics.jwks_fetch_failures.load(Relaxed), 0);
     }
 
     #[test]
