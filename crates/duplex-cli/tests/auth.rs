@@ -15,6 +15,8 @@
 //!   `jwks_refetch_secs` (a flood of unknown kids), and an outage (cached
 //!   keys keep working, the rest is refused as `keys_unavailable`).
 //! - The server's log, at debug level, never contains a token.
+//! - A `public_keys` file that is not a public key stops `duplex serve` with
+//!   the file named.
 
 mod common;
 
@@ -668,4 +670,39 @@ async fn a_jwks_rotated_refetched_at_most_once_per_interval_and_an_outage() {
     let mut every = Vec::new();
     all_tokens(&tokens, &mut every);
     assert_no_token_in(&log, &every);
+}
+
+#[test]
+fn a_public_key_file_that_is_not_one_stops_serve_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = make_tokens(dir.path());
+    // A JWKS document is no PEM key; a missing file neither.
+    for (file, says) in [
+        ("jwks1.json", "not a PEM public key"),
+        ("missing.pem", "cannot read"),
+    ] {
+        let config = dir.path().join("duplex.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[auth]\nhs256_secret = {:?}\npublic_keys = [\"rsa.pem\", \"{file}\"]\n",
+                str_of(&tokens, "secret")
+            ),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_duplex"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data")
+            .arg(dir.path().join("data"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("auth.public_keys") && stderr.contains(file) && stderr.contains(says),
+            "{stderr}"
+        );
+        assert!(out.stdout.is_empty(), "it never listened");
+    }
 }
