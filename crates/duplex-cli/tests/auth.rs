@@ -149,7 +149,7 @@ impl Hub {
 
     /// `{"op":"connect","token":...}` on a new WebSocket: the reply.
     async fn connect_op(&self, token: &str) -> Value {
-        let mut ws = ClientBuilder::new(&format!("ws://{}/ws", self.addr))
+        let mut ws = ClientBuilder::new(format!("ws://{}/ws", self.addr))
             .connect()
             .await
             .unwrap();
@@ -532,7 +532,7 @@ fn publish(from: &Path, to: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jwks_rotated_refetched_at_most_once_per_interval_and_an_outage() {
-    const REFETCH_SECS: u64 = 2;
+    const REFETCH_SECS: u64 = 3;
     let interval = Duration::from_secs(REFETCH_SECS);
     let past_interval = interval + Duration::from_millis(300);
     let dir = tempfile::tempdir().unwrap();
