@@ -2,8 +2,10 @@
 # Installs the real WebSocket peers the interop tests (tests/, crate
 # duplex-interop) run against:
 #
-#   - Python `websockets`, pinned in tests/peers/python/requirements.txt, into a
-#     virtual environment at .venv/ (the tests run .venv/bin/python);
+#   - Python `websockets`, and PyJWT with `cryptography` (the tokens of the
+#     hub's JWT tests, crates/duplex-cli/tests/auth.rs), pinned in
+#     tests/peers/python/requirements.txt, into a virtual environment at
+#     .venv/ (the tests run .venv/bin/python);
 #   - Node `ws`, pinned in tests/peers/node/package-lock.json, into
 #     tests/peers/node/node_modules/ (`npm ci`).
 #
@@ -29,7 +31,7 @@ requirements="$root/tests/peers/python/requirements.txt"
 py_stamp="$venv/.duplex-peers-stamp"
 py_want="$(hash_of "$requirements")"
 if [[ -x "$venv/bin/python" && -f "$py_stamp" && "$(cat "$py_stamp")" == "$py_want" ]] \
-    && "$venv/bin/python" -c 'import websockets' 2>/dev/null; then
+    && "$venv/bin/python" -c 'import websockets, jwt, cryptography' 2>/dev/null; then
     say "python peer: up to date ($venv)"
 else
     if [[ ! -x "$venv/bin/python" ]]; then
@@ -39,7 +41,7 @@ else
     say "python peer: installing $(grep -v '^#' "$requirements" | paste -sd' ')"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
         --no-input -r "$requirements"
-    "$venv/bin/python" -c 'import websockets; print("setup-peers: python peer: websockets", websockets.__version__)'
+    "$venv/bin/python" -c 'import websockets, jwt, cryptography; print("setup-peers: python peers: websockets", websockets.__version__, "PyJWT", jwt.__version__, "cryptography", cryptography.__version__)'
     printf '%s\n' "$py_want" >"$py_stamp"
 fi
 

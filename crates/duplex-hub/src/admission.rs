@@ -59,7 +59,8 @@ impl Service {
                 client_addr = %addr.ip(),
                 proxy_addr = addr.proxy().map(tracing::field::display),
                 %status,
-                "{} refused: {why}",
+                reason = why,
+                "{} refused",
                 route.name()
             );
             text(status, body)

@@ -23,7 +23,12 @@
 //! names a `kid` the cached set lacks (the provider rotated its keys), at most
 //! once per `jwks_refetch_secs`: a flood of tokens with made-up `kid`s costs
 //! the provider one request per interval. A failed fetch keeps the keys the
-//! hub had.
+//! hub had: tokens they fit are still accepted, and a token none fits is
+//! refused as `keys_unavailable` until a fetch works again; PEM keys and the
+//! HMAC secret do not depend on the provider.
+//!
+//! A refusal is counted by its [`Refusal`] and logged (at debug level) with
+//! its reason and message; the token itself is never logged.
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
@@ -42,6 +47,9 @@ use crate::metrics::{Metrics, bump};
 
 /// The longest token accepted, in bytes.
 pub const MAX_TOKEN_LEN: usize = 8192;
+
+/// The most characters of a token's `kid` a refusal message shows.
+const MAX_KID_SHOWN: usize = 64;
 
 /// The longest JWKS document read, in bytes.
 const MAX_JWKS_LEN: usize = 1 << 20;
@@ -298,14 +306,22 @@ fn parse_jwks(body: &[u8]) -> Result<Vec<Key>, String> {
     Ok(keys)
 }
 
+/// The last JWKS fetch: when, and whether it worked.
+#[derive(Debug, Clone, Copy)]
+struct LastFetch {
+    at: Instant,
+    ok: bool,
+}
+
 /// An identity provider's key set, fetched on demand.
 struct Jwks {
     url: String,
     client: HttpClient,
     keys: RwLock<Arc<Vec<Key>>>,
-    /// When the set was last fetched; held while fetching, so concurrent
-    /// tokens wait for one fetch instead of making their own.
-    fetched: tokio::sync::Mutex<Option<Instant>>,
+    /// When the set was last fetched, and whether that worked; held while
+    /// fetching, so concurrent tokens wait for one fetch instead of making
+    /// their own.
+    fetched: tokio::sync::Mutex<Option<LastFetch>>,
     refetch_after: Duration,
     metrics: Arc<Metrics>,
 }
@@ -319,7 +335,10 @@ impl Jwks {
     }
 
     /// The cached keys if some fit, else the keys after a fetch (if one is
-    /// allowed now).
+    /// allowed now). When the provider cannot be reached (this fetch or the
+    /// last one failed) and no cached key fits, the refusal is
+    /// [`Refusal::KeysUnavailable`]: the token may be good, the hub cannot
+    /// tell.
     async fn keys_for(
         &self,
         algorithm: Algorithm,
@@ -336,10 +355,19 @@ impl Jwks {
         if fits(&keys) {
             return Ok(keys);
         }
-        if fetched.is_some_and(|at| at.elapsed() < self.refetch_after) {
-            return Ok(keys);
+        if let Some(last) = *fetched
+            && last.at.elapsed() < self.refetch_after
+        {
+            return if last.ok {
+                Ok(keys)
+            } else {
+                Err(keys_unavailable())
+            };
         }
-        *fetched = Some(Instant::now());
+        *fetched = Some(LastFetch {
+            at: Instant::now(),
+            ok: false,
+        });
         bump(&self.metrics.jwks_fetches);
         let result = self
             .client
@@ -348,6 +376,10 @@ impl Jwks {
             .and_then(|body| parse_jwks(&body));
         match result {
             Ok(fresh) => {
+                *fetched = Some(LastFetch {
+                    at: Instant::now(),
+                    ok: true,
+                });
                 tracing::info!(url = %self.url, keys = fresh.len(), "fetched the JWKS");
                 let fresh = Arc::new(fresh);
                 *self
@@ -359,17 +391,18 @@ impl Jwks {
             Err(why) => {
                 bump(&self.metrics.jwks_fetch_failures);
                 tracing::warn!(url = %self.url, %why, "fetching the JWKS failed");
-                if keys.is_empty() {
-                    Err(TokenError::new(
-                        Refusal::KeysUnavailable,
-                        "the identity provider's keys (JWKS) cannot be fetched",
-                    ))
-                } else {
-                    Ok(keys)
-                }
+                // No cached key fits (or there would have been no fetch).
+                Err(keys_unavailable())
             }
         }
     }
+}
+
+fn keys_unavailable() -> TokenError {
+    TokenError::new(
+        Refusal::KeysUnavailable,
+        "the identity provider's keys (JWKS) cannot be fetched, and no cached key fits the token",
+    )
 }
 
 /// Whether `key` may verify a token with `algorithm` and `kid`: the
@@ -470,6 +503,8 @@ impl Verifier {
         let verified = self.check(token).await;
         if let Err(err) = &verified {
             self.metrics.token_refused(err.refusal);
+            // The reason and the message, never the token.
+            tracing::debug!(reason = %err.refusal.label(), message = %err.message, "token refused");
         }
         verified
     }
@@ -512,19 +547,32 @@ impl Verifier {
                     .map(|key| &key.key),
             );
             if let Some(jwks) = &self.jwks {
-                jwks_keys = jwks.keys_for(algorithm, kid).await?;
-                candidates.extend(
-                    jwks_keys
-                        .iter()
-                        .filter(|key| key_fits(key, algorithm, kid))
-                        .map(|key| &key.key),
-                );
+                match jwks.keys_for(algorithm, kid).await {
+                    Ok(keys) => {
+                        jwks_keys = keys;
+                        candidates.extend(
+                            jwks_keys
+                                .iter()
+                                .filter(|key| key_fits(key, algorithm, kid))
+                                .map(|key| &key.key),
+                        );
+                    }
+                    // With the provider down, the PEM keys still verify
+                    // what they can.
+                    Err(err) if candidates.is_empty() => return Err(err),
+                    Err(_) => {}
+                }
             }
         }
         if candidates.is_empty() {
             let message = match kid {
                 Some(kid) if self.jwks.is_some() && !HMAC_ALGORITHMS.contains(&algorithm) => {
-                    format!("no key with kid {kid:?} takes {algorithm:?} tokens")
+                    // The kid is the client's: shown short, as the alg is.
+                    let mut shown: String = kid.chars().take(MAX_KID_SHOWN).collect();
+                    if shown.len() < kid.len() {
+                        shown.push_str("...");
+                    }
+                    format!("no key with kid {shown:?} takes {algorithm:?} tokens")
                 }
                 _ => format!("no configured key takes {algorithm:?} tokens"),
             };
@@ -573,21 +621,31 @@ impl Verifier {
     fn refusal(&self, err: &jsonwebtoken::errors::Error) -> TokenError {
         use jsonwebtoken::errors::ErrorKind;
         match err.kind() {
-            ErrorKind::ExpiredSignature => TokenError::new(Refusal::Expired, "token expired"),
-            ErrorKind::ImmatureSignature => {
-                TokenError::new(Refusal::NotYetValid, "token not valid yet (nbf)")
-            }
+            ErrorKind::ExpiredSignature => TokenError::new(
+                Refusal::Expired,
+                format!(
+                    "token expired: exp is more than the leeway ({} s) past",
+                    self.leeway
+                ),
+            ),
+            ErrorKind::ImmatureSignature => TokenError::new(
+                Refusal::NotYetValid,
+                format!(
+                    "token not valid yet: nbf is more than the leeway ({} s) ahead",
+                    self.leeway
+                ),
+            ),
             ErrorKind::InvalidIssuer => TokenError::new(
                 Refusal::Issuer,
                 format!(
-                    "token issuer is not {:?}",
+                    "token issuer (iss) is not {:?}",
                     self.issuer.as_deref().unwrap_or("")
                 ),
             ),
             ErrorKind::InvalidAudience => TokenError::new(
                 Refusal::Audience,
                 format!(
-                    "token audience does not include {:?}",
+                    "token audience (aud) does not include {:?}",
                     self.audience.as_deref().unwrap_or("")
                 ),
             ),
@@ -763,6 +821,212 @@ mod tests {
         for (i, refusal) in Refusal::ALL.iter().enumerate() {
             assert_eq!(refusal.index(), i);
         }
+    }
+
+    /// A key pair of `kind`: the public key as a PEM file in `dir`, and the
+    /// private key to sign with.
+    fn pem_pair(
+        dir: &std::path::Path,
+        kind: &'static rcgen::SignatureAlgorithm,
+        name: &str,
+    ) -> (std::path::PathBuf, jsonwebtoken::EncodingKey) {
+        let pair = rcgen::KeyPair::generate_for(kind).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, pair.public_key_pem()).unwrap();
+        let private = pair.serialize_pem();
+        let key = if name.starts_with("ed") {
+            jsonwebtoken::EncodingKey::from_ed_pem(private.as_bytes())
+        } else {
+            jsonwebtoken::EncodingKey::from_ec_pem(private.as_bytes())
+        };
+        (path, key.unwrap())
+    }
+
+    fn signed(
+        algorithm: Algorithm,
+        claims: &serde_json::Value,
+        key: &jsonwebtoken::EncodingKey,
+    ) -> String {
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(algorithm), claims, key).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_pem_key_takes_the_algorithm_of_its_type_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p256, p256_key) = pem_pair(dir.path(), &rcgen::PKCS_ECDSA_P256_SHA256, "p256.pem");
+        let (p384, p384_key) = pem_pair(dir.path(), &rcgen::PKCS_ECDSA_P384_SHA384, "p384.pem");
+        let (ed, ed_key) = pem_pair(dir.path(), &rcgen::PKCS_ED25519, "ed25519.pem");
+        let payload = serde_json::json!({"sub": "alice", "exp": now_secs() + 60});
+        for (path, key, algorithm, other) in [
+            (
+                &p256,
+                &p256_key,
+                Algorithm::ES256,
+                (&p384_key, Algorithm::ES384),
+            ),
+            (
+                &p384,
+                &p384_key,
+                Algorithm::ES384,
+                (&ed_key, Algorithm::EdDSA),
+            ),
+            (
+                &ed,
+                &ed_key,
+                Algorithm::EdDSA,
+                (&p256_key, Algorithm::ES256),
+            ),
+        ] {
+            let auth = AuthConfig {
+                public_keys: vec![path.clone()],
+                ..AuthConfig::default()
+            };
+            let hub = Verifier::from_config(&auth, Arc::default()).unwrap();
+            let got = hub.verify(&signed(algorithm, &payload, key)).await.unwrap();
+            assert_eq!(got.sub, "alice");
+            let err = hub
+                .verify(&signed(other.1, &payload, other.0))
+                .await
+                .unwrap_err();
+            assert_eq!(err.refusal, Refusal::UnknownKey, "{algorithm:?}: {err}");
+            assert_eq!(
+                err.message,
+                format!("no configured key takes {:?} tokens", other.1)
+            );
+            // The public key's PEM as an HMAC secret: no HMAC key is
+            // configured, so no key takes HS256.
+            let pem = std::fs::read(path).unwrap();
+            let confused = sign(&claims("mallory"), &pem);
+            let err = hub.verify(&confused).await.unwrap_err();
+            assert_eq!(err.refusal, Refusal::UnknownKey, "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn exp_and_nbf_with_the_leeway() {
+        let auth = |leeway_secs| AuthConfig {
+            hs256_secret: Some(SECRET.to_owned()),
+            leeway_secs,
+            ..AuthConfig::default()
+        };
+        let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).unwrap();
+        let now = now_secs();
+        let hub = Verifier::from_config(&auth(30), Arc::default()).unwrap();
+        let strict = Verifier::from_config(&auth(0), Arc::default()).unwrap();
+        let token = |claims| signed(Algorithm::HS256, &claims, &key);
+        let a_bit_late = token(serde_json::json!({"sub": "a", "exp": now - 10}));
+        let a_bit_early = token(serde_json::json!({"sub": "a", "nbf": now + 10}));
+        assert!(hub.verify(&a_bit_late).await.is_ok());
+        assert!(hub.verify(&a_bit_early).await.is_ok());
+        let err = strict.verify(&a_bit_late).await.unwrap_err();
+        assert_eq!(
+            (err.refusal, err.message.as_str()),
+            (
+                Refusal::Expired,
+                "token expired: exp is more than the leeway (0 s) past"
+            )
+        );
+        let err = strict.verify(&a_bit_early).await.unwrap_err();
+        assert_eq!(err.refusal, Refusal::NotYetValid, "{err}");
+        let too_late = token(serde_json::json!({"sub": "a", "exp": now - 40}));
+        assert_eq!(
+            hub.verify(&too_late).await.unwrap_err().refusal,
+            Refusal::Expired
+        );
+    }
+
+    #[tokio::test]
+    async fn pem_keys_verify_while_the_jwks_cannot_be_fetched() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p256, p256_key) = pem_pair(dir.path(), &rcgen::PKCS_ECDSA_P256_SHA256, "p256.pem");
+        let (_, ed_key) = pem_pair(dir.path(), &rcgen::PKCS_ED25519, "ed25519.pem");
+        // A port nothing listens on.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/jwks.json", closed.local_addr().unwrap());
+        drop(closed);
+        let auth = AuthConfig {
+            public_keys: vec![p256],
+            jwks_url: Some(url),
+            ..AuthConfig::default()
+        };
+        let metrics = Arc::new(Metrics::default());
+        let hub = Verifier::from_config(&auth, metrics.clone()).unwrap();
+        let claims = serde_json::json!({"sub": "alice", "exp": now_secs() + 60});
+        let got = hub
+            .verify(&signed(Algorithm::ES256, &claims, &p256_key))
+            .await
+            .unwrap();
+        assert_eq!(got.sub, "alice");
+        // No PEM key takes EdDSA, and the JWKS is out of reach: twice, with
+        // one fetch in the interval.
+        for _ in 0..2 {
+            let err = hub
+                .verify(&signed(Algorithm::EdDSA, &claims, &ed_key))
+                .await
+                .unwrap_err();
+            assert_eq!(err.refusal, Refusal::KeysUnavailable, "{err}");
+        }
+        use std::sync::atomic::Ordering::Relaxed;
+        assert_eq!(metrics.jwks_fetches.load(Relaxed), 1);
+        assert_eq!(metrics.jwks_fetch_failures.load(Relaxed), 1);
+        assert_eq!(
+            metrics.token_refusals[Refusal::KeysUnavailable.index()].load(Relaxed),
+            2
+        );
+    }
+
+    /// An HTTP server on a free loopback port that answers every request
+    /// with `body`; its URL.
+    async fn serve_jwks(body: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.ends_with(b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tcp.write_all(response.as_bytes()).await;
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_long_kid_is_shown_short() {
+        let auth = AuthConfig {
+            jwks_url: Some(serve_jwks(r#"{"keys":[]}"#).await),
+            ..AuthConfig::default()
+        };
+        let metrics = Arc::new(Metrics::default());
+        let hub = Verifier::from_config(&auth, metrics.clone()).unwrap();
+        let header = serde_json::json!({"alg": "RS256", "kid": "k".repeat(4000)});
+        let token = format!(
+            "{}.{}.c2ln",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(br#"{"sub":"a"}"#)
+        );
+        let err = hub.verify(&token).await.unwrap_err();
+        assert_eq!(err.refusal, Refusal::UnknownKey, "{err}");
+        assert_eq!(
+            err.message,
+            format!(
+                "no key with kid \"{}...\" takes RS256 tokens",
+                "k".repeat(MAX_KID_SHOWN)
+            )
+        );
+        use std::sync::atomic::Ordering::Relaxed;
+        assert_eq!(metrics.jwks_fetches.load(Relaxed), 1);
+        assert_eq!(metrics.jwks_fetch_failures.load(Relaxed), 0);
     }
 
     #[test]

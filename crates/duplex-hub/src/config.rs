@@ -433,6 +433,50 @@ mod tests {
     }
 
     #[test]
+    fn every_auth_key_is_documented() {
+        // Destructured so that a new field breaks the build here, until it
+        // is listed (and documented).
+        let AuthConfig {
+            hs256_secret: _,
+            public_keys: _,
+            jwks_url: _,
+            jwks_refetch_secs: _,
+            issuer: _,
+            audience: _,
+            leeway_secs: _,
+            required: _,
+        } = AuthConfig::default();
+        let keys = [
+            "hs256_secret",
+            "public_keys",
+            "jwks_url",
+            "jwks_refetch_secs",
+            "issuer",
+            "audience",
+            "leeway_secs",
+            "required",
+        ];
+        let example = include_str!("../../../duplex.example.toml");
+        let auth = example
+            .split("\n[auth]\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n[").next())
+            .expect("an [auth] table in duplex.example.toml");
+        let protocol = include_str!("../../../docs/PROTOCOL.md");
+        for key in keys {
+            assert!(
+                auth.lines()
+                    .any(|l| l.trim_start_matches("# ").starts_with(&format!("{key} = "))),
+                "duplex.example.toml shows auth.{key}"
+            );
+            assert!(
+                protocol.contains(&format!("| `auth.{key}` |")),
+                "docs/PROTOCOL.md's configuration table has auth.{key}"
+            );
+        }
+    }
+
+    #[test]
     fn the_benchmark_configurations_parse() {
         let fanout = Config::from_toml(include_str!("../../../bench/hub-fanout.toml")).unwrap();
         assert!(fanout.namespaces["fanout"].publish);
