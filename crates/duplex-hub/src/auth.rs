@@ -61,6 +61,11 @@ pub struct Claims {
     /// The channels allowed: names or `namespace:*` patterns; `None` for all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<Vec<String>>,
+    /// The one channel of a subscription token (`channel`), which
+    /// `subscribe` to a channel of a private namespace needs; `None` in a
+    /// connection token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
 }
 
 impl Claims {
@@ -655,6 +660,7 @@ mod tests {
             sub: sub.into(),
             exp: Some(now_secs() + 3600),
             channels: Some(vec!["chat:*".into(), "ticker:AAPL".into()]),
+            channel: None,
         }
     }
 

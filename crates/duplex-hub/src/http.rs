@@ -182,6 +182,13 @@ impl Service {
         let claims = match query_token(request.uri().query()) {
             None => None,
             Some(token) => match self.hub.verify_token(&token).await {
+                Ok(claims) if claims.channel.is_some() => {
+                    bump(&metrics.connections_refused);
+                    return text(
+                        StatusCode::UNAUTHORIZED,
+                        "a subscription token (with a channel claim) is not a connection token\n",
+                    );
+                }
                 Ok(claims) => Some(claims),
                 Err(err) => {
                     bump(&metrics.connections_refused);

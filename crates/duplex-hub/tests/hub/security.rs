@@ -13,6 +13,7 @@ fn token(sub: &str, exp: Option<u64>, channels: Option<Vec<&str>>) -> String {
         sub: sub.into(),
         exp,
         channels: channels.map(|c| c.into_iter().map(String::from).collect()),
+        ..Claims::default()
     };
     sign(&claims, SECRET.as_bytes())
 }
