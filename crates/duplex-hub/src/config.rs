@@ -498,7 +498,9 @@ mod tests {
         let err = Config::from_toml("[namespaces.dm]\nprivate = true\n").unwrap_err();
         assert!(err.to_string().contains("namespaces.dm.private"), "{err}");
         assert!(
-            Config::from_toml("[auth]\nhs256_secret = \"s\"\n[namespaces.dm]\nprivate = true\n")
+            Config::from_toml(
+                "[auth]\nhs256_secret = \"s\"\n[feed]\nenabled = false\n[namespaces.dm]\nprivate = true\n"
+            )
                 .unwrap()
                 .namespaces["dm"]
                 .private
