@@ -127,8 +127,20 @@ fn run_script(
     screenshot: &str,
     on_line: harness::OnLine,
 ) -> Value {
-    let path = harness::script(script);
     let _one_at_a_time = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    run_script_in_turn(base, script, args, screenshot, on_line)
+}
+
+/// [`run_script`] for a caller that holds [`BROWSER`] already (to sign
+/// short-lived tokens once its turn has come).
+fn run_script_in_turn(
+    base: &str,
+    script: &str,
+    args: &[&str],
+    screenshot: &str,
+    on_line: harness::OnLine,
+) -> Value {
+    let path = harness::script(script);
     let mut command = Command::new("node");
     command.arg(&path).arg(base).args(args);
     if let Some(dir) = std::env::var_os("DUPLEX_SCREENSHOT_DIR") {
@@ -359,28 +371,31 @@ const REFRESH_SECRET: &str = "browser refresh secret";
 fn the_client_refreshes_its_token_by_itself_and_its_connection_outlives_the_first_exp() {
     use duplex_hub::auth::{Claims, now_secs, sign};
     let serve = Serve::start_with_config(Some(REFRESH_CONFIG));
-    // Tokens of one user expiring 4, 8, 12... seconds from now: without a
-    // refresh the connection would be closed 5 s from now.
+    // The tokens are signed once this test's turn for the browser has come,
+    // so that none expires while it waits.
+    let _one_at_a_time = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    // Tokens of one user expiring 5, 9, 13... seconds from now: without a
+    // refresh the connection would be closed 6 s from now.
     let now = now_secs();
-    let tokens: Vec<String> = (1..=6)
+    let tokens: Vec<String> = (0..6)
         .map(|i| {
             let claims = Claims {
                 sub: "riley".into(),
-                exp: Some(now + 4 * i),
+                exp: Some(now + 5 + 4 * i),
                 ..Claims::default()
             };
             sign(&claims, REFRESH_SECRET.as_bytes())
         })
         .collect();
     let args: Vec<&str> = tokens.iter().map(String::as_str).collect();
-    let report = run_script(
+    let report = run_script_in_turn(
         &serve.base(),
         "refresh.mjs",
         &args,
         "refresh.png",
         &mut |_| None,
     );
-    let first_exp = now + 4;
+    let first_exp = now + 5;
     assert_eq!(report["firstExp"], first_exp);
     // One connection, one client id, from before the first exp to after it.
     assert_eq!(report["stats"]["connections"], 1, "{report}");
@@ -398,7 +413,7 @@ fn the_client_refreshes_its_token_by_itself_and_its_connection_outlives_the_firs
         first["at"].as_u64().unwrap() < first_exp * 1000,
         "the first push came after exp: {first}"
     );
-    assert!(first["expires_in"].as_u64().unwrap() <= 4, "{first}");
+    assert!(first["expires_in"].as_u64().unwrap() <= 5, "{first}");
     let requests = report["refreshRequests"]
         .as_array()
         .expect("refreshRequests");
