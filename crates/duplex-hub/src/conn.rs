@@ -505,6 +505,7 @@ impl Session {
         let now = Instant::now();
         if self.expires_at.is_some_and(|at| at <= now) {
             tracing::info!(client = %self.client.client, user = %self.client.user, "token expired");
+            bump(&self.hub.metrics().tokens_expired);
             return false;
         }
         if self.refresh_at.is_some_and(|at| at <= now) {
@@ -580,6 +581,7 @@ impl Session {
             .cloned()
             .collect();
         self.set_claims(Some(claims));
+        bump(&self.hub.metrics().token_refreshes);
         for channel in refused {
             self.drop_subscription(&channel, "the refreshed token does not allow the channel")
                 .await;

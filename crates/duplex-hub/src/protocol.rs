@@ -44,9 +44,11 @@ pub enum ErrorCode {
     /// A channel name that is not valid.
     BadChannel,
     /// Not allowed: publishing where clients may not, a channel the token
-    /// does not allow.
+    /// does not allow, a refresh to another user, a subscription token for
+    /// another channel or user.
     Forbidden,
-    /// No valid token where one is required, or a bad token.
+    /// No valid token where one is required (a subscription token in a
+    /// private namespace), or a bad token.
     Unauthorized,
     /// `unsubscribe` from a channel the connection is not subscribed to.
     NotSubscribed,

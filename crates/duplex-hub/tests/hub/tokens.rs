@@ -106,6 +106,8 @@ async fn the_refresh_push_comes_before_exp_and_a_refresh_keeps_the_connection_op
     let presence = c.ok(json!({"op":"presence","channel":"chat:a"})).await;
     assert_eq!(presence["clients"][0]["client"], hello["client"]);
     assert_eq!(presence["clients"][0]["user"], "ann");
+    assert_eq!(hub.metric("duplex_token_refreshes_total").await, 1.0);
+    assert_eq!(hub.metric("duplex_tokens_expired_total").await, 0.0);
 }
 
 #[tokio::test]
@@ -135,6 +137,7 @@ async fn without_a_refresh_the_connection_is_closed_with_4001_after_exp_and_leew
         at < (exp + 4) * 1000,
         "closed at {at}, long after exp {exp}"
     );
+    assert_eq!(hub.metric("duplex_tokens_expired_total").await, 1.0);
 }
 
 #[tokio::test]
