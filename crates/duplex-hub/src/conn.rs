@@ -170,15 +170,17 @@ async fn serve<S>(
                     Some(at) => {
                         // Boxed: only connections with a deadline hold one.
                         let timer = Box::pin(tokio::time::sleep_until(at.into()));
+                        // The timer first: a client that keeps sending does
+                        // not put its deadline off.
                         tokio::select! {
                             biased;
-                            item = read.next() => item,
                             () = timer => {
                                 if !Box::pin(session.on_deadline()).await {
                                     return ReadEnd::Expired;
                                 }
                                 continue;
                             }
+                            item = read.next() => item,
                         }
                     }
                 };
