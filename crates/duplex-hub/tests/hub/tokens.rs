@@ -141,6 +141,26 @@ async fn without_a_refresh_the_connection_is_closed_with_4001_after_exp_and_leew
 }
 
 #[tokio::test]
+async fn a_connection_that_keeps_sending_is_closed_at_exp_all_the_same() {
+    let hub = TestHub::start(config()).await;
+    let short = token("bob", Some(2), None);
+    let exp = exp_of(&short);
+    let mut c = Client::connect(&format!("{}?token={short}", hub.url())).await;
+    let mut id = 0;
+    let info = loop {
+        id += 1;
+        c.send_text(&format!(r#"{{"id":{id},"op":"ping"}}"#)).await;
+        if c.next().await.is_none() {
+            break c.ws.close_info().expect("closed");
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(now_ms() < (exp + 5) * 1000, "still open long after exp");
+    };
+    assert_eq!(info.code, CloseCode(4001));
+    assert!(id > 10, "the client kept sending: {id} pings");
+}
+
+#[tokio::test]
 async fn a_refresh_cannot_change_the_user_or_use_a_bad_token() {
     let hub = TestHub::start(config()).await;
     let mut c = hub.client().await;
