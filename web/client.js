@@ -31,7 +31,27 @@
 //                       what was missed; the channel is subscribed afresh and the
 //                       app should reload its history
 //   subscribe_error     {channel, error}: the server refused a subscription
+//   unsubscribed        {channel, reason}: the server ended a subscription (the
+//                       refreshed token no longer allows the channel, or its
+//                       subscription token expired with no getToken to renew
+//                       it); the channel is forgotten
+//   refresh             {expiresIn, refreshed, error}: the server said the
+//                       connection's token expires in `expiresIn` s; `refreshed`
+//                       once a fresh token from getToken() was accepted (else
+//                       `error`, and the server closes the connection with 4001
+//                       at the token's exp, after which the client reconnects
+//                       with getToken()'s next token)
 //   error               {error}: a reply without an id, or an unreadable message
+//
+// Tokens: `token` is sent with every `connect`; `getToken` (an async function
+// returning a JWT) is called instead for the first connect, on every
+// reconnect, and when the server pushes `refresh` (the token expires soon),
+// whereupon the client sends `{"op":"refresh","token":...}` by itself and the
+// connection goes on (same client id, same subscriptions). In a private
+// namespace, subscribe(channel, {getToken}) gets a subscription token for the
+// channel from its own getToken on every (re)subscription, and again when the
+// server ends the subscription because that token expired (resubscribing with
+// `since`, so nothing is missed).
 //
 // Reconnects by itself with exponential backoff and jitter (0.5 s doubling to
 // 10 s by default); on each connection it sends `connect` again (with the same
@@ -69,6 +89,7 @@ export class HubClient extends EventTarget {
   #urlIndex = 0;
   #info;
   #token;
+  #getToken;
   #ws = null;
   #nextId = 1;
   #pending = new Map(); // id -> {resolve, reject, timer, op}
@@ -86,7 +107,7 @@ export class HubClient extends EventTarget {
   /** When the next connection attempt is due (ms since epoch), while closed. */
   retryAt = null;
   /** Counters, for the status line and for tests. */
-  stats = { connections: 0, delivered: 0, recovered: 0, duplicates: 0 };
+  stats = { connections: 0, delivered: 0, recovered: 0, duplicates: 0, refreshes: 0 };
 
   /**
    * @param {string | string[]} url ws:// or wss:// URL of the hub (see
@@ -94,6 +115,9 @@ export class HubClient extends EventTarget {
    * @param {object} [options]
    * @param {object} [options.info] free JSON shown to others in presence
    * @param {string} [options.token] a JWT, sent with `connect`
+   * @param {() => Promise<string>} [options.getToken] returns a fresh JWT:
+   *   called for the first connect, on every reconnect and on a `refresh`
+   *   push (then sent with `op: refresh`); wins over `token`
    * @param {number} [options.requestTimeoutMs=10000]
    * @param {number} [options.minDelayMs=500] first reconnect delay
    * @param {number} [options.maxDelayMs=10000] longest reconnect delay
@@ -113,6 +137,7 @@ export class HubClient extends EventTarget {
     }
     this.#info = options.info;
     this.#token = options.token;
+    this.#getToken = options.getToken;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
     this.minDelayMs = options.minDelayMs ?? 500;
     this.maxDelayMs = options.maxDelayMs ?? 10_000;
@@ -168,11 +193,17 @@ export class HubClient extends EventTarget {
    * Subscribes to `channel`, now if connected, else on the next connection,
    * and again on every reconnection. Resolves with the first subscribe
    * result (`{offset}`); rejects if the server refuses it.
+   *
+   * @param {string} channel
+   * @param {object} [options]
+   * @param {(channel: string) => Promise<string>} [options.getToken] returns
+   *   a subscription token for the channel (private namespaces): called for
+   *   every subscribe request of it
    */
-  subscribe(channel) {
+  subscribe(channel, { getToken } = {}) {
     const existing = this.#subs.get(channel);
     if (existing) return existing.ready;
-    const sub = { channel, offset: null, inFlight: false, buffer: [], settle: null };
+    const sub = { channel, offset: null, inFlight: false, buffer: [], settle: null, getToken };
     sub.ready = new Promise((resolve, reject) => {
       sub.settle = { resolve, reject };
     });
@@ -256,10 +287,19 @@ export class HubClient extends EventTarget {
 
   async #onOpen(ws) {
     const fields = {};
-    if (this.#token) fields.token = this.#token;
     if (this.#info !== undefined) fields.info = this.#info;
     let result;
     try {
+      let token = this.#token;
+      if (this.#getToken) {
+        try {
+          token = await this.#getToken();
+        } catch (e) {
+          throw new HubError('no_token', `getToken failed: ${e.message}`);
+        }
+      }
+      if (token) fields.token = token;
+      if (ws !== this.#ws) return;
       result = await this.#send(ws, 'connect', fields);
     } catch (e) {
       if (ws === this.#ws) {
@@ -378,9 +418,45 @@ export class HubClient extends EventTarget {
     else pending.reject(new HubError(msg.error?.code || 'internal', msg.error?.message));
   }
 
+  /** The `refresh` push: a fresh token from getToken() goes in `op: refresh`. */
+  async #onRefresh(ws, expiresIn) {
+    const detail = { expiresIn, refreshed: false, error: null };
+    if (!this.#getToken) {
+      detail.error = new HubError('no_token', 'the token expires soon and there is no getToken option to renew it');
+    } else {
+      try {
+        const token = await this.#getToken();
+        if (ws !== this.#ws) return;
+        await this.#send(ws, 'refresh', { token });
+        detail.refreshed = true;
+        this.stats.refreshes++;
+      } catch (e) {
+        detail.error = e instanceof HubError ? e : new HubError('no_token', `getToken failed: ${e.message}`);
+      }
+    }
+    if (ws === this.#ws) this.dispatchEvent(new CustomEvent('refresh', { detail }));
+  }
+
   #onPush(msg) {
+    if (msg.push === 'refresh') {
+      this.#onRefresh(this.#ws, msg.expires_in);
+      return;
+    }
     const sub = this.#subs.get(msg.channel);
     if (!sub) return;
+    if (msg.push === 'unsubscribe') {
+      sub.inFlight = false;
+      sub.buffer = [];
+      if (sub.getToken && /expired/.test(msg.reason || '')) {
+        // A fresh subscription token, and what was missed meanwhile.
+        this.#subscribeNow(sub);
+        return;
+      }
+      this.#subs.delete(sub.channel);
+      sub.settle?.reject(new HubError('unsubscribed', msg.reason || `unsubscribed from ${sub.channel}`));
+      this.dispatchEvent(new CustomEvent('unsubscribed', { detail: { channel: sub.channel, reason: msg.reason } }));
+      return;
+    }
     if (msg.push === 'message') {
       const pub = { offset: msg.offset, time: msg.time, data: msg.data };
       // While the subscribe reply is on its way, live publications wait, so
@@ -418,6 +494,15 @@ export class HubClient extends EventTarget {
     sub.buffer = [];
     let result;
     try {
+      if (sub.getToken) {
+        const ws = this.#ws;
+        try {
+          fields.token = await sub.getToken(sub.channel);
+        } catch (e) {
+          throw new HubError('no_token', `getToken for ${sub.channel} failed: ${e.message}`);
+        }
+        if (ws !== this.#ws) throw new HubError('disconnected', 'the connection was lost');
+      }
       result = await this.request('subscribe', fields);
     } catch (e) {
       sub.inFlight = false;

@@ -430,3 +430,73 @@ test('a single URL in a list behaves as the string form', async () => {
   });
   client.close();
 });
+
+test('getToken gives the token of every connect and of a refresh when the server asks', async () => {
+  const given = [];
+  let n = 0;
+  const getToken = async () => {
+    n++;
+    given.push(`t${n}`);
+    return `t${n}`;
+  };
+  const { client, socket } = await connected({ getToken, token: 'ignored' });
+  assert.equal(socket.sent[0].token, 't1', 'getToken wins over token');
+  const refreshes = [];
+  client.addEventListener('refresh', (e) => refreshes.push(e.detail));
+
+  socket.deliver({ push: 'refresh', expires_in: 25 });
+  const refresh = await nextRequest(socket, 'refresh');
+  assert.equal(refresh.token, 't2');
+  socket.reply(refresh, { expires_in: 60 });
+  await until('the refresh event', () => refreshes.length === 1);
+  assert.deepEqual(refreshes[0], { expiresIn: 25, refreshed: true, error: null });
+  assert.equal(client.stats.refreshes, 1);
+  assert.equal(client.clientId, 'c1', 'the same connection');
+
+  // Refused: said so, and the connection waits for the server's close.
+  socket.deliver({ push: 'refresh', expires_in: 3 });
+  socket.fail(await nextRequest(socket, 'refresh'), 'forbidden');
+  await until('the second refresh event', () => refreshes.length === 2);
+  assert.equal(refreshes[1].refreshed, false);
+  assert.equal(refreshes[1].error.code, 'forbidden');
+
+  // Closed for the expired token: the reconnection asks for a fresh one.
+  socket.onclose?.({ code: 4001, reason: 'token expired' });
+  await until('a new socket', () => sockets.length === 2);
+  sockets[1].accept();
+  const connect = await nextRequest(sockets[1], 'connect');
+  assert.equal(connect.token, 't4');
+  assert.deepEqual(given, ['t1', 't2', 't3', 't4']);
+  client.close();
+});
+
+test('a private subscription takes its token from getToken, again when it expires', async () => {
+  const { client, socket, events } = await connected();
+  const unsubscribed = [];
+  client.addEventListener('unsubscribed', (e) => unsubscribed.push(e.detail));
+  let n = 0;
+  const subscribed = client.subscribe('dm:a', { getToken: async (channel) => `${channel}#${++n}` });
+  const first = await nextRequest(socket, 'subscribe');
+  assert.equal(first.token, 'dm:a#1');
+  socket.reply(first, { offset: 4 });
+  await subscribed;
+  socket.deliver({ push: 'message', channel: 'dm:a', offset: 5, time: 5, data: 'x' });
+
+  socket.deliver({ push: 'unsubscribe', channel: 'dm:a', reason: 'the subscription token expired' });
+  const again = await nextRequest(socket, 'subscribe');
+  assert.equal(again.token, 'dm:a#2');
+  assert.deepEqual(again.since, { offset: 5 });
+  socket.reply(again, { offset: 6, publications: [{ offset: 6, time: 6, data: 'y' }] });
+  await until('the resubscription', () => events.some((e) => e.type === 'subscribed' && e.resumed));
+  assert.deepEqual(messages(events, 'dm:a').map((e) => e.offset), [5, 6]);
+
+  // Any other reason: the channel is gone.
+  client.subscribe('chat:b');
+  socket.reply(await nextRequest(socket, 'subscribe'), { offset: 0 });
+  socket.deliver({ push: 'unsubscribe', channel: 'chat:b', reason: 'the refreshed token does not allow the channel' });
+  await until('unsubscribed', () => unsubscribed.length === 1);
+  assert.equal(unsubscribed[0].channel, 'chat:b');
+  assert.deepEqual(client.channels(), ['dm:a']);
+  assert.equal(unsubscribed.length, 1, 'dm:a was not given up');
+  client.close();
+});

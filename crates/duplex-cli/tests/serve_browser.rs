@@ -4,7 +4,9 @@
 //! each person in a browser context of their own: two people chatting, a page
 //! that goes offline and recovers what it missed (or, when the server no
 //! longer holds it all, says so), pages that ride out a server restart, and
-//! the ticker's live prices. Each test starts its own
+//! the ticker's live prices, and the client module riding out the expiry of
+//! its tokens with `getToken` and `op: refresh` (tests/browser/refresh.mjs).
+//! Each test starts its own
 //! server with a fresh data folder on 127.0.0.1:0 and kills it at the end.
 //! The pages' client module also has unit tests in node
 //! (tests/browser/client.test.mjs), run from here.
@@ -125,8 +127,20 @@ fn run_script(
     screenshot: &str,
     on_line: harness::OnLine,
 ) -> Value {
-    let path = harness::script(script);
     let _one_at_a_time = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    run_script_in_turn(base, script, args, screenshot, on_line)
+}
+
+/// [`run_script`] for a caller that holds [`BROWSER`] already (to sign
+/// short-lived tokens once its turn has come).
+fn run_script_in_turn(
+    base: &str,
+    script: &str,
+    args: &[&str],
+    screenshot: &str,
+    on_line: harness::OnLine,
+) -> Value {
+    let path = harness::script(script);
     let mut command = Command::new("node");
     command.arg(&path).arg(base).args(args);
     if let Some(dir) = std::env::var_os("DUPLEX_SCREENSHOT_DIR") {
@@ -340,6 +354,90 @@ fn a_page_that_lost_its_connection_shows_what_it_missed_once_and_in_order() {
         .filter(|e| !e.contains("ERR_INTERNET_DISCONNECTED"))
         .collect();
     assert!(others.is_empty(), "Chromium reported errors: {others:?}");
+}
+
+/// A hub that verifies tokens with [`REFRESH_SECRET`], pushes `refresh` 2 s
+/// before a token's `exp` and closes 1 s after it, for
+/// [`the_client_refreshes_its_token_by_itself_and_its_connection_outlives_the_first_exp`].
+const REFRESH_CONFIG: &str = r#"
+[auth]
+hs256_secret = "browser refresh secret"
+refresh_before_secs = 2
+leeway_secs = 1
+"#;
+const REFRESH_SECRET: &str = "browser refresh secret";
+
+#[test]
+fn the_client_refreshes_its_token_by_itself_and_its_connection_outlives_the_first_exp() {
+    use duplex_hub::auth::{Claims, now_secs, sign};
+    let serve = Serve::start_with_config(Some(REFRESH_CONFIG));
+    // The tokens are signed once this test's turn for the browser has come,
+    // so that none expires while it waits.
+    let _one_at_a_time = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    // Tokens of one user expiring 5, 9, 13... seconds from now: without a
+    // refresh the connection would be closed 6 s from now.
+    let now = now_secs();
+    let tokens: Vec<String> = (0..6)
+        .map(|i| {
+            let claims = Claims {
+                sub: "riley".into(),
+                exp: Some(now + 5 + 4 * i),
+                ..Claims::default()
+            };
+            sign(&claims, REFRESH_SECRET.as_bytes())
+        })
+        .collect();
+    let args: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    let report = run_script_in_turn(
+        &serve.base(),
+        "refresh.mjs",
+        &args,
+        "refresh.png",
+        &mut |_| None,
+    );
+    let first_exp = now + 5;
+    assert_eq!(report["firstExp"], first_exp);
+    // One connection, one client id, from before the first exp to after it.
+    assert_eq!(report["stats"]["connections"], 1, "{report}");
+    let ids = report["clientIds"].as_array().expect("clientIds");
+    assert_eq!(ids.len(), 1, "{report}");
+    assert_eq!(report["clientId"], ids[0]);
+    assert_eq!(report["state"], "open");
+    // The hub asked before the first exp; the client answered with
+    // `op: refresh`, accepted.
+    let pushes = report["refreshPushes"].as_array().expect("refreshPushes");
+    let first = pushes
+        .first()
+        .unwrap_or_else(|| panic!("no refresh push: {report}"));
+    assert!(
+        first["at"].as_u64().unwrap() < first_exp * 1000,
+        "the first push came after exp: {first}"
+    );
+    assert!(first["expires_in"].as_u64().unwrap() <= 5, "{first}");
+    let requests = report["refreshRequests"]
+        .as_array()
+        .expect("refreshRequests");
+    assert!(!requests.is_empty(), "{report}");
+    assert!(requests.iter().all(|r| r["ok"] == true), "{report}");
+    assert!(report["stats"]["refreshes"].as_u64().unwrap() >= 1);
+    assert!(
+        report["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "refresh")
+            .all(|e| e["refreshed"] == true),
+        "{report}"
+    );
+    // Publications kept coming after exp + leeway, and a publish went through.
+    assert!(report["tickerAfterExp"].as_u64().unwrap() >= 1, "{report}");
+    assert!(report["published"]["offset"].as_u64().is_some(), "{report}");
+    assert_eq!(report["echoed"], true);
+    assert!(
+        report["errors"].as_array().unwrap().is_empty(),
+        "Chromium reported errors: {}",
+        report["errors"]
+    );
 }
 
 /// Rooms that keep only 3 messages, for [`a_page_that_missed_more_than_the_history_holds_says_so_and_shows_the_newest`].

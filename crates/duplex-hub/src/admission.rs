@@ -40,7 +40,8 @@ pub struct Admitted {
 impl Service {
     /// Admits a WebSocket request from the client at `addr`, or answers it:
     /// 403 for a page of a foreign origin, 401 for a `token` that does not
-    /// verify (or, on [`Route::Document`], for none when `auth.required`).
+    /// verify or is a subscription token (or, on [`Route::Document`], for
+    /// none when `auth.required`).
     /// Every refusal is counted in `duplex_connections_refused_total` and
     /// logged with the client's address (never the token).
     ///
@@ -79,6 +80,15 @@ impl Service {
         }
         let claims = match query_token(request.uri().query()) {
             Some(token) => match self.hub.verify_token(&token).await {
+                // A grant of one channel must not open the rest.
+                Ok(claims) if claims.channel.is_some() => {
+                    return Err(refuse(
+                        StatusCode::UNAUTHORIZED,
+                        "subscription token",
+                        "a subscription token (with a channel claim) is not a connection token\n"
+                            .into(),
+                    ));
+                }
                 Ok(claims) => Some(claims),
                 Err(err) => {
                     return Err(refuse(

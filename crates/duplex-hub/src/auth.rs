@@ -74,6 +74,11 @@ pub struct Claims {
     /// [`docs::access`](crate::docs::access).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docs: Option<serde_json::Value>,
+    /// The one channel of a subscription token (`channel`), which
+    /// `subscribe` to a channel of a private namespace needs; `None` in a
+    /// connection token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
 }
 
 impl Claims {
@@ -719,6 +724,7 @@ mod tests {
             exp: Some(now_secs() + 3600),
             channels: Some(vec!["chat:*".into(), "ticker:AAPL".into()]),
             docs: None,
+            channel: None,
         }
     }
 

@@ -110,6 +110,10 @@ pub struct AuthConfig {
     /// Whether a connection needs a valid token before anything but
     /// `connect` and `ping`. Default: false.
     pub required: bool,
+    /// How long before its token's `exp` a connection gets the `refresh`
+    /// push, in seconds; never earlier than halfway from when the token was
+    /// given to its `exp`, so a short-lived token gets it too. Default: 30.
+    pub refresh_before_secs: u64,
 }
 
 impl Default for AuthConfig {
@@ -123,6 +127,7 @@ impl Default for AuthConfig {
             audience: None,
             leeway_secs: 5,
             required: false,
+            refresh_before_secs: 30,
         }
     }
 }
@@ -190,6 +195,10 @@ pub struct NamespaceConfig {
     pub publish: bool,
     /// Subscribers one channel may have. Default: 10000.
     pub max_subscribers: usize,
+    /// Whether `subscribe` needs a subscription token for the channel (a
+    /// token whose `channel` claim names it); the connection token's
+    /// `channels` claim does not grant these channels. Default: false.
+    pub private: bool,
 }
 
 impl Default for NamespaceConfig {
@@ -201,6 +210,7 @@ impl Default for NamespaceConfig {
             join_leave: true,
             publish: true,
             max_subscribers: 10_000,
+            private: false,
         }
     }
 }
@@ -372,6 +382,12 @@ impl Config {
                     "namespaces.{name}.max_subscribers must be at least 1"
                 ));
             }
+            if ns.private && !self.auth.has_keys() {
+                return fail(format!(
+                    "namespaces.{name}.private = true needs a key to verify subscription tokens: \
+                     auth.hs256_secret, auth.public_keys or auth.jwks_url"
+                ));
+            }
         }
         self.docs.validate().map_err(ConfigError)?;
         self.engine.validate().map_err(ConfigError)?;
@@ -445,6 +461,7 @@ mod tests {
             audience: _,
             leeway_secs: _,
             required: _,
+            refresh_before_secs: _,
         } = AuthConfig::default();
         let keys = [
             "hs256_secret",
@@ -455,6 +472,7 @@ mod tests {
             "audience",
             "leeway_secs",
             "required",
+            "refresh_before_secs",
         ];
         let example = include_str!("../../../duplex.example.toml");
         let auth = example
@@ -523,6 +541,18 @@ mod tests {
         assert!(Config::from_toml("[namespaces.\"Bad Name\"]\n").is_err());
         assert!(Config::from_toml("[feed]\nnamespace = \"nope\"\n").is_err());
         assert!(Config::from_toml("[limits]\nsend_queue = \"x\"\n").is_err());
+        let err = Config::from_toml("[namespaces.dm]\nprivate = true\n").unwrap_err();
+        assert!(err.to_string().contains("namespaces.dm.private"), "{err}");
+        assert!(
+            Config::from_toml(
+                "[auth]\nhs256_secret = \"s\"\n[feed]\nenabled = false\n[namespaces.dm]\nprivate = true\n"
+            )
+                .unwrap()
+                .namespaces["dm"]
+                .private
+        );
+        let refresh = Config::from_toml("[auth]\nrefresh_before_secs = 10\n").unwrap();
+        assert_eq!(refresh.auth.refresh_before_secs, 10);
         let err = Config::from_toml("[server]\nping_timeout_secs = 0\n").unwrap_err();
         assert!(err.to_string().contains("ping_timeout_secs"), "{err}");
         assert!(

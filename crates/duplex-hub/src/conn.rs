@@ -6,9 +6,15 @@
 //! take at once waits in a bounded queue that the reading half writes out
 //! as the socket drains (there is no writer task). The
 //! connection ends when the client closes, when its queue overflows (1008,
-//! slow consumer), when it keeps going over the rate limit (1008), or when the
-//! server shuts down (1001). Its subscriptions end with it (with `leave`
-//! pushed where presence is on).
+//! slow consumer), when it keeps going over the rate limit (1008), when its
+//! token expired without a `refresh` ([`TOKEN_EXPIRED`]), or when the server
+//! shuts down (1001). Its subscriptions end with it (with `leave` pushed where
+//! presence is on).
+//!
+//! Token expiry costs nothing to a connection whose tokens have no `exp`: the
+//! deadlines (the `refresh` push, the close, the end of a private
+//! subscription) are fields of the session, and the reader waits on a timer
+//! (boxed, made for the nearest deadline) only while there is one.
 
 use std::collections::HashSet;
 use std::pin::pin;
@@ -36,10 +42,31 @@ use crate::registry::Outbox;
 /// How long a connection being closed gets to answer the close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The close code of a connection whose token expired (`exp` plus
+/// `auth.leeway_secs` passed) without a `refresh`: a reason to reconnect with
+/// a fresh token, unlike 1008.
+pub const TOKEN_EXPIRED: CloseCode = CloseCode(4001);
+
 /// Why the connection stops.
 enum Stop {
     Ended,
     Close(CloseCode, String),
+}
+
+/// How the reading half ended.
+enum ReadEnd {
+    /// The client closed, or the connection failed.
+    Ended,
+    /// Over the rate limit again and again.
+    Abused,
+    /// The token expired without a refresh.
+    Expired,
+}
+
+/// A private subscription whose token has an `exp`: it ends at `at`.
+struct Expiring {
+    channel: String,
+    at: Instant,
 }
 
 /// The state of one connection.
@@ -51,6 +78,14 @@ struct Session {
     outbox: Outbox,
     client: Arc<ClientInfo>,
     claims: Option<Claims>,
+    /// When the `refresh` push is due (the token has an `exp`, and the push
+    /// was not made yet).
+    refresh_at: Option<Instant>,
+    /// When the connection is closed with [`TOKEN_EXPIRED`]: the token's
+    /// `exp` plus the leeway.
+    expires_at: Option<Instant>,
+    /// Private subscriptions whose token has an `exp`.
+    expiring: Vec<Expiring>,
     /// `connect` succeeded.
     connected: bool,
     /// A request other than `connect` and `ping` was made.
@@ -106,7 +141,10 @@ async fn serve<S>(
             user,
             info: Value::Object(Default::default()),
         }),
-        claims,
+        claims: None,
+        refresh_at: None,
+        expires_at: None,
+        expiring: Vec::new(),
         connected: false,
         started: false,
         subscriptions: HashSet::new(),
@@ -116,6 +154,7 @@ async fn serve<S>(
         hub: hub.clone(),
         addr,
     };
+    session.set_claims(claims);
     tracing::info!(
         client = %session.client.client,
         client_addr = %session.addr.ip(),
@@ -125,7 +164,27 @@ async fn serve<S>(
 
     let stop = {
         let reader = async {
-            while let Some(item) = read.next().await {
+            loop {
+                let item = match session.next_deadline() {
+                    None => read.next().await,
+                    Some(at) => {
+                        // Boxed: only connections with a deadline hold one.
+                        let timer = Box::pin(tokio::time::sleep_until(at.into()));
+                        // The timer first: a client that keeps sending does
+                        // not put its deadline off.
+                        tokio::select! {
+                            biased;
+                            () = timer => {
+                                if !Box::pin(session.on_deadline()).await {
+                                    return ReadEnd::Expired;
+                                }
+                                continue;
+                            }
+                            item = read.next() => item,
+                        }
+                    }
+                };
+                let Some(item) = item else { break };
                 let message = match item {
                     Ok(message) => message,
                     Err(err) => {
@@ -154,10 +213,10 @@ async fn serve<S>(
                 // connection's task for its whole life.
                 if !Box::pin(session.handle(text.as_str())).await {
                     // Abuse: the connection is closed with 1008.
-                    return true;
+                    return ReadEnd::Abused;
                 }
             }
-            false
+            ReadEnd::Ended
         };
         let mut reader = pin!(reader);
         tokio::select! {
@@ -166,13 +225,16 @@ async fn serve<S>(
                 Stop::Close(CloseCode::GOING_AWAY, "the server is shutting down".into())
             }
             (code, reason) = told.closed() => Stop::Close(code, reason),
-            abused = &mut reader => if abused {
-                Stop::Close(
+            end = &mut reader => match end {
+                ReadEnd::Abused => Stop::Close(
                     CloseCode::POLICY_VIOLATION,
                     format!("too many requests: over {} per second", limits.requests_per_second),
-                )
-            } else {
-                Stop::Ended
+                ),
+                ReadEnd::Expired => Stop::Close(
+                    TOKEN_EXPIRED,
+                    "token expired: refresh it before exp, or reconnect with a fresh one".into(),
+                ),
+                ReadEnd::Ended => Stop::Ended,
             },
         }
     };
@@ -276,7 +338,15 @@ impl Session {
                 Some(protocol::ok_reply(id, &r))
             }),
             Request::Ping => ok("{}".into()),
-            Request::Subscribe { channel, since } => self.subscribe(id, channel, since).await,
+            Request::Refresh { token } => self
+                .refresh(token)
+                .await
+                .map(|r| Some(protocol::ok_reply(id, &r))),
+            Request::Subscribe {
+                channel,
+                since,
+                token,
+            } => self.subscribe(id, channel, since, token).await,
             Request::Unsubscribe { channel } => {
                 let (channel, namespace) = self.hub.channel(&channel)?;
                 if !self.subscriptions.remove(channel.as_str()) {
@@ -285,6 +355,7 @@ impl Session {
                         format!("not subscribed to {channel}"),
                     ));
                 }
+                self.expiring.retain(|e| e.channel != channel.as_str());
                 self.hub
                     .unsubscribe(
                         channel.as_str(),
@@ -307,7 +378,7 @@ impl Session {
                         ),
                     ));
                 }
-                self.check_allowed(&channel)?;
+                self.check_allowed(&channel, namespace)?;
                 let namespace = namespace.clone();
                 let publication = self.hub.publish(&channel, &namespace, &data).await?;
                 ok(format!("{{\"offset\":{}}}", publication.offset))
@@ -320,7 +391,7 @@ impl Session {
                         format!("presence is off in namespace {:?}", channel.namespace()),
                     ));
                 }
-                self.check_allowed(&channel)?;
+                self.check_allowed(&channel, namespace)?;
                 let clients = self.hub.engine().presence(channel.as_str()).await?;
                 ok(serde_json::json!({ "clients": clients }).to_string())
             }
@@ -330,7 +401,7 @@ impl Session {
                 before,
             } => {
                 let (channel, namespace) = self.hub.channel(&channel)?;
-                self.check_allowed(&channel)?;
+                self.check_allowed(&channel, namespace)?;
                 let limit = limit.unwrap_or(DEFAULT_HISTORY_LIMIT as u64);
                 let (current, publications) =
                     history::history(&self.hub, channel.as_str(), namespace, limit, before).await?;
@@ -359,12 +430,8 @@ impl Session {
             ));
         }
         if let Some(token) = token {
-            let claims = self
-                .hub
-                .verify_token(&token)
-                .await
-                .map_err(|err| HubError::new(ErrorCode::Unauthorized, err.message))?;
-            self.claims = Some(claims);
+            let claims = self.connection_claims(&token).await?;
+            self.set_claims(Some(claims));
         }
         let user = self
             .claims
@@ -380,7 +447,226 @@ impl Session {
         Ok(serde_json::json!({"client": self.client.client, "user": self.client.user}).to_string())
     }
 
-    fn check_allowed(&self, channel: &crate::channel::ChannelName) -> Result<(), HubError> {
+    /// The claims of a connection token (`connect`, `refresh`): valid, and
+    /// not a subscription token.
+    async fn connection_claims(&self, token: &str) -> Result<Claims, HubError> {
+        let claims = self
+            .hub
+            .verify_token(token)
+            .await
+            .map_err(|err| HubError::new(ErrorCode::Unauthorized, err.message))?;
+        if claims.channel.is_some() {
+            return Err(HubError::new(
+                ErrorCode::Unauthorized,
+                "a subscription token (with a channel claim) is not a connection token",
+            ));
+        }
+        Ok(claims)
+    }
+
+    /// Takes `claims` as the connection's and schedules its deadlines: the
+    /// `refresh` push at `exp - auth.refresh_before_secs` (but not before
+    /// halfway to `exp`), the close at `exp + auth.leeway_secs`; none
+    /// without `exp`.
+    fn set_claims(&mut self, claims: Option<Claims>) {
+        let auth = &self.hub.config().auth;
+        let now = Instant::now();
+        match claims.as_ref().and_then(|c| c.exp) {
+            None => {
+                self.refresh_at = None;
+                self.expires_at = None;
+            }
+            Some(exp) => {
+                let left = until(exp);
+                let wait = left
+                    .saturating_sub(Duration::from_secs(auth.refresh_before_secs))
+                    .max(left / 2);
+                self.refresh_at = now.checked_add(wait);
+                self.expires_at = left
+                    .checked_add(Duration::from_secs(auth.leeway_secs))
+                    .and_then(|d| now.checked_add(d));
+            }
+        }
+        self.claims = claims;
+    }
+
+    /// The nearest deadline: the `refresh` push, the close for an expired
+    /// token, or the end of a private subscription.
+    fn next_deadline(&self) -> Option<Instant> {
+        let subscriptions = self.expiring.iter().map(|e| e.at).min();
+        [self.refresh_at, self.expires_at, subscriptions]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Does what is due: false when the token expired (the connection is
+    /// closed), else the `refresh` push and the end of private subscriptions
+    /// whose token expired, with an `unsubscribe` push.
+    async fn on_deadline(&mut self) -> bool {
+        let now = Instant::now();
+        if self.expires_at.is_some_and(|at| at <= now) {
+            tracing::info!(client = %self.client.client, user = %self.client.user, "token expired");
+            bump(&self.hub.metrics().tokens_expired);
+            return false;
+        }
+        if self.refresh_at.is_some_and(|at| at <= now) {
+            self.refresh_at = None;
+            let exp = self.claims.as_ref().and_then(|c| c.exp).unwrap_or(0);
+            self.outbox
+                .push_text(protocol::refresh_push(until(exp).as_secs()));
+        }
+        if self.expiring.iter().any(|e| e.at <= now) {
+            let (due, kept) = std::mem::take(&mut self.expiring)
+                .into_iter()
+                .partition::<Vec<_>, _>(|e| e.at <= now);
+            self.expiring = kept;
+            for expired in due {
+                self.drop_subscription(&expired.channel, "the subscription token expired")
+                    .await;
+            }
+        }
+        true
+    }
+
+    /// Ends a subscription the client did not end itself, with an
+    /// `unsubscribe` push saying why.
+    async fn drop_subscription(&mut self, channel: &str, reason: &str) {
+        if !self.subscriptions.remove(channel) {
+            return;
+        }
+        self.expiring.retain(|e| e.channel != channel);
+        let presence = self
+            .hub
+            .channel(channel)
+            .map(|(_, ns)| ns.presence)
+            .unwrap_or(false);
+        self.hub
+            .unsubscribe(channel, self.outbox.id, &self.client, presence)
+            .await;
+        self.outbox
+            .push_text(protocol::unsubscribe_push(channel, reason));
+    }
+
+    /// `refresh`: a fresh token of the same user replaces the connection's;
+    /// subscriptions it no longer allows end (an `unsubscribe` push each,
+    /// before the reply).
+    async fn refresh(&mut self, token: String) -> Result<String, HubError> {
+        let Some(current) = &self.claims else {
+            return Err(HubError::new(
+                ErrorCode::BadRequest,
+                "this connection has no token to refresh: give one in connect or in ?token=",
+            ));
+        };
+        let claims = self.connection_claims(&token).await?;
+        if claims.sub != current.sub {
+            return Err(HubError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "a refresh cannot change the connection's user: the token is for {:?}, \
+                     the connection for {:?}",
+                    claims.sub, current.sub
+                ),
+            ));
+        }
+        let result = match claims.exp {
+            Some(exp) => format!("{{\"expires_in\":{}}}", until(exp).as_secs()),
+            None => "{}".to_owned(),
+        };
+        let refused: Vec<String> = self
+            .subscriptions
+            .iter()
+            .filter(|name| match self.hub.channel(name) {
+                Ok((channel, namespace)) => !namespace.private && !claims.allows(&channel),
+                Err(_) => false,
+            })
+            .cloned()
+            .collect();
+        self.set_claims(Some(claims));
+        bump(&self.hub.metrics().token_refreshes);
+        for channel in refused {
+            self.drop_subscription(&channel, "the refreshed token does not allow the channel")
+                .await;
+        }
+        Ok(result)
+    }
+
+    /// The end of a private subscription to `channel` that `token` grants:
+    /// `None` when the token has no `exp`.
+    async fn subscription_token(
+        &self,
+        channel: &crate::channel::ChannelName,
+        token: Option<String>,
+    ) -> Result<Option<Instant>, HubError> {
+        let Some(token) = token else {
+            return Err(HubError::new(
+                ErrorCode::Unauthorized,
+                format!(
+                    "namespace {:?} is private: subscribing to {channel} needs a subscription \
+                     token (\"token\", with a \"channel\" claim)",
+                    channel.namespace()
+                ),
+            ));
+        };
+        let claims = self.hub.verify_token(&token).await.map_err(|err| {
+            HubError::new(
+                ErrorCode::Unauthorized,
+                format!("subscription token refused: {}", err.message),
+            )
+        })?;
+        match claims.channel.as_deref() {
+            Some(granted) if granted == channel.as_str() => {}
+            Some(granted) => {
+                let shown: String = granted.chars().take(200).collect();
+                return Err(HubError::new(
+                    ErrorCode::Forbidden,
+                    format!("the subscription token is for channel {shown:?}, not {channel}"),
+                ));
+            }
+            None => {
+                return Err(HubError::new(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "not a subscription token (no channel claim): {channel} is private, and a \
+                         connection token's channels claim does not grant it"
+                    ),
+                ));
+            }
+        }
+        if !self.client.user.is_empty() && claims.sub != self.client.user {
+            return Err(HubError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "the subscription token is for user {:?}, the connection for {:?}",
+                    claims.sub, self.client.user
+                ),
+            ));
+        }
+        let leeway = self.hub.config().auth.leeway_secs;
+        Ok(claims.exp.and_then(|exp| {
+            until(exp)
+                .checked_add(Duration::from_secs(leeway))
+                .and_then(|d| Instant::now().checked_add(d))
+        }))
+    }
+
+    /// Whether the connection may use `channel` (publish, presence,
+    /// history): its token's `channels` claim allows it; in a private
+    /// namespace, the connection is subscribed to it.
+    fn check_allowed(
+        &self,
+        channel: &crate::channel::ChannelName,
+        namespace: &crate::config::NamespaceConfig,
+    ) -> Result<(), HubError> {
+        if namespace.private {
+            if self.subscriptions.contains(channel.as_str()) {
+                return Ok(());
+            }
+            return Err(HubError::new(
+                ErrorCode::Forbidden,
+                format!("{channel} is private: subscribe to it with a subscription token first"),
+            ));
+        }
         match &self.claims {
             Some(claims) if !claims.allows(channel) => Err(HubError::new(
                 ErrorCode::Forbidden,
@@ -390,9 +676,28 @@ impl Session {
         }
     }
 
-    async fn subscribe(&mut self, id: u64, channel: String, since: Option<Since>) -> Reply {
+    async fn subscribe(
+        &mut self,
+        id: u64,
+        channel: String,
+        since: Option<Since>,
+        token: Option<String>,
+    ) -> Reply {
         let (channel, namespace) = self.hub.channel(&channel)?;
-        self.check_allowed(&channel)?;
+        let ends = if namespace.private {
+            self.subscription_token(&channel, token).await?
+        } else if token.is_some() {
+            return Err(HubError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "namespace {:?} is not private: subscribe takes no token there",
+                    channel.namespace()
+                ),
+            ));
+        } else {
+            self.check_allowed(&channel, namespace)?;
+            None
+        };
         if self.subscriptions.contains(channel.as_str()) {
             return Err(HubError::new(
                 ErrorCode::AlreadySubscribed,
@@ -419,11 +724,18 @@ impl Session {
             })
             .await?;
         self.subscriptions.insert(channel.as_str().to_string());
+        if let Some(at) = ends {
+            self.expiring.push(Expiring {
+                channel: channel.as_str().to_string(),
+                at,
+            });
+        }
         Ok(None)
     }
 
     /// Ends every subscription, pushing `leave` where presence is on.
     async fn leave_all(&mut self) {
+        self.expiring.clear();
         for channel in std::mem::take(&mut self.subscriptions) {
             let presence = self
                 .hub
@@ -435,6 +747,11 @@ impl Session {
                 .await;
         }
     }
+}
+
+/// How long until `exp` (seconds since the epoch); zero once it is past.
+fn until(exp: u64) -> Duration {
+    Duration::from_millis(exp.saturating_mul(1000).saturating_sub(Hub::now_ms()))
 }
 
 /// `protocol::parse` never returns a request without an id.

@@ -11,6 +11,11 @@
 //! metrics (`/metrics`) and `/healthz`; a simulated ticker feed publishes to
 //! `ticker:*`.
 //!
+//! JSON Web Tokens ([`auth`]) say who a connection is and which channels it
+//! may use; a connection whose token has `exp` is asked to `refresh` it
+//! before then (else it is closed with 4001), and a private namespace
+//! (`private = true`) needs a subscription token for each channel.
+//!
 //! - [`Config`]: the TOML configuration (namespaces, limits, auth, origins,
 //!   feed), with the defaults of [`Config::default`].
 //! - [`Server`]: opens the hub on a data folder and serves a listener until a

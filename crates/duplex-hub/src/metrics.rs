@@ -72,6 +72,10 @@ pub struct Metrics {
     pub dropped: AtomicU64,
     /// Requests refused for the rate limit.
     pub rate_limited: AtomicU64,
+    /// Tokens replaced by `refresh`.
+    pub token_refreshes: AtomicU64,
+    /// Connections closed because their token expired (4001).
+    pub tokens_expired: AtomicU64,
     /// Error replies sent.
     pub errors: AtomicU64,
     /// From a publish request to its publication stored.
@@ -219,6 +223,18 @@ impl Metrics {
             "counter",
             "Requests refused for the rate limit.",
             get(&self.rate_limited),
+        );
+        metric(
+            "duplex_token_refreshes_total",
+            "counter",
+            "Connection tokens replaced by a refresh.",
+            get(&self.token_refreshes),
+        );
+        metric(
+            "duplex_tokens_expired_total",
+            "counter",
+            "Connections closed with 4001: their token expired without a refresh.",
+            get(&self.tokens_expired),
         );
         metric(
             "duplex_errors_total",

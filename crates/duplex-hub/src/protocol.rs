@@ -4,7 +4,8 @@
 //! `{"id":N,"ok":true,"result":{...}}` or
 //! `{"id":N,"ok":false,"error":{"code":"...","message":"..."}}`; a message that
 //! is not a JSON object with a usable id gets the error with `"id":null`.
-//! Pushes (`message`, `join`, `leave`) carry no id. See docs/PROTOCOL.md.
+//! Pushes (`message`, `join`, `leave`, `refresh`, `unsubscribe`) carry no
+//! id. See docs/PROTOCOL.md.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -13,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The ops a client may send.
-pub const OPS: [&str; 7] = [
+pub const OPS: [&str; 8] = [
     "connect",
+    "refresh",
     "subscribe",
     "unsubscribe",
     "publish",
@@ -42,9 +44,11 @@ pub enum ErrorCode {
     /// A channel name that is not valid.
     BadChannel,
     /// Not allowed: publishing where clients may not, a channel the token
-    /// does not allow.
+    /// does not allow, a refresh to another user, a subscription token for
+    /// another channel or user.
     Forbidden,
-    /// No valid token where one is required, or a bad token.
+    /// No valid token where one is required (a subscription token in a
+    /// private namespace), or a bad token.
     Unauthorized,
     /// `unsubscribe` from a channel the connection is not subscribed to.
     NotSubscribed,
@@ -136,6 +140,12 @@ pub enum Request {
         #[serde(default)]
         info: Option<Value>,
     },
+    /// Replace the connection's token with a fresh one of the same user
+    /// (before the old one expires).
+    Refresh {
+        /// A JWT.
+        token: String,
+    },
     /// Subscribe to a channel, optionally recovering from `since`.
     Subscribe {
         /// The channel.
@@ -143,6 +153,10 @@ pub enum Request {
         /// Where the client left off.
         #[serde(default)]
         since: Option<Since>,
+        /// A subscription token (`channel` claim): needed in private
+        /// namespaces, refused in the others.
+        #[serde(default)]
+        token: Option<String>,
     },
     /// Unsubscribe from a channel.
     Unsubscribe {
@@ -313,6 +327,18 @@ pub fn message_push(channel: &str, publication: &Publication) -> String {
     )
 }
 
+/// The `refresh` push: the connection's token expires in `expires_in`
+/// seconds.
+pub fn refresh_push(expires_in: u64) -> String {
+    format!("{{\"push\":\"refresh\",\"expires_in\":{expires_in}}}")
+}
+
+/// The `unsubscribe` push: the hub ended the subscription to `channel`, for
+/// `reason`.
+pub fn unsubscribe_push(channel: &str, reason: &str) -> String {
+    serde_json::json!({"push": "unsubscribe", "channel": channel, "reason": reason}).to_string()
+}
+
 /// A `join` or `leave` push.
 pub fn presence_push(kind: &str, channel: &str, client: &ClientInfo) -> String {
     serde_json::json!({"push": kind, "channel": channel, "client": client}).to_string()
@@ -336,9 +362,14 @@ mod tests {
             request.unwrap(),
             Request::Subscribe {
                 channel: "chat:a".into(),
-                since: Some(Since { offset: 3 })
+                since: Some(Since { offset: 3 }),
+                token: None,
             }
         );
+        let (_, request) = parse(r#"{"id":2,"op":"subscribe","channel":"dm:a","token":"t"}"#);
+        assert!(matches!(request.unwrap(), Request::Subscribe { token: Some(t), .. } if t == "t"));
+        let (_, request) = parse(r#"{"id":3,"op":"refresh","token":"t"}"#);
+        assert_eq!(request.unwrap(), Request::Refresh { token: "t".into() });
         let (_, request) = parse(r#"{"id":1,"op":"ping"}"#);
         assert_eq!(request.unwrap(), Request::Ping);
         let (_, request) = parse(r#"{"id":1,"op":"publish","channel":"chat:a","data":null}"#);
@@ -370,6 +401,10 @@ mod tests {
             (Some(2), ErrorCode::BadRequest)
         );
         assert_eq!(
+            code(r#"{"id":2,"op":"refresh"}"#),
+            (Some(2), ErrorCode::BadRequest)
+        );
+        assert_eq!(
             code(r#"{"id":2,"op":"publish","channel":"chat:a"}"#),
             (Some(2), ErrorCode::BadRequest)
         );
@@ -386,6 +421,13 @@ mod tests {
             time: 5,
             data: Arc::from(r#"{"text":"hi"}"#),
         };
+        let refresh: Value = serde_json::from_str(&refresh_push(25)).unwrap();
+        assert_eq!(
+            refresh,
+            serde_json::json!({"push": "refresh", "expires_in": 25})
+        );
+        let gone: Value = serde_json::from_str(&unsubscribe_push("dm:a", "why \"")).unwrap();
+        assert_eq!(gone["reason"], "why \"");
         let push: Value = serde_json::from_str(&message_push("chat:a", &p)).unwrap();
         assert_eq!(push["offset"], 4);
         assert_eq!(push["data"]["text"], "hi");
@@ -410,7 +452,7 @@ mod tests {
         #[test]
         fn parse_answers_json_requests(
             id in proptest::option::of(0u64..u64::MAX),
-            op in "(connect|subscribe|unsubscribe|publish|presence|history|ping|[a-z]{0,8})",
+            op in "(connect|refresh|subscribe|unsubscribe|publish|presence|history|ping|[a-z]{0,8})",
             channel in proptest::option::of("\\PC{0,40}"),
             limit in proptest::option::of(-5i64..5000),
         ) {

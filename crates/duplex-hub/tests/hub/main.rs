@@ -8,3 +8,4 @@ mod http_api;
 mod protocol;
 mod security;
 mod slow;
+mod tokens;
