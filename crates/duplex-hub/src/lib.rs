@@ -63,6 +63,7 @@
 
 #![warn(missing_docs)]
 
+pub mod abuse;
 pub mod admission;
 pub mod auth;
 pub mod channel;
