@@ -566,6 +566,52 @@ mod tests {
     }
 
     #[test]
+    fn a_storm_from_many_threads_keeps_exact_counts() {
+        let now = Instant::now();
+        let limits = IpLimits::new(
+            IpLimitSettings {
+                max_connections: 10_000,
+                handshakes_per_second: 1_000_000,
+                handshake_burst: 1_000_000,
+                max_tracked: MAX_TRACKED_IPS,
+            },
+            now,
+        );
+        let started = Instant::now();
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                let limits = limits.clone();
+                std::thread::spawn(move || {
+                    // 2,500 handshakes each: half from one address, half from
+                    // as many addresses.
+                    (0..2_500u16)
+                        .map(|i| {
+                            let ip = if i % 2 == 0 {
+                                IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))
+                            } else {
+                                let [hi, lo] = i.to_be_bytes();
+                                IpAddr::V4(Ipv4Addr::new(10, t + 1, hi, lo))
+                            };
+                            limits.admit(ip, now).unwrap().unwrap()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let slots: Vec<_> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        eprintln!("10,000 admissions on 4 threads: {:?}", started.elapsed());
+        assert_eq!(limits.connections(v4(1)), 5_000);
+        assert_eq!(limits.tracked(), 5_001);
+        drop(slots);
+        assert_eq!(limits.connections(v4(1)), 0);
+        limits.sweep(now + Duration::from_secs(1));
+        assert_eq!(limits.tracked(), 0);
+    }
+
+    #[test]
     fn metrics_text() {
         let now = Instant::now();
         let limits = IpLimits::new(settings(1, 0, 0), now);

@@ -453,6 +453,8 @@ mod tests {
         let config = Config::from_toml(include_str!("../../../duplex.example.toml")).unwrap();
         assert!(config.namespaces.contains_key("chat"));
         assert_eq!(config.limits.send_queue, 1024);
+        // The file states every limit's default.
+        assert_eq!(config.limits, LimitsConfig::default());
     }
 
     #[test]
