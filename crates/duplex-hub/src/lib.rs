@@ -18,6 +18,8 @@
 //! - [`Hub`]: the core (channels, storage, metrics), for embedding.
 //! - [`forwarded`]: the client's address behind reverse proxies, believed
 //!   only from `server.trusted_proxies`.
+//! - [`abuse`]: the connections and handshakes a second each client address
+//!   may have, checked before the upgrade.
 //!
 //! # Example
 //!
