@@ -5,6 +5,9 @@
 use http::header;
 use http::{Request, Response, StatusCode};
 
+use std::time::Instant;
+
+use crate::abuse::{ConnectionSlot, IpRefusal};
 use crate::auth::{Claims, MAX_TOKEN_LEN};
 use crate::forwarded::ClientAddr;
 use crate::http::{Body, Service, text};
@@ -28,20 +31,26 @@ impl Route {
     }
 }
 
-/// A client let in: where it is, and what its token says.
-#[derive(Debug, Clone)]
+/// A client let in: where it is, what its token says, and its slot in its
+/// address's connection count.
+#[derive(Debug)]
 pub struct Admitted {
     /// The client's address (through trusted proxies).
     pub addr: ClientAddr,
     /// The claims of the URL's `token`, verified; `None` without one.
     pub claims: Option<Claims>,
+    /// The connection's slot while `limits.max_connections_per_ip` is on:
+    /// the connection's task holds it until the connection ends.
+    pub slot: Option<ConnectionSlot>,
 }
 
 impl Service {
     /// Admits a WebSocket request from the client at `addr`, or answers it:
-    /// 403 for a page of a foreign origin, 401 for a `token` that does not
-    /// verify or is a subscription token (or, on [`Route::Document`], for
-    /// none when `auth.required`).
+    /// first the limits per client address (429 over the handshake rate,
+    /// 503 over the connections open, both with `Retry-After`, so a flood
+    /// costs no token verification), then 403 for a page of a foreign
+    /// origin, 401 for a `token` that does not verify or is a subscription
+    /// token (or, on [`Route::Document`], for none when `auth.required`).
     /// Every refusal is counted in `duplex_connections_refused_total` and
     /// logged with the client's address (never the token).
     ///
@@ -65,6 +74,22 @@ impl Service {
                 route.name()
             );
             text(status, body)
+        };
+        let slot = match self.hub.ip_limits().admit(addr.ip(), Instant::now()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                let status = match refusal {
+                    IpRefusal::Rate { .. } => StatusCode::TOO_MANY_REQUESTS,
+                    IpRefusal::Connections { .. } | IpRefusal::Tracked { .. } => {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
+                };
+                let mut response = refuse(status, refusal.label(), format!("{refusal}\n"));
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, refusal.retry_after_secs().into());
+                return Err(response);
+            }
         };
         if let Err(reject) = self.origins.check(request.headers(), request.uri()) {
             let origin = request
@@ -107,7 +132,7 @@ impl Service {
             }
             None => None,
         };
-        Ok(Admitted { addr, claims })
+        Ok(Admitted { addr, claims, slot })
     }
 }
 

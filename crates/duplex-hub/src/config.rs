@@ -139,7 +139,7 @@ impl AuthConfig {
     }
 }
 
-/// `[limits]`: per connection.
+/// `[limits]`: per connection, and per client address before the upgrade.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
@@ -158,6 +158,19 @@ pub struct LimitsConfig {
     /// Frames queued for one connection; a connection with a full queue is
     /// closed as a slow consumer. Default: 1024.
     pub send_queue: usize,
+    /// WebSocket connections (`/ws` and `/docs/NAME` together) one client
+    /// address may hold open; more get 503 with `Retry-After` before the
+    /// upgrade. IPv6 addresses count by /64. 0: no limit. Default: 0, since
+    /// behind a proxy that is not in `server.trusted_proxies` every client
+    /// has the proxy's address, and load tests open thousands from one.
+    pub max_connections_per_ip: u32,
+    /// WebSocket handshakes a second one client address may make on average;
+    /// more get 429 with `Retry-After` before the origin and the token are
+    /// checked. 0: no limit. Default: 0 (see `max_connections_per_ip`).
+    pub handshakes_per_second_per_ip: u32,
+    /// Handshakes one client address may make at once, with
+    /// `handshakes_per_second_per_ip`; 0: one second's worth. Default: 0.
+    pub handshake_burst_per_ip: u32,
 }
 
 impl Default for LimitsConfig {
@@ -169,6 +182,9 @@ impl Default for LimitsConfig {
             max_message_size: 64 * 1024,
             max_publication_size: 16 * 1024,
             send_queue: 1024,
+            max_connections_per_ip: 0,
+            handshakes_per_second_per_ip: 0,
+            handshake_burst_per_ip: 0,
         }
     }
 }
@@ -362,6 +378,13 @@ impl Config {
                 l.max_message_size
             ));
         }
+        if l.handshake_burst_per_ip > 0 && l.handshakes_per_second_per_ip == 0 {
+            return fail(
+                "limits.handshake_burst_per_ip is set but limits.handshakes_per_second_per_ip \
+                 is 0 (off): set the rate too"
+                    .into(),
+            );
+        }
         if l.max_publication_size == 0 {
             return fail("limits.max_publication_size must be at least 1".into());
         }
@@ -446,6 +469,8 @@ mod tests {
         let config = Config::from_toml(include_str!("../../../duplex.example.toml")).unwrap();
         assert!(config.namespaces.contains_key("chat"));
         assert_eq!(config.limits.send_queue, 1024);
+        // The file states every limit's default.
+        assert_eq!(config.limits, LimitsConfig::default());
     }
 
     #[test]
@@ -537,6 +562,13 @@ mod tests {
     #[test]
     fn nonsense_values_are_refused() {
         assert!(Config::from_toml("[limits]\nburst = 0\n").is_err());
+        assert!(Config::from_toml("[limits]\nhandshake_burst_per_ip = 5\n").is_err());
+        let ip = Config::from_toml(
+            "[limits]\nmax_connections_per_ip = 3\nhandshakes_per_second_per_ip = 2\n",
+        )
+        .unwrap();
+        assert_eq!(ip.limits.max_connections_per_ip, 3);
+        assert_eq!(ip.limits.handshake_burst_per_ip, 0);
         assert!(Config::from_toml("[auth]\nrequired = true\n").is_err());
         assert!(Config::from_toml("[namespaces.\"Bad Name\"]\n").is_err());
         assert!(Config::from_toml("[feed]\nnamespace = \"nope\"\n").is_err());

@@ -2,8 +2,8 @@
 //!
 //! - `GET /`, `/chat`, `/ticker`, `/static/FILE`: the embedded pages;
 //! - `/ws`: the hub's WebSocket (HTTP/1.1 upgrade or HTTP/2 extended
-//!   CONNECT); a foreign `Origin` gets 403, a bad `?token=` 401, both before
-//!   any upgrade;
+//!   CONNECT); a client over the limits of its address gets 429 or 503, a
+//!   foreign `Origin` 403, a bad `?token=` 401, all before any upgrade;
 //! - `POST /api/publish`: publish from a back end, with the API key;
 //! - `GET /metrics`: Prometheus text; `GET /healthz`: `ok`.
 
@@ -128,6 +128,7 @@ impl Service {
             "/metrics" if get => {
                 let mut metrics = self.hub.metrics().render();
                 metrics.push_str(&self.hub.docs().metrics().render());
+                self.hub.ip_limits().render(&mut metrics);
                 metrics.push_str(&format!(
                     "# HELP duplex_engine_info The engine and this node's name.\n\
                      # TYPE duplex_engine_info gauge\n\
@@ -170,7 +171,7 @@ impl Service {
     /// `/ws`: the admission (origin, token in the URL), then the upgrade.
     async fn websocket(&self, request: &mut Request<Incoming>, addr: ClientAddr) -> Response<Body> {
         let metrics = self.hub.metrics();
-        let Admitted { addr, claims } = match self.admit(request, addr, Route::Hub).await {
+        let Admitted { addr, claims, slot } = match self.admit(request, addr, Route::Hub).await {
             Ok(admitted) => admitted,
             Err(refusal) => return refusal,
         };
@@ -191,6 +192,8 @@ impl Service {
         let hub = self.hub.clone();
         let closing = self.closing.clone();
         self.tracker.spawn(async move {
+            // Held until the connection ends, given back on every path.
+            let _slot = slot;
             match pending.await {
                 Ok(ws) => conn::run(hub, ws, claims, addr, closing).await,
                 Err(err) => tracing::debug!(%err, "the upgrade did not complete"),

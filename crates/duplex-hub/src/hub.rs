@@ -33,6 +33,7 @@ pub struct Hub {
     client_prefix: String,
     reads: crate::history::Reads,
     verifier: auth::Verifier,
+    ip_limits: Arc<crate::abuse::IpLimits>,
 }
 
 /// A subscription to make, for [`Hub::subscribe`].
@@ -94,6 +95,10 @@ impl Hub {
         };
         let docs = crate::docs::Docs::open(config.docs.clone(), data_dir, shared)
             .map_err(|err| HubError::new(ErrorCode::Internal, err.to_string()))?;
+        let ip_limits = crate::abuse::IpLimits::new(
+            crate::abuse::IpLimitSettings::from_config(&config.limits),
+            Instant::now(),
+        );
         let mut prefix = [0u8; 4];
         let _ = getrandom::fill(&mut prefix);
         Ok(Arc::new(Hub {
@@ -108,6 +113,7 @@ impl Hub {
             client_prefix: prefix.iter().map(|b| format!("{b:02x}")).collect(),
             reads: crate::history::Reads::default(),
             verifier,
+            ip_limits,
         }))
     }
 
@@ -119,6 +125,11 @@ impl Hub {
     /// The metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The limits per client address (connections, handshakes a second).
+    pub fn ip_limits(&self) -> &Arc<crate::abuse::IpLimits> {
+        &self.ip_limits
     }
 
     /// The history reads under way, shared by identical recoveries.

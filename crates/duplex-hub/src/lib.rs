@@ -23,6 +23,8 @@
 //! - [`Hub`]: the core (channels, storage, metrics), for embedding.
 //! - [`forwarded`]: the client's address behind reverse proxies, believed
 //!   only from `server.trusted_proxies`.
+//! - [`abuse`]: the connections and handshakes a second each client address
+//!   may have, checked before the upgrade.
 //!
 //! # Example
 //!
@@ -68,6 +70,7 @@
 
 #![warn(missing_docs)]
 
+pub mod abuse;
 pub mod admission;
 pub mod auth;
 pub mod channel;

@@ -1,4 +1,5 @@
-//! Per-connection request rate: a token bucket.
+//! Request rates: a token bucket (per connection, and per client address
+//! for handshakes in [`crate::abuse`]).
 //!
 //! The bucket holds up to `burst` tokens and refills at `rate` tokens a
 //! second; each request takes one. Time comes in as an argument, so tests need
@@ -41,6 +42,12 @@ impl TokenBucket {
         }
     }
 
+    /// Whether the bucket is full again at `now` (as if new).
+    pub fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last);
+        self.tokens + elapsed.as_secs_f64() * self.rate >= self.burst
+    }
+
     /// How long until the next token, from the last call.
     pub fn retry_after(&self) -> Duration {
         if self.tokens >= 1.0 {
@@ -74,6 +81,8 @@ mod tests {
             assert!(bucket.take(later));
         }
         assert!(!bucket.take(later));
+        assert!(!bucket.is_full(later));
+        assert!(bucket.is_full(later + Duration::from_millis(500)));
     }
 
     #[test]

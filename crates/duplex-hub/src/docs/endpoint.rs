@@ -1,7 +1,8 @@
 //! `/docs/NAME`: the checks before the upgrade, and one y-websocket
 //! connection after it.
 //!
-//! Before the upgrade: the document name (400), the Origin (403, the policy
+//! Before the upgrade: the document name (400), the limits per client
+//! address (429, 503), the Origin (403, the policy
 //! of `/ws`), the token in `?token=` (401 if invalid, or missing while
 //! `auth.required`), its `docs` claim (403 without access). After it, the
 //! connection reads binary y-websocket messages and hands them to its
@@ -63,7 +64,8 @@ pub async fn handle(
             "a document name is 1 to 128 of A-Z a-z 0-9 - _ . (not starting with .)\n",
         );
     }
-    let Admitted { addr, claims } = match service.admit(request, addr, Route::Document).await {
+    let Admitted { addr, claims, slot } = match service.admit(request, addr, Route::Document).await
+    {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal,
     };
@@ -92,6 +94,8 @@ pub async fn handle(
     let closing = service.closing.clone();
     let name = name.to_string();
     service.tracker.spawn(async move {
+        // Held until the connection ends, given back on every path.
+        let _slot = slot;
         match pending.await {
             Ok(ws) => {
                 let (id, _) = hub.new_client_id();

@@ -5,6 +5,7 @@
 mod common;
 mod history;
 mod http_api;
+mod ip_limits;
 mod protocol;
 mod security;
 mod slow;
