@@ -174,6 +174,8 @@ impl Service {
             Ok(admitted) => admitted,
             Err(refusal) => return refusal,
         };
+        // Only with a connect hook: what it is told of the client's request.
+        let headers = self.hub.hooks().keep_headers(request.headers());
         let (response, pending) = match upgrade::upgrade(request, &self.websocket) {
             Ok(accepted) => accepted,
             Err(refused) => {
@@ -192,7 +194,7 @@ impl Service {
         let closing = self.closing.clone();
         self.tracker.spawn(async move {
             match pending.await {
-                Ok(ws) => conn::run(hub, ws, claims, addr, closing).await,
+                Ok(ws) => conn::run(hub, ws, claims, headers, addr, closing).await,
                 Err(err) => tracing::debug!(%err, "the upgrade did not complete"),
             }
         });

@@ -33,6 +33,7 @@ pub struct Hub {
     client_prefix: String,
     reads: crate::history::Reads,
     verifier: auth::Verifier,
+    hooks: crate::hooks::Hooks,
 }
 
 /// A subscription to make, for [`Hub::subscribe`].
@@ -94,6 +95,11 @@ impl Hub {
         };
         let docs = crate::docs::Docs::open(config.docs.clone(), data_dir, shared)
             .map_err(|err| HubError::new(ErrorCode::Internal, err.to_string()))?;
+        let hooks = crate::hooks::Hooks::new(
+            &config.proxy,
+            metrics.clone(),
+            config.limits.max_publication_size,
+        );
         let mut prefix = [0u8; 4];
         let _ = getrandom::fill(&mut prefix);
         Ok(Arc::new(Hub {
@@ -108,7 +114,13 @@ impl Hub {
             client_prefix: prefix.iter().map(|b| format!("{b:02x}")).collect(),
             reads: crate::history::Reads::default(),
             verifier,
+            hooks,
         }))
+    }
+
+    /// The backend hooks (`[proxy]`).
+    pub fn hooks(&self) -> &crate::hooks::Hooks {
+        &self.hooks
     }
 
     /// The configuration.

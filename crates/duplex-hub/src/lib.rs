@@ -16,6 +16,8 @@
 //! - [`Server`]: opens the hub on a data folder and serves a listener until a
 //!   shutdown future completes.
 //! - [`Hub`]: the core (channels, storage, metrics), for embedding.
+//! - [`hooks`]: backend hooks (`[proxy]`), HTTP endpoints of the
+//!   application that allow or deny connects, subscribes and publishes.
 //! - [`forwarded`]: the client's address behind reverse proxies, believed
 //!   only from `server.trusted_proxies`.
 //!
@@ -74,6 +76,7 @@ pub mod feed;
 pub mod fetch;
 pub mod forwarded;
 pub mod history;
+pub mod hooks;
 pub mod http;
 pub mod hub;
 pub mod limits;
