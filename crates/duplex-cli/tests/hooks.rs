@@ -5,8 +5,16 @@
 //! down, slow, broken or busy denies with `unavailable`, without hanging the
 //! connection.
 //!
-//! Needs `python3` on PATH (or the repository's .venv); without it the tests
-//! fail and say so.
+//! In Chromium (tests/browser/hooks.mjs): a person logs in at the backend,
+//! opens the hub's /chat page and chats as the backend's user, without a
+//! token.
+//!
+//! Needs `python3` on PATH (or the repository's .venv), and for the browser
+//! test Chromium, node and playwright-core (`scripts/setup-browser.sh`);
+//! without them the tests fail and say so.
+
+#[path = "../../../tests/browser/harness.rs"]
+mod harness;
 
 mod common;
 
@@ -460,4 +468,54 @@ async fn a_token_skips_the_connect_hook() {
     assert_eq!(reply["ok"], true, "{reply}");
     let log = backend.log();
     assert_eq!(log.last().unwrap()["request"]["user"], "dave", "{log:?}");
+}
+
+#[test]
+fn a_browser_logged_in_at_the_backend_chats_without_a_token() {
+    let backend = Backend::start();
+    let serve = Serve::start(&hooks_config(&backend, "", ""));
+    let mut command = Command::new("node");
+    command
+        .arg(harness::script("hooks.mjs"))
+        .arg(format!("http://{}/", serve.addr))
+        .arg(backend.url("/"));
+    if let Some(dir) = std::env::var_os("DUPLEX_SCREENSHOT_DIR") {
+        command
+            .arg("--screenshot")
+            .arg(PathBuf::from(dir).join("hooks.png"));
+    }
+    let report = harness::run_report(command, "hooks.mjs", &mut |_| None);
+    assert_eq!(report["login"], "logged in as alice", "{report}");
+    assert_eq!(report["cookieHttpOnly"], true, "{report}");
+    // The nickname typed was "guest": the backend's user and name win.
+    assert_eq!(report["user"], "alice", "{report}");
+    assert_eq!(report["people"], json!(["alice"]), "{report}");
+    let texts: Vec<&str> = report["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["hello through the hooks"], "{report}");
+    let received = report["received"].as_array().unwrap();
+    assert!(
+        received
+            .iter()
+            .any(|d| d["text"] == "hello through the hooks" && d["checked"] == true),
+        "{report}"
+    );
+    // The browser's cookie reached the backend through the hub.
+    let connect = backend
+        .log()
+        .into_iter()
+        .find(|e| e["request"]["op"] == "connect")
+        .expect("a connect hook request");
+    let cookie = connect["request"]["headers"]["cookie"].as_str().unwrap_or("");
+    assert!(cookie.starts_with("sid="), "{connect}");
+    assert!(
+        connect["request"]["headers"]["user-agent"]
+            .as_str()
+            .is_some_and(|ua| ua.contains("Chrome")),
+        "{connect}"
+    );
 }
