@@ -100,7 +100,9 @@ impl Backend {
         )
         .unwrap();
         let mut text = String::new();
-        stream.read_to_string(&mut text).expect("the backend's answer");
+        stream
+            .read_to_string(&mut text)
+            .expect("the backend's answer");
         text
     }
 
@@ -252,15 +254,30 @@ async fn the_backend_names_the_user_denies_and_rewrites() {
     let reply = call(&mut alice, json!({"id":1,"op":"connect"})).await;
     assert_eq!(reply["ok"], true, "{reply}");
     assert_eq!(reply["result"]["user"], "alice");
-    let reply = call(&mut alice, json!({"id":2,"op":"subscribe","channel":"chat:room"})).await;
+    let reply = call(
+        &mut alice,
+        json!({"id":2,"op":"subscribe","channel":"chat:room"}),
+    )
+    .await;
     assert_eq!(reply["ok"], true, "{reply}");
     // The backend's channels (chat:*) are the connection's.
-    let reply = call(&mut alice, json!({"id":3,"op":"history","channel":"ticker:AAPL"})).await;
+    let reply = call(
+        &mut alice,
+        json!({"id":3,"op":"history","channel":"ticker:AAPL"}),
+    )
+    .await;
     assert_eq!(error_of(&reply).0, "forbidden");
     // Presence shows the backend's info.
-    let reply = call(&mut alice, json!({"id":4,"op":"presence","channel":"chat:room"})).await;
+    let reply = call(
+        &mut alice,
+        json!({"id":4,"op":"presence","channel":"chat:room"}),
+    )
+    .await;
     assert_eq!(reply["result"]["clients"][0]["user"], "alice", "{reply}");
-    assert_eq!(reply["result"]["clients"][0]["info"]["name"], "alice", "{reply}");
+    assert_eq!(
+        reply["result"]["clients"][0]["info"]["name"], "alice",
+        "{reply}"
+    );
 
     // No cookie: the backend's error reaches the client, and the client is
     // not authenticated.
@@ -270,19 +287,31 @@ async fn the_backend_names_the_user_denies_and_rewrites() {
         error_of(&reply),
         ("unauthorized", "no session: log in at /login")
     );
-    let reply = call(&mut stranger, json!({"id":2,"op":"subscribe","channel":"chat:room"})).await;
+    let reply = call(
+        &mut stranger,
+        json!({"id":2,"op":"subscribe","channel":"chat:room"}),
+    )
+    .await;
     assert_eq!(error_of(&reply).0, "unauthorized");
 
     // Subscribe: bob may not read chat:secret; alice may.
     let mut bob = open(&serve, Some(&bob_sid)).await;
     let reply = call(&mut bob, json!({"id":1,"op":"connect"})).await;
     assert_eq!(reply["result"]["user"], "bob", "{reply}");
-    let reply = call(&mut bob, json!({"id":2,"op":"subscribe","channel":"chat:secret"})).await;
+    let reply = call(
+        &mut bob,
+        json!({"id":2,"op":"subscribe","channel":"chat:secret"}),
+    )
+    .await;
     assert_eq!(
         error_of(&reply),
         ("forbidden", "bob may not read chat:secret")
     );
-    let reply = call(&mut alice, json!({"id":5,"op":"subscribe","channel":"chat:secret"})).await;
+    let reply = call(
+        &mut alice,
+        json!({"id":5,"op":"subscribe","channel":"chat:secret"}),
+    )
+    .await;
     assert_eq!(reply["ok"], true, "{reply}");
 
     // Publish: what alice receives is the backend's data.
@@ -379,7 +408,10 @@ async fn a_slow_or_broken_backend_denies_with_unavailable() {
     let reply = call(&mut ws, json!({"id":2,"op":"subscribe","channel":"chat:a"})).await;
     let (code, message) = error_of(&reply);
     assert_eq!(code, "unavailable");
-    assert!(message.contains("subscribe hook") && message.contains("500"), "{message}");
+    assert!(
+        message.contains("subscribe hook") && message.contains("500"),
+        "{message}"
+    );
 
     let started = Instant::now();
     let reply = call(
@@ -390,7 +422,11 @@ async fn a_slow_or_broken_backend_denies_with_unavailable() {
     let (code, message) = error_of(&reply);
     assert_eq!(code, "unavailable");
     assert!(message.contains("publish hook"), "{message}");
-    assert!(started.elapsed() < Duration::from_millis(450), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(450),
+        "{:?}",
+        started.elapsed()
+    );
 
     // The connection still works.
     let reply = call(&mut ws, json!({"id":4,"op":"ping"})).await;
@@ -400,7 +436,10 @@ async fn a_slow_or_broken_backend_denies_with_unavailable() {
         let line = format!("duplex_hook_requests_total{{op=\"{op}\",outcome=\"failed\"}} 1\n");
         assert!(metrics.contains(&line), "{line} not in {metrics}");
     }
-    assert!(metrics.contains("duplex_hook_latency_seconds_count 3\n"), "{metrics}");
+    assert!(
+        metrics.contains("duplex_hook_latency_seconds_count 3\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -426,7 +465,11 @@ async fn requests_in_flight_are_bounded_and_a_killed_backend_denies_at_once() {
     let (code, message) = error_of(&reply);
     assert_eq!(code, "unavailable");
     assert!(message.contains("proxy.max_in_flight"), "{message}");
-    assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
     let reply = next_json(&mut first).await;
     assert_eq!(reply["result"]["user"], "carol", "{reply}");
 
@@ -438,7 +481,11 @@ async fn requests_in_flight_are_bounded_and_a_killed_backend_denies_at_once() {
     let (code, message) = error_of(&reply);
     assert_eq!(code, "unavailable");
     assert!(message.contains("the connect hook failed"), "{message}");
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -460,7 +507,10 @@ async fn a_token_skips_the_connect_hook() {
     let reply = call(&mut ws, json!({"id":1,"op":"connect","token":token})).await;
     assert_eq!(reply["result"]["user"], "dave", "{reply}");
     assert!(
-        !backend.log().iter().any(|e| e["request"]["op"] == "connect"),
+        !backend
+            .log()
+            .iter()
+            .any(|e| e["request"]["op"] == "connect"),
         "the connect hook was asked"
     );
     // The subscribe hook still is, with the token's user.
@@ -510,7 +560,9 @@ fn a_browser_logged_in_at_the_backend_chats_without_a_token() {
         .into_iter()
         .find(|e| e["request"]["op"] == "connect")
         .expect("a connect hook request");
-    let cookie = connect["request"]["headers"]["cookie"].as_str().unwrap_or("");
+    let cookie = connect["request"]["headers"]["cookie"]
+        .as_str()
+        .unwrap_or("");
     assert!(cookie.starts_with("sid="), "{connect}");
     assert!(
         connect["request"]["headers"]["user-agent"]

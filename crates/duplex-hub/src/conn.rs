@@ -317,7 +317,10 @@ impl Session {
                 }
                 self.check_allowed(&channel)?;
                 let namespace = namespace.clone();
-                let data = match self.ask(HookOp::Publish, Some(&channel), Some(&data)).await? {
+                let data = match self
+                    .ask(HookOp::Publish, Some(&channel), Some(&data))
+                    .await?
+                {
                     Some(allowed) => allowed.data.unwrap_or(data),
                     None => data,
                 };

@@ -335,8 +335,12 @@ impl Hooks {
     /// The headers to keep from an upgrade: `None` unless the connect hook
     /// is configured (nothing is kept then).
     pub fn keep_headers(&self, headers: &HeaderMap) -> Option<Box<RequestHeaders>> {
-        self.has(HookOp::Connect)
-            .then(|| Box::new(RequestHeaders::capture(headers, self.config.max_header_bytes)))
+        self.has(HookOp::Connect).then(|| {
+            Box::new(RequestHeaders::capture(
+                headers,
+                self.config.max_header_bytes,
+            ))
+        })
     }
 
     /// Asks `op`'s hook about `request`: what the backend allows, or the
@@ -478,10 +482,7 @@ fn check_allowed(op: HookOp, allowed: &Allowed) -> Result<(), String> {
         if let Some(user) = &allowed.user
             && user.len() > 256
         {
-            return Err(format!(
-                "answered a user of {} bytes, over 256",
-                user.len()
-            ));
+            return Err(format!("answered a user of {} bytes, over 256", user.len()));
         }
     }
     Ok(())
@@ -514,7 +515,10 @@ mod tests {
             code,
             message: message.map(String::from),
         };
-        let e = denial_error(HookOp::Connect, denial("unauthorized".into(), Some("log in")));
+        let e = denial_error(
+            HookOp::Connect,
+            denial("unauthorized".into(), Some("log in")),
+        );
         assert_eq!(e, HubError::new(ErrorCode::Unauthorized, "log in"));
         let e = denial_error(HookOp::Subscribe, denial(4403.into(), Some("no")));
         assert_eq!(
@@ -564,9 +568,11 @@ mod tests {
         let err = hooks.ask(HookOp::Connect, request).await.unwrap_err();
         assert_eq!(err.code, ErrorCode::Unavailable);
         assert!(err.message.contains("connect hook"), "{err}");
-        assert!(metrics.render().contains(
-            "duplex_hook_requests_total{op=\"connect\",outcome=\"failed\"} 1\n"
-        ));
+        assert!(
+            metrics
+                .render()
+                .contains("duplex_hook_requests_total{op=\"connect\",outcome=\"failed\"} 1\n")
+        );
         // No hook for subscribe: allowed, nothing asked.
         assert_eq!(
             hooks.ask(HookOp::Subscribe, request).await,
