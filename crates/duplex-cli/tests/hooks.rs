@@ -266,7 +266,13 @@ async fn the_backend_names_the_user_denies_and_rewrites() {
         json!({"id":3,"op":"history","channel":"ticker:AAPL"}),
     )
     .await;
-    assert_eq!(error_of(&reply).0, "forbidden");
+    assert_eq!(
+        error_of(&reply),
+        (
+            "forbidden",
+            "the token or the connect hook does not allow channel ticker:AAPL"
+        )
+    );
     // Presence shows the backend's info.
     let reply = call(
         &mut alice,

@@ -435,7 +435,11 @@ impl Session {
         match &self.claims {
             Some(claims) if !claims.allows(channel) => Err(HubError::new(
                 ErrorCode::Forbidden,
-                format!("the token does not allow channel {channel}"),
+                if self.hub.hooks().has(HookOp::Connect) {
+                    format!("the token or the connect hook does not allow channel {channel}")
+                } else {
+                    format!("the token does not allow channel {channel}")
+                },
             )),
             _ => Ok(()),
         }
