@@ -15,6 +15,8 @@ Prints "listening on 127.0.0.1:PORT" once it listens.
 - POST /slow/...: answers after SLOW seconds (3), past the hub's timeout.
 - POST /fail/...: answers 500.
 - POST /hold/...: answers after HOLD seconds (1.5), for the in-flight bound.
+- POST /garbage/...: answers 200 with a body that is not JSON.
+- POST /empty/...: answers 200 with {}, neither result nor error.
 - GET /log: the hook requests received, as a JSON list.
 """
 
@@ -129,6 +131,10 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(HOLD)
         elif parts[0] == "fail":
             return self.answer(500, "broken\n")
+        elif parts[0] == "garbage":
+            return self.answer(200, "<html>not JSON</html>", [("Content-Type", "text/html")])
+        elif parts[0] == "empty":
+            return self.answer(200, "{}", [("Content-Type", "application/json")])
         hook = HOOKS.get(parts[-1])
         if hook is None or hook.__name__ != request.get("op"):
             return self.answer(404, "not found\n")

@@ -449,6 +449,32 @@ async fn a_slow_or_broken_backend_denies_with_unavailable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_is_not_the_exchange_denies_with_unavailable() {
+    let backend = Backend::start();
+    let config = format!(
+        "[feed]\nenabled = false\n[proxy]\nconnect = \"{}\"\nsubscribe = \"{}\"\n",
+        backend.url("/garbage/duplex/connect"),
+        backend.url("/empty/duplex/subscribe"),
+    );
+    let serve = Serve::start(&config);
+    let mut ws = open(&serve, None).await;
+    let reply = call(&mut ws, json!({"id":1,"op":"connect"})).await;
+    let (code, message) = error_of(&reply);
+    assert_eq!(code, "unavailable");
+    assert!(
+        message.contains("connect hook") && message.contains("no JSON object"),
+        "{message}"
+    );
+    let reply = call(&mut ws, json!({"id":2,"op":"subscribe","channel":"chat:a"})).await;
+    let (code, message) = error_of(&reply);
+    assert_eq!(code, "unavailable");
+    assert!(
+        message.contains("subscribe hook") && message.contains("neither"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_in_flight_are_bounded_and_a_killed_backend_denies_at_once() {
     let mut backend = Backend::start();
     // The backend holds each connect 1.5 s; one request in flight at most.
