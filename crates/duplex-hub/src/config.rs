@@ -33,6 +33,9 @@ pub struct Config {
     /// `[engine]`: SQLite on one node (the default), or Redis shared by
     /// several.
     pub engine: crate::engine::EngineConfig,
+    /// `[proxy]`: backend hooks asked about connects, subscribes and
+    /// publishes (see [`crate::hooks`]).
+    pub proxy: crate::hooks::ProxyConfig,
 }
 
 /// `[server]`.
@@ -280,6 +283,7 @@ impl Default for Config {
             feed: FeedConfig::default(),
             docs: crate::docs::DocsConfig::default(),
             engine: crate::engine::EngineConfig::default(),
+            proxy: crate::hooks::ProxyConfig::default(),
         }
     }
 }
@@ -414,6 +418,7 @@ impl Config {
         }
         self.docs.validate().map_err(ConfigError)?;
         self.engine.validate().map_err(ConfigError)?;
+        self.proxy.validate().map_err(ConfigError)?;
         if self.auth.required && !self.auth.has_keys() {
             return fail(
                 "auth.required = true needs a key: auth.hs256_secret, auth.public_keys or auth.jwks_url"

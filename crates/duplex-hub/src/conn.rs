@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Claims;
 use crate::forwarded::ClientAddr;
 use crate::history;
+use crate::hooks::{HookOp, HookRequest, RequestHeaders};
 use crate::hub::Hub;
 use crate::hub::Subscribe;
 use crate::limits::TokenBucket;
@@ -86,6 +87,9 @@ struct Session {
     expires_at: Option<Instant>,
     /// Private subscriptions whose token has an `exp`.
     expiring: Vec<Expiring>,
+    /// The upgrade's headers, kept for the connect hook until `connect`
+    /// (`None` without a connect hook).
+    headers: Option<Box<RequestHeaders>>,
     /// `connect` succeeded.
     connected: bool,
     /// A request other than `connect` and `ping` was made.
@@ -99,8 +103,9 @@ struct Session {
 type Reply = Result<Option<String>, HubError>;
 
 /// Runs a connection until it ends. `claims` are those of a valid token in
-/// the URL; `addr` is where the client connects from; `closing` is cancelled
-/// when the server shuts down.
+/// the URL; `headers` those of the upgrade the connect hook is told;
+/// `addr` is where the client connects from; `closing` is cancelled when the
+/// server shuts down.
 ///
 /// The WebSocket is split before the connection's future is made, so that
 /// the future (which every idle connection holds for its whole life) keeps
@@ -109,19 +114,21 @@ pub fn run<S>(
     hub: Arc<Hub>,
     ws: WebSocket<S>,
     claims: Option<Claims>,
+    headers: Option<Box<RequestHeaders>>,
     addr: ClientAddr,
     closing: CancellationToken,
 ) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    serve(hub, ws.split(), claims, addr, closing)
+    serve(hub, ws.split(), claims, headers, addr, closing)
 }
 
 async fn serve<S>(
     hub: Arc<Hub>,
     (mut read, write): (ReadHalf<S>, WriteHalf<S>),
     claims: Option<Claims>,
+    headers: Option<Box<RequestHeaders>>,
     addr: ClientAddr,
     closing: CancellationToken,
 ) where
@@ -145,6 +152,7 @@ async fn serve<S>(
         refresh_at: None,
         expires_at: None,
         expiring: Vec::new(),
+        headers,
         connected: false,
         started: false,
         subscriptions: HashSet::new(),
@@ -380,6 +388,13 @@ impl Session {
                 }
                 self.check_allowed(&channel, namespace)?;
                 let namespace = namespace.clone();
+                let data = match self
+                    .ask(HookOp::Publish, Some(&channel), Some(&data))
+                    .await?
+                {
+                    Some(allowed) => allowed.data.unwrap_or(data),
+                    None => data,
+                };
                 let publication = self.hub.publish(&channel, &namespace, &data).await?;
                 ok(format!("{{\"offset\":{}}}", publication.offset))
             }
@@ -421,7 +436,7 @@ impl Session {
                 "connect must be the first request, and only one",
             ));
         }
-        let info = info.unwrap_or_else(|| Value::Object(Default::default()));
+        let mut info = info.unwrap_or_else(|| Value::Object(Default::default()));
         let size = info.to_string().len();
         if size > MAX_INFO_SIZE {
             return Err(HubError::new(
@@ -432,7 +447,20 @@ impl Session {
         if let Some(token) = token {
             let claims = self.connection_claims(&token).await?;
             self.set_claims(Some(claims));
+        } else if self.claims.is_none() && self.hub.hooks().has(HookOp::Connect) {
+            // No token at all: the backend says who the client is.
+            let allowed = self.ask(HookOp::Connect, None, None).await?;
+            let allowed = allowed.unwrap_or_default();
+            self.set_claims(Some(Claims {
+                sub: allowed.user.unwrap_or_default(),
+                channels: allowed.channels,
+                ..Claims::default()
+            }));
+            if let Some(given) = allowed.info {
+                info = given;
+            }
         }
+        self.headers = None;
         let user = self
             .claims
             .as_ref()
@@ -650,6 +678,29 @@ impl Session {
         }))
     }
 
+    /// Asks `op`'s backend hook, if configured (`None` if not), about this
+    /// connection and `channel`, `data`.
+    async fn ask(
+        &self,
+        op: HookOp,
+        channel: Option<&crate::channel::ChannelName>,
+        data: Option<&Value>,
+    ) -> Result<Option<crate::hooks::Allowed>, HubError> {
+        let hooks = self.hub.hooks();
+        if !hooks.has(op) {
+            return Ok(None);
+        }
+        let request = HookRequest {
+            client: &self.client.client,
+            addr: self.addr,
+            headers: self.headers.as_deref(),
+            user: (op != HookOp::Connect).then_some(self.client.user.as_str()),
+            channel: channel.map(|c| c.as_str()),
+            data,
+        };
+        hooks.ask(op, request).await.map(Some)
+    }
+
     /// Whether the connection may use `channel` (publish, presence,
     /// history): its token's `channels` claim allows it; in a private
     /// namespace, the connection is subscribed to it.
@@ -670,7 +721,11 @@ impl Session {
         match &self.claims {
             Some(claims) if !claims.allows(channel) => Err(HubError::new(
                 ErrorCode::Forbidden,
-                format!("the token does not allow channel {channel}"),
+                if self.hub.hooks().has(HookOp::Connect) {
+                    format!("the token or the connect hook does not allow channel {channel}")
+                } else {
+                    format!("the token does not allow channel {channel}")
+                },
             )),
             _ => Ok(()),
         }
@@ -713,6 +768,7 @@ impl Session {
                 ),
             ));
         }
+        self.ask(HookOp::Subscribe, Some(&channel), None).await?;
         self.hub
             .subscribe(Subscribe {
                 id,

@@ -1,4 +1,5 @@
-//! Outgoing HTTP requests of the hub: an identity provider's JWKS.
+//! Outgoing HTTP requests of the hub: an identity provider's JWKS, the
+//! backend hooks' POSTs.
 //!
 //! One pooled client (hyper-util's, with rustls from duplex: ring, the
 //! system's roots and the webpki roots), a deadline on every request, and a
@@ -7,7 +8,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -16,7 +17,7 @@ use hyper_util::rt::TokioExecutor;
 /// A pooled HTTP/1.1 client for `http://` and `https://` URLs.
 #[derive(Clone)]
 pub struct HttpClient {
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -67,6 +68,46 @@ impl HttpClient {
             let response = self
                 .client
                 .get(uri)
+                .await
+                .map_err(|err| format!("request failed: {}", error_chain(&err)))?;
+            let status = response.status();
+            if status != http::StatusCode::OK {
+                return Err(format!("answered {status}"));
+            }
+            let body = Limited::new(response.into_body(), max_body)
+                .collect()
+                .await
+                .map_err(|err| format!("reading the body failed: {err}"))?;
+            Ok(body.to_bytes())
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+        }
+    }
+
+    /// POSTs `body` as `application/json` to `url` and returns the body of a
+    /// 200 answer, of at most `max_body` bytes, all within `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get).
+    pub async fn post_json(
+        &self,
+        url: &str,
+        body: Bytes,
+        timeout: Duration,
+        max_body: usize,
+    ) -> Result<Bytes, String> {
+        let uri: http::Uri = url.parse().map_err(|err| format!("invalid URL: {err}"))?;
+        let request = http::Request::post(uri)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .map_err(|err| format!("invalid request: {err}"))?;
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
                 .await
                 .map_err(|err| format!("request failed: {}", error_chain(&err)))?;
             let status = response.status();

@@ -175,6 +175,8 @@ impl Service {
             Ok(admitted) => admitted,
             Err(refusal) => return refusal,
         };
+        // Only with a connect hook: what it is told of the client's request.
+        let headers = self.hub.hooks().keep_headers(request.headers());
         let (response, pending) = match upgrade::upgrade(request, &self.websocket) {
             Ok(accepted) => accepted,
             Err(refused) => {
@@ -195,7 +197,7 @@ impl Service {
             // Held until the connection ends, given back on every path.
             let _slot = slot;
             match pending.await {
-                Ok(ws) => conn::run(hub, ws, claims, addr, closing).await,
+                Ok(ws) => conn::run(hub, ws, claims, headers, addr, closing).await,
                 Err(err) => tracing::debug!(%err, "the upgrade did not complete"),
             }
         });

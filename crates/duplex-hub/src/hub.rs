@@ -34,6 +34,7 @@ pub struct Hub {
     reads: crate::history::Reads,
     verifier: auth::Verifier,
     ip_limits: Arc<crate::abuse::IpLimits>,
+    hooks: crate::hooks::Hooks,
 }
 
 /// A subscription to make, for [`Hub::subscribe`].
@@ -99,6 +100,11 @@ impl Hub {
             crate::abuse::IpLimitSettings::from_config(&config.limits),
             Instant::now(),
         );
+        let hooks = crate::hooks::Hooks::new(
+            &config.proxy,
+            metrics.clone(),
+            config.limits.max_publication_size,
+        );
         let mut prefix = [0u8; 4];
         let _ = getrandom::fill(&mut prefix);
         Ok(Arc::new(Hub {
@@ -114,7 +120,13 @@ impl Hub {
             reads: crate::history::Reads::default(),
             verifier,
             ip_limits,
+            hooks,
         }))
+    }
+
+    /// The backend hooks (`[proxy]`).
+    pub fn hooks(&self) -> &crate::hooks::Hooks {
+        &self.hooks
     }
 
     /// The configuration.

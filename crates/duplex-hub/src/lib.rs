@@ -21,6 +21,8 @@
 //! - [`Server`]: opens the hub on a data folder and serves a listener until a
 //!   shutdown future completes.
 //! - [`Hub`]: the core (channels, storage, metrics), for embedding.
+//! - [`hooks`]: backend hooks (`[proxy]`), HTTP endpoints of the
+//!   application that allow or deny connects, subscribes and publishes.
 //! - [`forwarded`]: the client's address behind reverse proxies, believed
 //!   only from `server.trusted_proxies`.
 //! - [`abuse`]: the connections and handshakes a second each client address
@@ -82,6 +84,7 @@ pub mod feed;
 pub mod fetch;
 pub mod forwarded;
 pub mod history;
+pub mod hooks;
 pub mod http;
 pub mod hub;
 pub mod limits;

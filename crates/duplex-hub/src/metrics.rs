@@ -99,6 +99,10 @@ pub struct Metrics {
     pub jwks_fetches: AtomicU64,
     /// Fetches of the JWKS that failed.
     pub jwks_fetch_failures: AtomicU64,
+    /// Backend hook requests, by op and outcome (see [`crate::hooks`]).
+    pub hook_requests: crate::hooks::HookCounters,
+    /// Round trips of backend hook requests.
+    pub hook_latency: Histogram,
 }
 
 /// Adds one to a counter.
@@ -269,6 +273,27 @@ impl Metrics {
             );
         }
 
+        let _ = writeln!(
+            out,
+            "# HELP duplex_hook_requests_total Backend hook requests, by op and outcome.\n\
+             # TYPE duplex_hook_requests_total counter"
+        );
+        for (op, counts) in crate::hooks::HookOp::ALL.iter().zip(&self.hook_requests) {
+            for (outcome, count) in crate::hooks::Outcome::ALL.iter().zip(counts) {
+                let _ = writeln!(
+                    out,
+                    "duplex_hook_requests_total{{op=\"{}\",outcome=\"{}\"}} {}",
+                    op.as_str(),
+                    outcome.as_str(),
+                    get(count)
+                );
+            }
+        }
+        self.hook_latency.render(
+            &mut out,
+            "duplex_hook_latency_seconds",
+            "Round trips of backend hook requests.",
+        );
         self.publish_latency.render(
             &mut out,
             "duplex_publish_latency_seconds",
