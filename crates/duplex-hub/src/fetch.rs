@@ -63,27 +63,10 @@ impl HttpClient {
         timeout: Duration,
         max_body: usize,
     ) -> Result<Bytes, String> {
-        let uri: http::Uri = url.parse().map_err(|err| format!("invalid URL: {err}"))?;
-        let exchange = async {
-            let response = self
-                .client
-                .get(uri)
-                .await
-                .map_err(|err| format!("request failed: {}", error_chain(&err)))?;
-            let status = response.status();
-            if status != http::StatusCode::OK {
-                return Err(format!("answered {status}"));
-            }
-            let body = Limited::new(response.into_body(), max_body)
-                .collect()
-                .await
-                .map_err(|err| format!("reading the body failed: {err}"))?;
-            Ok(body.to_bytes())
-        };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
-        }
+        let request = http::Request::get(parse(url)?)
+            .body(Full::default())
+            .map_err(|err| format!("invalid request: {err}"))?;
+        self.send(request, timeout, max_body).await
     }
 
     /// POSTs `body` as `application/json` to `url` and returns the body of a
@@ -99,11 +82,20 @@ impl HttpClient {
         timeout: Duration,
         max_body: usize,
     ) -> Result<Bytes, String> {
-        let uri: http::Uri = url.parse().map_err(|err| format!("invalid URL: {err}"))?;
-        let request = http::Request::post(uri)
+        let request = http::Request::post(parse(url)?)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Full::new(body))
             .map_err(|err| format!("invalid request: {err}"))?;
+        self.send(request, timeout, max_body).await
+    }
+
+    /// Sends `request` and reads a 200 answer's body, within `timeout`.
+    async fn send(
+        &self,
+        request: http::Request<Full<Bytes>>,
+        timeout: Duration,
+        max_body: usize,
+    ) -> Result<Bytes, String> {
         let exchange = async {
             let response = self
                 .client
@@ -125,6 +117,11 @@ impl HttpClient {
             Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
         }
     }
+}
+
+/// `url` as a URI, or why it is not one.
+fn parse(url: &str) -> Result<http::Uri, String> {
+    url.parse().map_err(|err| format!("invalid URL: {err}"))
 }
 
 /// An error and its sources, as one line.
