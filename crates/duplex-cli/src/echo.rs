@@ -64,8 +64,11 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
 }
 
 async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let mut server =
-        ServerBuilder::new().handshake_timeout(Duration::from_secs_f64(args.handshake_timeout));
+    // An echo needs nothing of the request once it has answered it: the
+    // connections need not keep its headers.
+    let mut server = ServerBuilder::new()
+        .keep_request(false)
+        .handshake_timeout(Duration::from_secs_f64(args.handshake_timeout));
     if let Some(max) = args.max_message_size {
         server = server.max_message_size(max);
     }

@@ -78,7 +78,9 @@ struct Session {
     addr: ClientAddr,
     outbox: Outbox,
     client: Arc<ClientInfo>,
-    claims: Option<Claims>,
+    /// Boxed: most connections have none, and the session lives in every
+    /// connection's task.
+    claims: Option<Box<Claims>>,
     /// When the `refresh` push is due (the token has an `exp`, and the push
     /// was not made yet).
     refresh_at: Option<Instant>,
@@ -515,7 +517,7 @@ impl Session {
                     .and_then(|d| now.checked_add(d));
             }
         }
-        self.claims = claims;
+        self.claims = claims.map(Box::new);
     }
 
     /// The nearest deadline: the `refresh` push, the close for an expired
