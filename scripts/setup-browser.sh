@@ -28,16 +28,8 @@ chromium=/usr/bin/chromium
 if [[ -x "$chromium" ]]; then
     say "chromium: installed ($chromium)"
 else
-    command -v apt-get >/dev/null || die "$chromium is missing and there is no apt-get to install it"
-    sudo=()
-    if [[ "$(id -u)" != 0 ]]; then
-        command -v sudo >/dev/null || die "$chromium is missing; installing it needs root or sudo"
-        sudo=(sudo)
-    fi
     say "chromium: installing Debian's chromium package"
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    "$root/scripts/apt-install.sh" chromium
     [[ -x "$chromium" ]] || die "apt-get installed chromium but $chromium is not there"
 fi
 say "chromium: $("$chromium" --version 2>/dev/null || echo 'version unknown')"

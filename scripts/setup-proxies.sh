@@ -28,16 +28,8 @@ command -v microsocks >/dev/null || missing+=(microsocks)
 command -v nginx >/dev/null || missing+=(nginx)
 command -v haproxy >/dev/null || missing+=(haproxy)
 if [[ ${#missing[@]} -gt 0 ]]; then
-    command -v apt-get >/dev/null || die "${missing[*]} missing and there is no apt-get to install them"
-    sudo=()
-    if [[ "$(id -u)" != 0 ]]; then
-        command -v sudo >/dev/null || die "${missing[*]} missing; installing needs root or sudo"
-        sudo=(sudo)
-    fi
     say "installing Debian's ${missing[*]}"
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    "$(dirname "$0")/apt-install.sh" "${missing[@]}"
     for tool in tinyproxy microsocks nginx haproxy; do
         command -v "$tool" >/dev/null || die "apt-get ran but $tool is not on PATH"
     done

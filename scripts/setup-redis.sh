@@ -20,16 +20,8 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
 command -v haproxy >/dev/null || missing+=(haproxy)
 if [[ ${#missing[@]} -gt 0 ]]; then
-    command -v apt-get >/dev/null || die "${missing[*]} missing and there is no apt-get to install them"
-    sudo=()
-    if [[ "$(id -u)" != 0 ]]; then
-        command -v sudo >/dev/null || die "${missing[*]} missing; installing needs root or sudo"
-        sudo=(sudo)
-    fi
     say "installing Debian's ${missing[*]}"
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    "$(dirname "$0")/apt-install.sh" "${missing[@]}"
     command -v redis-server >/dev/null || die "apt-get ran but redis-server is not on PATH"
     command -v haproxy >/dev/null || die "apt-get ran but haproxy is not on PATH"
 fi
