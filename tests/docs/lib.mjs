@@ -24,9 +24,9 @@ export function provider (base, name, { doc = new Y.Doc(), params = {}, user } =
 
 /**
  * Resolves once `check()` is true, re-checking whenever `emitter` emits one of
- * `events`; rejects with `what` after LIMIT_MS.
+ * `events`; rejects with `what` after `limit` ms.
  */
-export function until (what, check, emitters) {
+export function until (what, check, emitters, limit = LIMIT_MS) {
   return new Promise((resolve, reject) => {
     const subs = []
     const done = (fn, v) => {
@@ -41,7 +41,7 @@ export function until (what, check, emitters) {
         done(reject, err)
       }
     }
-    const timer = setTimeout(() => done(reject, new Error(`timed out waiting for ${what}`)), LIMIT_MS)
+    const timer = setTimeout(() => done(reject, new Error(`timed out waiting for ${what}`)), limit)
     for (const [e, ev] of emitters) {
       const f = () => test()
       e.on(ev, f)

@@ -47,7 +47,9 @@ const scenarios = {
     const c = provider(on(2), name, { user: 'cid' })
     await synced(c)
     await textIs(c, ta.toString())
-    await until('awareness of the late joiner', () => names(c).length === 3, [[c.awareness, 'change']])
+    // The others' states come with the join, on any node: well before the
+    // providers renew theirs (every 15 s), which must not be what it waits for.
+    await until('awareness of the late joiner', () => names(c).length === 3, [[c.awareness, 'change']], 5000)
     // Bob leaves: the server removes his awareness state for the others.
     b.destroy()
     await until('bob gone from awareness', () => !names(a).includes('bob') && !names(c).includes('bob'), [[a.awareness, 'change'], [c.awareness, 'change']])

@@ -153,6 +153,9 @@ pub(crate) async fn run(
         docs,
     };
     tracing::debug!(doc = %task.name, seq = task.last_seq, "document loaded");
+    // Who is on the document at other nodes: they answer with the states
+    // their connections own, which this node's joiners then get.
+    store(&task.docs).publish_awareness(&task.name, &sync::query_awareness());
     let unload_after = Duration::from_millis(task.config.unload_after_ms);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -354,6 +357,18 @@ impl DocTask {
         }
     }
 
+    /// Another node loaded the document: tells it the states this node's
+    /// connections own (each node answers for its own, so none is sent
+    /// twice over).
+    fn answer_awareness_query(&self) {
+        let owned: Vec<ClientID> = self.owned.values().flatten().copied().collect();
+        if owned.is_empty() {
+            return;
+        }
+        let states = self.awareness.encode(owned, &HashMap::new());
+        store(&self.docs).publish_awareness(&self.name, &sync::awareness(states));
+    }
+
     /// What another node stored or said: an update applied and sent to
     /// this node's connections (after any it missed), awareness passed on.
     async fn remote(&mut self, event: DocEvent) {
@@ -371,9 +386,13 @@ impl DocTask {
                 }
             }
             DocEvent::Awareness(message) => {
-                let Ok(Incoming::Awareness(update)) = sync::decode(&message) else {
-                    tracing::debug!(doc = %self.name, "unreadable awareness from another node");
-                    return;
+                let update = match sync::decode(&message) {
+                    Ok(Incoming::Awareness(update)) => update,
+                    Ok(Incoming::QueryAwareness) => return self.answer_awareness_query(),
+                    _ => {
+                        tracing::debug!(doc = %self.name, "unreadable awareness from another node");
+                        return;
+                    }
                 };
                 let changes = self.awareness.apply(&update);
                 if !changes.is_empty() {

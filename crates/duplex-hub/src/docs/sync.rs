@@ -115,6 +115,11 @@ pub fn awareness(update: AwarenessUpdate) -> Vec<u8> {
     Message::Awareness(update).encode_v1()
 }
 
+/// A query awareness message: asks for every awareness state.
+pub fn query_awareness() -> Vec<u8> {
+    Message::AwarenessQuery.encode_v1()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +159,7 @@ mod tests {
         let aw = AwarenessUpdate { clients };
         assert_eq!(decode(&awareness(aw.clone())), Ok(Incoming::Awareness(aw)));
         assert_eq!(decode(&[3]), Ok(Incoming::QueryAwareness));
+        assert_eq!(query_awareness(), [3]);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! | `duplex:ds:{DOC}` | string | the last update's sequence number (`INCRBY`) |
 //! | `duplex:dl:{DOC}` | stream | the log: entry id `0-SEQ`, field `u` (the Yjs update) |
 //! | `duplex:dn:{DOC}` | hash | the snapshot: `seq` and `data` (every update up to `seq` in one) |
-//! | `duplex:d:{DOC}` | pub/sub channel | `u SEQ UPDATE` and `a NODE AWARENESS` |
+//! | `duplex:d:{DOC}` | pub/sub channel | `u SEQ UPDATE` and `a NODE AWARENESS` (an update, or a query the others answer) |
 //!
 //! Appending is one Lua script: numbers the updates, adds them to the log
 //! and publishes each, so an update is in Redis before any node sends it on.
