@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds web/editor.js, the bundle of the /editor page, from web-src/editor/
+# Builds crates/duplex-hub/web/editor.js, the bundle of the /editor page, from web-src/editor/
 # (CodeMirror 6, yjs, y-websocket and y-codemirror.next, versions pinned in
 # web-src/editor/package-lock.json) with esbuild: one minified ES module,
 # committed, so `duplex serve` needs nothing beside its binary at run time.
@@ -7,7 +7,7 @@
 # To rebuild after changing web-src/editor/main.js or the pinned versions:
 #
 #   scripts/build-editor.sh          # npm ci (first time), then esbuild
-#   git add web/editor.js            # and rebuild duplex (include_str!)
+#   git add crates/duplex-hub/web/editor.js   # and rebuild duplex (include_str!)
 #
 # Needs node and npm, and the npm registry the first time.
 set -euo pipefail
@@ -19,5 +19,5 @@ fi
 "$dir/node_modules/.bin/esbuild" "$dir/main.js" \
     --bundle --minify --format=esm --target=es2020 --legal-comments=none \
     --banner:js="// duplex editor bundle: built by scripts/build-editor.sh from web-src/editor/ (CodeMirror 6, yjs, y-websocket, y-codemirror.next; MIT licensed). Do not edit." \
-    --outfile=web/editor.js
-printf 'build-editor: web/editor.js, %s bytes\n' "$(wc -c <web/editor.js)"
+    --outfile=crates/duplex-hub/web/editor.js
+printf 'build-editor: crates/duplex-hub/web/editor.js, %s bytes\n' "$(wc -c <crates/duplex-hub/web/editor.js)"

@@ -1,8 +1,8 @@
-// Driving the chat page (/chat, web/chat.js) as a person would, shared by
+// Driving the chat page (/chat, crates/duplex-hub/web/chat.js) as a person would, shared by
 // chat.mjs (one `duplex serve`) and cluster.mjs (two nodes over Redis):
 // joining a room through the form, sending from the composer, waiting for
 // messages and people to show, reading what the page shows, and recording
-// what the page's client (window.__hub.client, web/client.js) does.
+// what the page's client (window.__hub.client, crates/duplex-hub/web/client.js) does.
 
 import { waitIn } from './pages.mjs';
 

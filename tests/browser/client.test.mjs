@@ -1,4 +1,4 @@
-// Unit tests of web/client.js (the pages' HubClient) in node, against a fake
+// Unit tests of crates/duplex-hub/web/client.js (the pages' HubClient) in node, against a fake
 // WebSocket that plays the server: requests and replies, the reconnection
 // backoff, the heartbeat, resubscription from the last offset, in-order
 // delivery without duplicates, refused subscriptions and recovery_impossible,
@@ -59,7 +59,7 @@ class FakeSocket {
 }
 globalThis.WebSocket = FakeSocket;
 
-const { HubClient, HubError } = await import('../../web/client.js');
+const { HubClient, HubError } = await import('../../crates/duplex-hub/web/client.js');
 
 /** Waits until `check()` is truthy (polling every 2 ms, at most 2 s). */
 async function until(what, check) {

@@ -8,7 +8,7 @@
 // the other's pages: `server.allowed_origins`). In browser contexts of their
 // own, alice opens the chat page from node A with
 // `?room=failover&nodes=ws://A/ws,ws://B/ws` and bob opens it from node B
-// with `nodes=ws://B/ws,ws://A/ws`: each page's client (web/client.js)
+// with `nodes=ws://B/ws,ws://A/ws`: each page's client (crates/duplex-hub/web/client.js)
 // connects to the first URL of its list and moves to the next one when its
 // connection is lost. Both join the room through the form and take turns
 // saying something (a-1, b-1, a-2, b-2), each message awaited on the other

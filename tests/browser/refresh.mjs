@@ -1,4 +1,4 @@
-// The pages' client (web/client.js, served as /static/client.js) in headless
+// The pages' client (crates/duplex-hub/web/client.js, served as /static/client.js) in headless
 // Chromium across the expiry of its tokens: getToken() hands out short-lived
 // tokens signed by the test, the hub pushes `refresh` before each expires,
 // the client answers with `op: refresh`, and the connection goes on past the

@@ -6,7 +6,7 @@
 // otherwise the one you picked last time, or a random one), token (a JWT
 // for hubs that need one; its `docs` claim may make the document read-only).
 //
-// Bundled into web/editor.js by scripts/build-editor.sh.
+// Bundled into crates/duplex-hub/web/editor.js by scripts/build-editor.sh.
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import { yCollab } from 'y-codemirror.next'

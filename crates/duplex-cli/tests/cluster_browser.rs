@@ -2,7 +2,7 @@
 //! headless Chromium, driven by playwright-core (tests/browser/cluster.mjs),
 //! uses the chat page as people would, alice's page from node A and bob's
 //! from node B, each with the list of both nodes (`?nodes=`, which the page's
-//! client, web/client.js, goes through on reconnection). Node A is killed
+//! client, crates/duplex-hub/web/client.js, goes through on reconnection). Node A is killed
 //! with SIGKILL while bob is sending: alice's page moves to node B by itself
 //! and shows every message once and in order, what was sent while she was
 //! away recovered from the offsets and history the nodes share.

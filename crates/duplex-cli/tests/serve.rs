@@ -1,7 +1,8 @@
 //! `duplex serve` as a process: the first line says where it listens, it
 //! serves the hub (here over TLS), SIGTERM closes WebSockets with 1001 and
-//! exits 0, a restart on the same data folder keeps history, and a bad
-//! configuration is refused with the key named.
+//! exits 0, a restart on the same data folder keeps history, a bad
+//! configuration is refused with the key named, and the repository's
+//! configuration files (duplex.example.toml, bench/*.toml) parse.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -216,4 +217,86 @@ fn the_publish_api_key_can_come_from_the_environment() {
     terminate(&child);
     assert!(child.wait().unwrap().success());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// The repository's configuration files, read as `duplex serve --config`
+// reads them: the example states every limit's default and shows every
+// `[auth]` key (which docs/PROTOCOL.md's table lists too), and the
+// benchmarks' files parse to what their scripts expect.
+
+#[test]
+fn the_example_configuration_parses() {
+    let config =
+        duplex_hub::Config::from_toml(include_str!("../../../duplex.example.toml")).unwrap();
+    assert!(config.namespaces.contains_key("chat"));
+    assert_eq!(config.limits.send_queue, 1024);
+    // The file states every limit's default.
+    assert_eq!(config.limits, duplex_hub::config::LimitsConfig::default());
+}
+
+#[test]
+fn every_auth_key_is_documented() {
+    // Destructured so that a new field breaks the build here, until it
+    // is listed (and documented).
+    let duplex_hub::config::AuthConfig {
+        hs256_secret: _,
+        public_keys: _,
+        jwks_url: _,
+        jwks_refetch_secs: _,
+        issuer: _,
+        audience: _,
+        leeway_secs: _,
+        required: _,
+        refresh_before_secs: _,
+    } = duplex_hub::config::AuthConfig::default();
+    let keys = [
+        "hs256_secret",
+        "public_keys",
+        "jwks_url",
+        "jwks_refetch_secs",
+        "issuer",
+        "audience",
+        "leeway_secs",
+        "required",
+        "refresh_before_secs",
+    ];
+    let example = include_str!("../../../duplex.example.toml");
+    let auth = example
+        .split("\n[auth]\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .expect("an [auth] table in duplex.example.toml");
+    let protocol = include_str!("../../../docs/PROTOCOL.md");
+    for key in keys {
+        assert!(
+            auth.lines()
+                .any(|l| l.trim_start_matches("# ").starts_with(&format!("{key} = "))),
+            "duplex.example.toml shows auth.{key}"
+        );
+        assert!(
+            protocol.contains(&format!("| `auth.{key}` |")),
+            "docs/PROTOCOL.md's configuration table has auth.{key}"
+        );
+    }
+}
+
+#[test]
+fn the_benchmark_configurations_parse() {
+    let fanout =
+        duplex_hub::Config::from_toml(include_str!("../../../bench/hub-fanout.toml")).unwrap();
+    assert!(fanout.namespaces["fanout"].publish);
+    assert!(!fanout.namespaces["fanout"].presence);
+    assert!(!fanout.feed.enabled);
+    let cluster =
+        duplex_hub::Config::from_toml(include_str!("../../../bench/cluster.toml")).unwrap();
+    assert!(cluster.namespaces["fanout"].publish);
+    assert!(!cluster.namespaces["fanout"].presence);
+    assert!(!cluster.feed.enabled);
+    assert_eq!(cluster.limits.send_queue, 16384);
+    // The engine comes from bench/cluster.sh's `--redis`, not the file.
+    assert_eq!(cluster.engine, duplex_hub::engine::EngineConfig::default());
+    let docs =
+        duplex_hub::Config::from_toml(include_str!("../../../bench/docs-bench.toml")).unwrap();
+    assert_eq!(docs.limits.send_queue, 16384);
+    assert_eq!(docs.docs.messages_per_second, 1000);
 }

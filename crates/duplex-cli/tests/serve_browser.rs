@@ -662,7 +662,7 @@ fn the_ticker_page_shows_changing_simulated_prices_of_its_symbols_only() {
     );
 }
 
-/// The pages' client module (web/client.js) on its own, in node against a
+/// The pages' client module (crates/duplex-hub/web/client.js) on its own, in node against a
 /// fake WebSocket: tests/browser/client.test.mjs (node's test runner).
 #[test]
 fn the_pages_client_module_passes_its_unit_tests() {
