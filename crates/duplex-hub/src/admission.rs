@@ -10,8 +10,8 @@ use std::time::Instant;
 use crate::abuse::{ConnectionSlot, IpRefusal};
 use crate::auth::{Claims, MAX_TOKEN_LEN};
 use crate::forwarded::ClientAddr;
-use crate::http::{Body, Service, text};
 use crate::metrics::bump;
+use crate::service::{Body, Service, text};
 
 /// Which WebSocket route a request is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,11 +8,9 @@
 //! - `GET /metrics`: Prometheus text; `GET /healthz`: `ok`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use duplex::upgrade;
-use duplex::{Origins, ServerBuilder};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -20,61 +18,14 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::admission::{Admitted, Route};
 use crate::conn;
 use crate::forwarded::ClientAddr;
-use crate::hub::Hub;
 use crate::metrics::bump;
 use crate::pages;
 use crate::protocol::{ErrorCode, HubError};
-
-/// The body of every response.
-pub type Body = Full<Bytes>;
-
-/// What the routes need: the hub, the WebSocket settings, and the tasks and
-/// token of the server's shutdown.
-#[derive(Clone)]
-pub struct Service {
-    /// The hub.
-    pub hub: Arc<Hub>,
-    /// The WebSocket settings (limits, origins).
-    pub websocket: ServerBuilder,
-    /// The origin policy, checked before the token.
-    pub origins: Origins,
-    /// Where WebSocket tasks are tracked.
-    pub tracker: TaskTracker,
-    /// Cancelled when shutdown starts.
-    pub closing: CancellationToken,
-}
-
-impl std::fmt::Debug for Service {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Service").finish_non_exhaustive()
-    }
-}
-
-/// The origin policy of a configuration: same-origin if the list is empty.
-pub fn origins(allowed: &[String]) -> Origins {
-    if allowed.is_empty() {
-        Origins::same_origin()
-    } else {
-        Origins::allow(allowed)
-    }
-}
-
-/// A `text/plain` response.
-pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut response = Response::new(Full::new(body.into()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
+use crate::service::{Body, Service, text};
 
 fn json(status: StatusCode, value: &Value) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(value.to_string())));

@@ -93,6 +93,7 @@ pub mod pages;
 pub mod protocol;
 pub mod registry;
 pub mod server;
+pub mod service;
 pub mod storage;
 
 pub use crate::config::{Config, ConfigError};

@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::http::{Service, origins};
 use crate::hub::Hub;
 use crate::protocol::HubError;
+use crate::service::{Service, origins};
 use crate::storage::TRIM_INTERVAL;
 
 /// How long a client gets to complete the TLS handshake.

@@ -30,11 +30,10 @@ use super::sync::{self, Incoming};
 use super::{Access, Docs, Peer, access, valid_name};
 use crate::admission::{Admitted, Route};
 use crate::forwarded::ClientAddr;
-use crate::http::Service;
-use crate::http::text;
 use crate::limits::TokenBucket;
 use crate::metrics::{bump, drop_one};
 use crate::registry::Outbox;
+use crate::service::{Service, text};
 
 /// How long a connection being closed gets to answer the close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
