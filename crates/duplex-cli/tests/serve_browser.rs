@@ -369,14 +369,14 @@ const REFRESH_SECRET: &str = "browser refresh secret";
 
 #[test]
 fn the_client_refreshes_its_token_by_itself_and_its_connection_outlives_the_first_exp() {
-    use duplex_hub::auth::{Claims, now_secs, sign};
+    use duplex_hub::auth::{Claims, sign};
     let serve = Serve::start_with_config(Some(REFRESH_CONFIG));
     // The tokens are signed once this test's turn for the browser has come,
     // so that none expires while it waits.
     let _one_at_a_time = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     // Tokens of one user expiring 5, 9, 13... seconds from now: without a
     // refresh the connection would be closed 6 s from now.
-    let now = now_secs();
+    let now = duplex_hub::clock::Clock::system().now_secs();
     let tokens: Vec<String> = (0..6)
         .map(|i| {
             let claims = Claims {

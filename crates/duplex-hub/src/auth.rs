@@ -13,8 +13,8 @@
 //! accepted, and an HMAC secret is only ever the configured one, so a public
 //! key cannot be passed off as an HMAC secret (the HS/RS confusion).
 //!
-//! Claims checked: `exp` and `nbf` when present, with `leeway_secs` of clock
-//! skew; `iss` and `aud` when the configuration names them (and then the
+//! Claims checked: `exp` and `nbf` when present, against the hub's
+//! [`Clock`] with `leeway_secs` of clock skew; `iss` and `aud` when the configuration names them (and then the
 //! token must carry them). Claims used: `sub` (the user id), `exp`, and
 //! `channels`: a list of channel names or `namespace:*` patterns the
 //! connection may subscribe and publish to (absent: all).
@@ -41,6 +41,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::channel::{ChannelName, pattern_allows};
+use crate::clock::Clock;
 use crate::config::AuthConfig;
 use crate::fetch::HttpClient;
 use crate::metrics::{Metrics, bump};
@@ -71,7 +72,7 @@ pub struct Claims {
     pub channels: Option<Vec<String>>,
     /// The documents allowed (`docs`): document names or `prefix*` patterns
     /// mapped to `"read"` or `"write"`; `None` for all, to write. See
-    /// [`docs::access`](crate::docs::access).
+    /// [`docs::access`](fn@crate::docs::access).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docs: Option<serde_json::Value>,
     /// The one channel of a subscription token (`channel`), which
@@ -430,6 +431,17 @@ pub struct Verifier {
     issuer: Option<String>,
     audience: Option<String>,
     leeway: u64,
+    clock: Clock,
+}
+
+/// A token's claims as decoded: what [`Claims`] keeps, and `nbf`, which is
+/// only checked.
+#[derive(Deserialize)]
+struct Decoded {
+    #[serde(flatten)]
+    claims: Claims,
+    #[serde(default)]
+    nbf: Option<u64>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -441,6 +453,7 @@ impl std::fmt::Debug for Verifier {
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("leeway", &self.leeway)
+            .field("clock", &self.clock)
             .finish()
     }
 }
@@ -490,7 +503,14 @@ impl Verifier {
             issuer: auth.issuer.clone(),
             audience: auth.audience.clone(),
             leeway: auth.leeway_secs,
+            clock: Clock::system(),
         })
+    }
+
+    /// Checks `exp` and `nbf` against `clock` instead of the system's.
+    pub fn with_clock(mut self, clock: Clock) -> Verifier {
+        self.clock = clock;
+        self
     }
 
     /// Whether any key is configured: without one, every token is refused.
@@ -586,8 +606,8 @@ impl Verifier {
         let validation = self.validation(algorithm);
         let mut refused = None;
         for key in candidates {
-            match jsonwebtoken::decode::<Claims>(token, key, &validation) {
-                Ok(data) => return Ok(data.claims),
+            match jsonwebtoken::decode::<Decoded>(token, key, &validation) {
+                Ok(data) => return self.check_times(data.claims),
                 Err(err) => {
                     let error = self.refusal(&err);
                     // Past the signature, a refusal is the token's whatever
@@ -603,10 +623,33 @@ impl Verifier {
             .unwrap_or_else(|| TokenError::new(Refusal::Signature, "invalid token signature")))
     }
 
+    /// `exp` and `nbf` against the hub's clock, with the leeway (as
+    /// RFC 7519 4.1.4 and 4.1.5 define them: expired once `exp` is past, not
+    /// valid before `nbf`).
+    fn check_times(&self, decoded: Decoded) -> Result<Claims, TokenError> {
+        use jsonwebtoken::errors::ErrorKind;
+        let now = self.clock.now_secs();
+        if decoded
+            .claims
+            .exp
+            .is_some_and(|exp| exp.saturating_add(self.leeway) < now)
+        {
+            return Err(self.refusal(&ErrorKind::ExpiredSignature.into()));
+        }
+        if decoded
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(self.leeway))
+        {
+            return Err(self.refusal(&ErrorKind::ImmatureSignature.into()));
+        }
+        Ok(decoded.claims)
+    }
+
     fn validation(&self, algorithm: Algorithm) -> Validation {
         let mut validation = Validation::new(algorithm);
-        validation.leeway = self.leeway;
-        validation.validate_nbf = true;
+        // Times are checked against the hub's clock, in `check_times`.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         let mut required = HashSet::new();
         if let Some(issuer) = &self.issuer {
             validation.set_issuer(&[issuer]);
@@ -696,19 +739,16 @@ pub fn sign(claims: &Claims, secret: &[u8]) -> String {
         .unwrap_or_default()
 }
 
-/// Seconds since the epoch, now.
-pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
 
     const SECRET: &str = "test-secret";
+
+    fn now_secs() -> u64 {
+        Clock::system().now_secs()
+    }
 
     fn verifier(secret: Option<&str>) -> Verifier {
         let auth = AuthConfig {
@@ -937,6 +977,38 @@ mod tests {
         let too_late = token(serde_json::json!({"sub": "a", "exp": now - 40}));
         assert_eq!(
             hub.verify(&too_late).await.unwrap_err().refusal,
+            Refusal::Expired
+        );
+    }
+
+    #[tokio::test]
+    async fn exp_and_nbf_follow_the_hubs_clock() {
+        let auth = AuthConfig {
+            hs256_secret: Some(SECRET.to_owned()),
+            leeway_secs: 5,
+            ..AuthConfig::default()
+        };
+        let manual = ManualClock::new(1_000_000_000_000);
+        let verifier = Verifier::from_config(&auth, Arc::default())
+            .unwrap()
+            .with_clock(manual.clock());
+        let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).unwrap();
+        let token = |claims| signed(Algorithm::HS256, &claims, &key);
+        // Both long past on the system's clock, in the future on the hub's.
+        let expiring = token(serde_json::json!({"sub": "a", "exp": 1_000_000_060u64}));
+        let later = token(serde_json::json!({"sub": "a", "nbf": 1_000_000_060u64}));
+        assert_eq!(verifier.verify(&expiring).await.unwrap().sub, "a");
+        assert_eq!(
+            verifier.verify(&later).await.unwrap_err().refusal,
+            Refusal::NotYetValid
+        );
+        // At exp + leeway still valid; a second later expired.
+        manual.advance(Duration::from_secs(65));
+        assert!(verifier.verify(&expiring).await.is_ok());
+        assert!(verifier.verify(&later).await.is_ok());
+        manual.advance(Duration::from_secs(1));
+        assert_eq!(
+            verifier.verify(&expiring).await.unwrap_err().refusal,
             Refusal::Expired
         );
     }

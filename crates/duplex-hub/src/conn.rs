@@ -28,6 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Claims;
+use crate::clock::Clock;
 use crate::forwarded::ClientAddr;
 use crate::history;
 use crate::hooks::{HookOp, HookRequest, RequestHeaders};
@@ -507,7 +508,7 @@ impl Session {
                 self.expires_at = None;
             }
             Some(exp) => {
-                let left = until(exp);
+                let left = until(self.hub.clock(), exp);
                 let wait = left
                     .saturating_sub(Duration::from_secs(auth.refresh_before_secs))
                     .max(left / 2);
@@ -543,8 +544,9 @@ impl Session {
         if self.refresh_at.is_some_and(|at| at <= now) {
             self.refresh_at = None;
             let exp = self.claims.as_ref().and_then(|c| c.exp).unwrap_or(0);
-            self.outbox
-                .push_text(protocol::refresh_push(until(exp).as_secs()));
+            self.outbox.push_text(protocol::refresh_push(
+                until(self.hub.clock(), exp).as_secs(),
+            ));
         }
         if self.expiring.iter().any(|e| e.at <= now) {
             let (due, kept) = std::mem::take(&mut self.expiring)
@@ -600,7 +602,10 @@ impl Session {
             ));
         }
         let result = match claims.exp {
-            Some(exp) => format!("{{\"expires_in\":{}}}", until(exp).as_secs()),
+            Some(exp) => format!(
+                "{{\"expires_in\":{}}}",
+                until(self.hub.clock(), exp).as_secs()
+            ),
             None => "{}".to_owned(),
         };
         let refused: Vec<String> = self
@@ -674,7 +679,7 @@ impl Session {
         }
         let leeway = self.hub.config().auth.leeway_secs;
         Ok(claims.exp.and_then(|exp| {
-            until(exp)
+            until(self.hub.clock(), exp)
                 .checked_add(Duration::from_secs(leeway))
                 .and_then(|d| Instant::now().checked_add(d))
         }))
@@ -807,9 +812,10 @@ impl Session {
     }
 }
 
-/// How long until `exp` (seconds since the epoch); zero once it is past.
-fn until(exp: u64) -> Duration {
-    Duration::from_millis(exp.saturating_mul(1000).saturating_sub(Hub::now_ms()))
+/// How long until `exp` (seconds since the epoch) on `clock`; zero once it
+/// is past.
+fn until(clock: &Clock, exp: u64) -> Duration {
+    Duration::from_millis(exp.saturating_mul(1000).saturating_sub(clock.now_ms()))
 }
 
 /// `protocol::parse` never returns a request without an id.

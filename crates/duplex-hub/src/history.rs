@@ -114,7 +114,7 @@ pub async fn recover(
     if missed > namespace.history_size as u64 {
         return Err(impossible());
     }
-    let min_time = retention(namespace).min_time(Hub::now_ms());
+    let min_time = retention(namespace).min_time(hub.clock().now_ms());
     let read = hub
         .reads()
         .range((channel, since, current), hub.metrics(), || {
@@ -165,7 +165,7 @@ pub async fn history(
     if limit == 0 {
         return Ok((current, Vec::new()));
     }
-    let min_time = retention(namespace).min_time(Hub::now_ms());
+    let min_time = retention(namespace).min_time(hub.clock().now_ms());
     let publications = hub
         .engine()
         .newest(

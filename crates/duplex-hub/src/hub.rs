@@ -11,13 +11,14 @@ use serde_json::Value;
 
 use crate::auth::{self, Claims, TokenError};
 use crate::channel::ChannelName;
+use crate::clock::Clock;
 use crate::config::{Config, NamespaceConfig};
 use crate::engine::{Engine, EngineKind, embedded::Embedded, redis::RedisEngine};
 use crate::history;
 use crate::metrics::{Metrics, bump};
 use crate::protocol::{self, ClientInfo, ErrorCode, HubError, Publication};
 use crate::registry::{Join, Outbox, Registry};
-use crate::storage::{self, Retention};
+use crate::storage::Retention;
 
 /// The hub: share it as `Arc<Hub>`.
 #[derive(Debug)]
@@ -35,6 +36,7 @@ pub struct Hub {
     verifier: auth::Verifier,
     ip_limits: Arc<crate::abuse::IpLimits>,
     hooks: crate::hooks::Hooks,
+    clock: Clock,
 }
 
 /// A subscription to make, for [`Hub::subscribe`].
@@ -62,12 +64,27 @@ impl Hub {
     /// An `internal` [`HubError`] if the configuration is invalid, storage
     /// cannot be opened, or Redis cannot be reached (the message names it).
     pub async fn open(config: Config, data_dir: &Path) -> Result<Arc<Hub>, HubError> {
+        Hub::open_with_clock(config, data_dir, Clock::system()).await
+    }
+
+    /// [`Hub::open`], with `clock` as the time of day: the `time` of
+    /// publications and the age limit of history, tokens' `exp` and `nbf`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Hub::open`].
+    pub async fn open_with_clock(
+        config: Config,
+        data_dir: &Path,
+        clock: Clock,
+    ) -> Result<Arc<Hub>, HubError> {
         config
             .validate()
             .map_err(|err| HubError::new(ErrorCode::Internal, err.to_string()))?;
         let metrics = Arc::new(Metrics::default());
         let verifier = auth::Verifier::from_config(&config.auth, metrics.clone())
-            .map_err(|err| HubError::new(ErrorCode::Internal, err))?;
+            .map_err(|err| HubError::new(ErrorCode::Internal, err))?
+            .with_clock(clock.clone());
         let quiet = config
             .namespaces
             .iter()
@@ -82,9 +99,12 @@ impl Hub {
             .clone()
             .unwrap_or_else(|| format!("{}:{}", hostname(), std::process::id()));
         let engine = match config.engine.kind {
-            EngineKind::Embedded => {
-                Engine::Embedded(Embedded::open(data_dir, registry.clone(), metrics.clone())?)
-            }
+            EngineKind::Embedded => Engine::Embedded(Embedded::open(
+                data_dir,
+                registry.clone(),
+                metrics.clone(),
+                clock.clone(),
+            )?),
             EngineKind::Redis => Engine::Redis(
                 RedisEngine::connect(&config.engine, &node, registry.clone(), metrics.clone())
                     .await?,
@@ -94,7 +114,7 @@ impl Hub {
             Engine::Redis(redis) => Some(redis.docs()),
             Engine::Embedded(_) => None,
         };
-        let docs = crate::docs::Docs::open(config.docs.clone(), data_dir, shared)
+        let docs = crate::docs::Docs::open(config.docs.clone(), data_dir, shared, clock.clone())
             .map_err(|err| HubError::new(ErrorCode::Internal, err.to_string()))?;
         let ip_limits = crate::abuse::IpLimits::new(
             crate::abuse::IpLimitSettings::from_config(&config.limits),
@@ -121,6 +141,7 @@ impl Hub {
             verifier,
             ip_limits,
             hooks,
+            clock,
         }))
     }
 
@@ -360,9 +381,9 @@ impl Hub {
         self.engine.shutdown().await;
     }
 
-    /// Milliseconds since the epoch, now.
-    pub fn now_ms() -> u64 {
-        storage::now_ms()
+    /// The hub's time of day.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 }
 

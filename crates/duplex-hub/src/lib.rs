@@ -76,6 +76,7 @@ pub mod abuse;
 pub mod admission;
 pub mod auth;
 pub mod channel;
+pub mod clock;
 pub mod config;
 mod conn;
 pub mod docs;

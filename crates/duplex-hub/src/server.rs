@@ -21,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::protocol::HubError;
@@ -46,8 +47,22 @@ impl Server {
     ///
     /// As [`Hub::open`].
     pub async fn open(config: Config, data_dir: &Path) -> Result<Server, HubError> {
+        Server::open_with_clock(config, data_dir, Clock::system()).await
+    }
+
+    /// [`Server::open`], the hub's time of day read from `clock` (see
+    /// [`Hub::open_with_clock`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Hub::open`].
+    pub async fn open_with_clock(
+        config: Config,
+        data_dir: &Path,
+        clock: Clock,
+    ) -> Result<Server, HubError> {
         Ok(Server {
-            hub: Hub::open(config, data_dir).await?,
+            hub: Hub::open_with_clock(config, data_dir, clock).await?,
             tls: None,
         })
     }

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::clock::Clock;
 use crate::protocol::{ErrorCode, HubError, Publication};
 
 /// Publications committed in one transaction, at most.
@@ -114,14 +115,6 @@ fn internal(err: impl std::fmt::Display) -> HubError {
     HubError::new(ErrorCode::Internal, format!("storage failed: {err}"))
 }
 
-/// Milliseconds since the epoch, now.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 /// A connection to the database at `path`, set up as every connection to it
 /// is: a 5 s busy timeout, WAL, synchronous=NORMAL.
 pub(crate) fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
@@ -146,12 +139,12 @@ pub(crate) async fn join_writer(writer: &Mutex<Option<JoinHandle<()>>>) {
 impl Store {
     /// Opens (creating if needed) the database in `data_dir` (created too),
     /// and starts the writer thread, which hands every committed publication
-    /// to `on_commit`.
+    /// to `on_commit`, stamped with the time of `clock`.
     ///
     /// # Errors
     ///
     /// The folder or the database could not be created or opened.
-    pub fn open(data_dir: &Path, on_commit: OnCommit) -> Result<Store, HubError> {
+    pub fn open(data_dir: &Path, on_commit: OnCommit, clock: Clock) -> Result<Store, HubError> {
         std::fs::create_dir_all(data_dir).map_err(|err| {
             HubError::new(
                 ErrorCode::Internal,
@@ -182,7 +175,7 @@ impl Store {
         let (queue, ops) = mpsc::channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("duplex-hub-writer".into())
-            .spawn(move || write_loop(writer, ops, on_commit))
+            .spawn(move || write_loop(writer, ops, on_commit, clock))
             .map_err(internal)?;
         Ok(Store {
             path,
@@ -330,7 +323,12 @@ fn row_to_publication(row: &rusqlite::Row<'_>) -> rusqlite::Result<Publication> 
 }
 
 /// The writer thread: batches of publications, one transaction each.
-fn write_loop(mut conn: Connection, mut ops: mpsc::Receiver<Op>, on_commit: OnCommit) {
+fn write_loop(
+    mut conn: Connection,
+    mut ops: mpsc::Receiver<Op>,
+    on_commit: OnCommit,
+    clock: Clock,
+) {
     let mut last: HashMap<String, u64> = HashMap::new();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut stop = false;
@@ -342,7 +340,7 @@ fn write_loop(mut conn: Connection, mut ops: mpsc::Receiver<Op>, on_commit: OnCo
         while let Some(op) = next.take() {
             match op {
                 Op::Publish(job) => batch.push(job),
-                Op::Trim(namespaces) => trim_expired(&conn, &namespaces),
+                Op::Trim(namespaces) => trim_expired(&conn, &namespaces, clock.now_ms()),
                 Op::Stop => stop = true,
             }
             if batch.len() < MAX_BATCH && !stop {
@@ -354,7 +352,7 @@ fn write_loop(mut conn: Connection, mut ops: mpsc::Receiver<Op>, on_commit: OnCo
         }
         let started = Instant::now();
         let count = batch.len();
-        match commit(&mut conn, &mut last, &batch) {
+        match commit(&mut conn, &mut last, &batch, clock.now_ms()) {
             Ok(publications) => {
                 for (job, publication) in batch.drain(..).zip(publications) {
                     let committed = Committed {
@@ -385,11 +383,11 @@ fn commit(
     conn: &mut Connection,
     last: &mut HashMap<String, u64>,
     batch: &[Job],
+    time: u64,
 ) -> rusqlite::Result<Vec<Publication>> {
     let tx = conn.transaction()?;
     let mut offsets: HashMap<&str, u64> = HashMap::new();
     let mut publications = Vec::with_capacity(batch.len());
-    let time = now_ms();
     {
         let mut insert = tx.prepare_cached(
             "INSERT INTO publications (channel, offset, time, data) VALUES (?1, ?2, ?3, ?4)",
@@ -440,8 +438,7 @@ fn commit(
     Ok(publications)
 }
 
-fn trim_expired(conn: &Connection, namespaces: &[(String, Retention)]) {
-    let now = now_ms();
+fn trim_expired(conn: &Connection, namespaces: &[(String, Retention)], now: u64) {
     for (namespace, retention) in namespaces {
         if retention.ttl_secs == 0 {
             continue;
@@ -482,7 +479,7 @@ mod tests {
             }
             seen
         });
-        let store = Store::open(dir.path(), on_commit).unwrap();
+        let store = Store::open(dir.path(), on_commit, Clock::system()).unwrap();
         for i in 0..5 {
             let p = store
                 .publish("chat:a", Arc::from(format!("{i}")), keep(3))
@@ -514,7 +511,7 @@ mod tests {
                 c.acknowledge();
             }
         });
-        let store = Store::open(dir.path(), on_commit).unwrap();
+        let store = Store::open(dir.path(), on_commit, Clock::system()).unwrap();
         assert_eq!(store.last_offset("chat:a").unwrap(), 5);
         assert_eq!(store.last_offset("chat:none").unwrap(), 0);
         let p = store

@@ -13,6 +13,7 @@ use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
 use super::doc::Cmd;
 use super::sync::Incoming;
 use super::{Docs, DocsConfig, Peer};
+use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::registry::testing;
 
@@ -153,7 +154,7 @@ async fn stored_text(docs: &Docs, name: &str) -> (String, usize) {
 #[tokio::test]
 async fn updates_are_stored_and_sent_to_the_others() {
     let dir = tempfile::tempdir().unwrap();
-    let docs = Docs::open(config(), dir.path(), None).unwrap();
+    let docs = Docs::open(config(), dir.path(), None, Clock::system()).unwrap();
     let a = join(&docs, "n", true).await;
     let mut b = join(&docs, "n", true).await;
     a.type_text("hello").await;
@@ -176,7 +177,7 @@ async fn updates_are_stored_and_sent_to_the_others() {
 #[tokio::test]
 async fn read_only_updates_are_ignored() {
     let dir = tempfile::tempdir().unwrap();
-    let docs = Docs::open(config(), dir.path(), None).unwrap();
+    let docs = Docs::open(config(), dir.path(), None, Clock::system()).unwrap();
     let a = join(&docs, "n", true).await;
     let mut reader = join(&docs, "n", false).await;
     reader.type_text("forbidden").await;
@@ -199,7 +200,7 @@ async fn read_only_updates_are_ignored() {
 #[tokio::test]
 async fn malformed_updates_close_with_1007_and_store_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let docs = Docs::open(config(), dir.path(), None).unwrap();
+    let docs = Docs::open(config(), dir.path(), None, Clock::system()).unwrap();
     let a = join(&docs, "n", true).await;
     a.type_text("intact").await;
     let bad = join(&docs, "n", true).await;
@@ -238,6 +239,7 @@ async fn the_log_is_compacted_and_survives_a_reopen_byte_for_byte() {
         },
         dir.path(),
         None,
+        Clock::system(),
     )
     .unwrap();
     let a = join(&docs, "n", true).await;
@@ -262,7 +264,7 @@ async fn the_log_is_compacted_and_survives_a_reopen_byte_for_byte() {
     docs.shutdown().await;
     drop(docs);
 
-    let docs = Docs::open(config(), dir.path(), None).unwrap();
+    let docs = Docs::open(config(), dir.path(), None, Clock::system()).unwrap();
     let c = join(&docs, "n", true).await;
     assert_eq!(c.text(), "0 1 2 3 4 5 6 7 8 9 ");
     assert_eq!(c.doc.transact().state_vector(), sv);
@@ -286,6 +288,7 @@ async fn joining_while_the_document_unloads_loses_nothing() {
         },
         dir.path(),
         None,
+        Clock::system(),
     )
     .unwrap();
     let mut expected = String::new();
@@ -328,6 +331,7 @@ async fn a_document_over_its_size_limit_refuses_updates_with_1009() {
         },
         dir.path(),
         None,
+        Clock::system(),
     )
     .unwrap();
     let a = join(&docs, "n", true).await;
@@ -360,7 +364,7 @@ async fn regression_an_update_that_makes_yrs_panic_when_encoding_is_refused() {
         .map(|i| u8::from_str_radix(&POISON[i..i + 2], 16).unwrap())
         .collect();
     let dir = tempfile::tempdir().unwrap();
-    let docs = Docs::open(config(), dir.path(), None).unwrap();
+    let docs = Docs::open(config(), dir.path(), None, Clock::system()).unwrap();
     let a = join(&docs, "n", true).await;
     a.type_text("intact").await;
     let bad = join(&docs, "n", true).await;
@@ -464,7 +468,7 @@ async fn next_awareness(client: &mut Client) -> yrs::sync::AwarenessUpdate {
 #[tokio::test]
 async fn awareness_is_relayed_queried_and_removed_when_its_connection_leaves() {
     let dir = tempfile::tempdir().unwrap();
-    let docs = Docs::open(config(), dir.path(), None).unwrap();
+    let docs = Docs::open(config(), dir.path(), None, Clock::system()).unwrap();
     let mut a = join(&docs, "n", true).await;
     let mut b = join(&docs, "n", true).await;
     a.send(awareness_of(&[(7, 1, r#"{"user":{"name":"ann"}}"#)]))

@@ -35,6 +35,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::metrics::bump;
 use crate::registry::Outbox;
 
@@ -300,7 +301,8 @@ pub struct JoinError(pub &'static str);
 
 impl Docs {
     /// Opens the documents' tables in `data_dir/hub.sqlite3` (the folder must
-    /// exist), or, given `redis`, keeps them in Redis.
+    /// exist), or, given `redis`, keeps them in Redis; snapshots are dated
+    /// by `clock`.
     ///
     /// # Errors
     ///
@@ -309,11 +311,12 @@ impl Docs {
         config: DocsConfig,
         data_dir: &Path,
         redis: Option<RedisDocs>,
+        clock: Clock,
     ) -> Result<Arc<Docs>, StoreError> {
         let events = redis.as_ref().and_then(RedisDocs::events);
         let log = match redis {
             Some(redis) => DocLog::Redis(redis),
-            None => DocLog::Sqlite(DocStore::open(data_dir)?),
+            None => DocLog::Sqlite(DocStore::open(data_dir, clock)?),
         };
         let docs = Arc::new(Docs {
             log,

@@ -21,7 +21,8 @@ use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::storage::{DB_FILE, join_writer, now_ms, open_connection};
+use crate::clock::Clock;
+use crate::storage::{DB_FILE, join_writer, open_connection};
 
 /// Operations waiting for the writer, at most; callers wait beyond.
 const QUEUE: usize = 1024;
@@ -106,12 +107,13 @@ fn stopped() -> StoreError {
 
 impl DocStore {
     /// Opens `hub.sqlite3` in `data_dir` (which must exist), creates the
-    /// document tables if needed and starts the writer thread.
+    /// document tables if needed and starts the writer thread (which dates
+    /// snapshots by `clock`).
     ///
     /// # Errors
     ///
     /// The database could not be opened or the tables created.
-    pub fn open(data_dir: &Path) -> Result<DocStore, StoreError> {
+    pub fn open(data_dir: &Path, clock: Clock) -> Result<DocStore, StoreError> {
         let conn = open_connection(&data_dir.join(DB_FILE))?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS doc_updates (
@@ -130,7 +132,7 @@ impl DocStore {
         let (queue, ops) = mpsc::channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("duplex-docs-writer".into())
-            .spawn(move || write_loop(conn, ops))
+            .spawn(move || write_loop(conn, ops, clock))
             .map_err(|err| StoreError(err.to_string()))?;
         Ok(DocStore {
             queue,
@@ -209,7 +211,7 @@ struct AppendJob {
     reply: Reply<()>,
 }
 
-fn write_loop(mut conn: Connection, mut ops: mpsc::Receiver<Op>) {
+fn write_loop(mut conn: Connection, mut ops: mpsc::Receiver<Op>, clock: Clock) {
     let mut appends: Vec<AppendJob> = Vec::new();
     loop {
         let Some(first) = ops.blocking_recv() else {
@@ -245,7 +247,13 @@ fn write_loop(mut conn: Connection, mut ops: mpsc::Receiver<Op>) {
                             snapshot,
                             reply,
                         } => {
-                            let _ = reply.send(compact(&mut conn, &doc, seq, &snapshot));
+                            let _ = reply.send(compact(
+                                &mut conn,
+                                &doc,
+                                seq,
+                                &snapshot,
+                                clock.now_ms(),
+                            ));
                         }
                         Op::Stop => stop = true,
                         Op::Append { .. } => {}
@@ -314,13 +322,19 @@ fn load(conn: &Connection, doc: &str) -> Result<Stored, StoreError> {
     Ok(stored)
 }
 
-fn compact(conn: &mut Connection, doc: &str, seq: u64, snapshot: &[u8]) -> Result<(), StoreError> {
+fn compact(
+    conn: &mut Connection,
+    doc: &str,
+    seq: u64,
+    snapshot: &[u8],
+    time: u64,
+) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     tx.execute(
         "INSERT INTO doc_snapshots (doc, seq, time, data) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (doc) DO UPDATE SET seq = excluded.seq, time = excluded.time,
              data = excluded.data",
-        params![doc, seq, now_ms(), snapshot],
+        params![doc, seq, time, snapshot],
     )?;
     tx.execute(
         "DELETE FROM doc_updates WHERE doc = ?1 AND seq <= ?2",
@@ -337,7 +351,7 @@ mod tests {
     #[tokio::test]
     async fn log_snapshot_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let store = DocStore::open(dir.path()).unwrap();
+        let store = DocStore::open(dir.path(), Clock::system()).unwrap();
         assert_eq!(store.load("a").await.unwrap(), Stored::default());
         store
             .append(
@@ -375,7 +389,7 @@ mod tests {
         store.shutdown().await;
         drop(store);
 
-        let store = DocStore::open(dir.path()).unwrap();
+        let store = DocStore::open(dir.path(), Clock::system()).unwrap();
         let a = store.load("a").await.unwrap();
         assert_eq!(a.snapshot.as_deref(), Some(&b"S12"[..]));
         assert_eq!(a.updates, [b"u3".to_vec()]);

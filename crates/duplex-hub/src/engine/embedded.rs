@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::History;
+use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::protocol::{ClientInfo, ErrorCode, HubError, Publication};
 use crate::registry::{Delivery, PresenceEvent, Registry};
@@ -27,8 +28,8 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    /// Opens the store in `data_dir` and starts delivering what it commits
-    /// to `registry`.
+    /// Opens the store in `data_dir` (publications stamped by `clock`) and
+    /// starts delivering what it commits to `registry`.
     ///
     /// # Errors
     ///
@@ -37,9 +38,10 @@ impl Embedded {
         data_dir: &Path,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
+        clock: Clock,
     ) -> Result<Embedded, HubError> {
         let (on_commit, committed) = mpsc::unbounded_channel();
-        let store = Arc::new(Store::open(data_dir, on_commit)?);
+        let store = Arc::new(Store::open(data_dir, on_commit, clock)?);
         let delivery = tokio::spawn(deliver(
             committed,
             store.clone(),

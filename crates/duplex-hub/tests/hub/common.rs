@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use duplex::{ClientStream, CloseInfo, Message, WebSocket};
+use duplex_hub::clock::Clock;
 use duplex_hub::{Config, Server};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -41,8 +42,20 @@ impl TestHub {
         hub
     }
 
+    /// A hub whose time of day is `clock` (a test's `ManualClock`).
+    pub async fn start_with_clock(config: Config, clock: Clock) -> TestHub {
+        let temp = tempfile::tempdir().unwrap();
+        let mut hub = TestHub::open(config, temp.path(), clock).await;
+        hub._temp = Some(temp);
+        hub
+    }
+
     pub async fn start_in(config: Config, dir: &Path) -> TestHub {
-        let server = Server::open(config, dir).await.unwrap();
+        TestHub::open(config, dir, Clock::system()).await
+    }
+
+    async fn open(config: Config, dir: &Path, clock: Clock) -> TestHub {
+        let server = Server::open_with_clock(config, dir, clock).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();

@@ -1,7 +1,9 @@
 //! History, recovery after a reconnect, trimming, persistence across a restart.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
+use duplex_hub::clock::ManualClock;
 use serde_json::json;
 
 use crate::common::*;
@@ -156,12 +158,22 @@ async fn recovery_is_impossible_once_history_is_trimmed() {
 async fn expired_history_is_not_recovered() {
     let mut config = quiet();
     config.namespaces.get_mut("chat").unwrap().history_ttl_secs = 1;
-    let hub = TestHub::start(config).await;
+    let clock = ManualClock::starting_now();
+    let hub = TestHub::start_with_clock(config, clock.clock()).await;
     let mut c = hub.client().await;
     publish(&mut c, "chat:ttl", json!(1)).await;
     publish(&mut c, "chat:ttl", json!(2)).await;
-    // Waiting for the clock is what this test is about.
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // Within the ttl, both are there.
+    clock.advance(Duration::from_millis(1000));
+    let history = c.ok(json!({"op":"history","channel":"chat:ttl"})).await;
+    assert_eq!(offsets(&history["publications"]), [1, 2]);
+    let recovered = c
+        .ok(json!({"op":"subscribe","channel":"chat:ttl","since":{"offset":0}}))
+        .await;
+    assert_eq!(offsets(&recovered["publications"]), [1, 2]);
+    c.ok(json!({"op":"unsubscribe","channel":"chat:ttl"})).await;
+    // A millisecond past it, they are gone.
+    clock.advance(Duration::from_millis(1));
     let history = c.ok(json!({"op":"history","channel":"chat:ttl"})).await;
     assert_eq!(history["offset"], 2);
     assert_eq!(history["publications"], json!([]));

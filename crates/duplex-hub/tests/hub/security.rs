@@ -19,7 +19,7 @@ fn token(sub: &str, exp: Option<u64>, channels: Option<Vec<&str>>) -> String {
 }
 
 fn later() -> Option<u64> {
-    Some(duplex_hub::auth::now_secs() + 3600)
+    Some(duplex_hub::clock::Clock::system().now_secs() + 3600)
 }
 
 async fn refused_status(url: &str, origin: Option<&str>) -> Option<u16> {

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use duplex::CloseCode;
 use duplex_hub::Config;
-use duplex_hub::auth::{Claims, now_secs, sign};
+use duplex_hub::auth::{Claims, sign};
+use duplex_hub::clock::Clock;
 use duplex_hub::config::NamespaceConfig;
 use serde_json::{Value, json};
 
@@ -53,9 +54,15 @@ fn config() -> Config {
     config
 }
 
-/// Milliseconds since the epoch.
+/// Milliseconds since the epoch (the hubs of these tests run on the
+/// system's clock).
 fn now_ms() -> u64 {
-    duplex_hub::Hub::now_ms()
+    Clock::system().now_ms()
+}
+
+/// Seconds since the epoch.
+fn now_secs() -> u64 {
+    Clock::system().now_secs()
 }
 
 /// The `exp` of a token made by [`token`], read back from its payload.
