@@ -5,46 +5,10 @@
 use std::io;
 use std::time::Duration;
 
-/// Raises this process's soft RLIMIT_NOFILE to its hard limit, and fails if
-/// `needed` descriptors still do not fit.
-pub fn raise_nofile(needed: u64, what: &str) -> Result<(), String> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is a valid rlimit for getrlimit to fill.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(format!(
-            "cannot read the open-file limit: {}",
-            io::Error::last_os_error()
-        ));
-    }
-    let hard = limit.rlim_max;
-    if hard != libc::RLIM_INFINITY && hard < needed {
-        return Err(format!(
-            "{what} need {needed} open files, but this process may hold at most {hard} \
-             (the hard RLIMIT_NOFILE); use fewer connections or raise the hard limit"
-        ));
-    }
-    // An infinite hard limit cannot be the soft one for descriptors (the
-    // kernel caps it at fs.nr_open): ask for what is needed instead.
-    let wanted = if hard == libc::RLIM_INFINITY {
-        needed.max(limit.rlim_cur)
-    } else {
-        hard
-    };
-    if limit.rlim_cur < wanted {
-        limit.rlim_cur = wanted;
-        // SAFETY: `limit` is a valid rlimit.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-            return Err(format!(
-                "cannot raise the open-file limit to {wanted} for {what}: {}",
-                io::Error::last_os_error()
-            ));
-        }
-    }
-    Ok(())
-}
+// The open-file limit: the one implementation the `duplex` binary uses too.
+#[path = "../../../crates/duplex-cli/src/nofile.rs"]
+mod nofile;
+pub use nofile::raise_nofile;
 
 /// Pins the calling process (its one thread) to `cpu`.
 pub fn pin_to_cpu(cpu: usize) -> Result<(), String> {

@@ -9,6 +9,7 @@
 mod bench;
 mod connect;
 mod echo;
+mod nofile;
 mod serve;
 
 use std::process::ExitCode;
@@ -60,7 +61,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    raise_open_file_limit();
+    // Best effort: where the limit cannot be raised, it stays as it is, and
+    // the commands that need many connections say so when they run out.
+    let _ = nofile::raise_nofile(0, "duplex");
     let result = match cli.command {
         Command::Echo(args) => echo::run(args),
         Command::Connect(args) => connect::run(args),
@@ -90,26 +93,6 @@ fn describe(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-/// Raises the soft limit on open files to the hard limit: servers and the load
-/// generator hold a descriptor per connection, and the usual soft limit of
-/// 1,024 would cap them far below what the machine can serve. Best effort:
-/// where the limit cannot be read or raised, it stays as it is.
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    #[allow(unsafe_code)]
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
 }
 
 /// The listen backlog asked for: connections the kernel completes and holds
@@ -164,6 +147,19 @@ mod tests {
         assert_eq!(parse_size("16MiB"), Ok(16 << 20));
         assert!(parse_size("12X").is_err());
         assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn the_open_file_limit_is_raised_or_the_shortfall_named() {
+        let soft = nofile::raise_nofile(0, "nothing").unwrap();
+        // Raised to the hard limit (or kept, under an unlimited one): asking
+        // again changes nothing.
+        assert_eq!(nofile::raise_nofile(soft, "as many").unwrap(), soft);
+        let err = nofile::raise_nofile(u64::MAX - 1, "a million clients").unwrap_err();
+        assert!(
+            err.contains("a million clients need") || err.contains("cannot raise"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! costs the server little memory.
 
 mod common;
+#[path = "../src/nofile.rs"]
+mod nofile;
 
 use std::io::Write;
 
@@ -9,29 +11,17 @@ use common::{Echo, frame, open, read_frame, tcp};
 
 const CONNECTIONS: usize = 10_000;
 
-/// Raises this process's open-file limit to its hard limit; children inherit it.
-fn raise_open_file_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    #[allow(unsafe_code)]
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
-        limit.rlim_cur = limit.rlim_max;
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
-    }
-    limit.rlim_cur
+/// Raises this process's open-file limit (children inherit it) for
+/// [`CONNECTIONS`] and some to spare; fails the test if they cannot fit.
+fn raise_open_file_limit() {
+    let limit = nofile::raise_nofile(CONNECTIONS as u64 + 100, "these connections")
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert!(limit > CONNECTIONS as u64, "open-file limit {limit}");
 }
 
 #[test]
 fn ten_thousand_idle_connections() {
-    let limit = raise_open_file_limit();
-    assert!(
-        limit >= CONNECTIONS as u64 + 100,
-        "the open-file limit ({limit}) is too low for {CONNECTIONS} connections"
-    );
+    raise_open_file_limit();
     let echo = Echo::start(&["--threads", "1"]);
     // Warm up: the first connection sets up what every later one shares.
     let mut first = open(echo.addr);
@@ -118,11 +108,7 @@ fn next_publication(stream: &mut std::net::TcpStream) -> String {
 
 #[test]
 fn ten_thousand_hub_subscribers() {
-    let limit = raise_open_file_limit();
-    assert!(
-        limit >= CONNECTIONS as u64 + 100,
-        "the open-file limit ({limit}) is too low for {CONNECTIONS} connections"
-    );
+    raise_open_file_limit();
     let dir = std::env::temp_dir().join(format!("duplex-subscribers-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("duplex.toml");
