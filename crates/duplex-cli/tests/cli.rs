@@ -117,6 +117,26 @@ fn connect_reports_a_refused_connection() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("ws:// or wss://"));
 }
 
+#[test]
+fn help_opens_with_what_the_command_does_and_lists_serve_first() {
+    let out = common::duplex(&["--help"], "", &[]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.starts_with("The duplex command: serve the real-time WebSocket hub"),
+        "{help}"
+    );
+    let position = |name: &str| {
+        help.find(&format!("\n  {name} "))
+            .unwrap_or_else(|| panic!("{name} is not listed: {help}"))
+    };
+    let order: Vec<usize> = ["serve", "connect", "echo", "bench"]
+        .iter()
+        .map(|name| position(name))
+        .collect();
+    assert!(order.is_sorted(), "serve, connect, echo, bench: {help}");
+}
+
 /// A server that sends a few messages, waits for each echo, then closes with
 /// 4001; returns what it got back.
 async fn scripted_server(listener: tokio::net::TcpListener) -> Vec<Message> {
