@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use duplex_proto::Config;
+use duplex_proto::Limits;
 #[cfg(feature = "deflate")]
 use duplex_proto::deflate::DeflateConfig;
 
@@ -22,7 +22,7 @@ use duplex_proto::deflate::DeflateConfig;
 #[non_exhaustive]
 pub struct WebSocketConfig {
     /// Frame, message and handshake header limits.
-    pub limits: Config,
+    pub limits: Limits,
     /// Bytes queued for the socket past which `send` and `poll_ready` wait for
     /// the socket to take some, and reading from the peer pauses: a peer that
     /// sends without reading (a ping flood, say) cannot make the connection
@@ -58,7 +58,7 @@ pub struct WebSocketConfig {
 impl Default for WebSocketConfig {
     fn default() -> Self {
         WebSocketConfig {
-            limits: Config::default(),
+            limits: Limits::default(),
             max_write_buffer: 256 << 10,
             close_timeout: Duration::from_secs(10),
             keepalive: None,
@@ -69,13 +69,13 @@ impl Default for WebSocketConfig {
 }
 
 impl WebSocketConfig {
-    /// Sets the largest frame accepted; see [`Config::max_frame_size`].
+    /// Sets the largest frame accepted; see [`Limits::max_frame_size`].
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
         self.limits.max_frame_size = bytes;
         self
     }
 
-    /// Sets the largest message accepted; see [`Config::max_message_size`].
+    /// Sets the largest message accepted; see [`Limits::max_message_size`].
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.limits.max_message_size = bytes;
         self

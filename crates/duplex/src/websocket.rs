@@ -7,7 +7,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
 use duplex_proto::{
-    CloseCode, CloseFrame, CloseInfo, Config, Connection, Fragment, Message, PreparedMessage,
+    CloseCode, CloseFrame, CloseInfo, Connection, Fragment, Limits, Message, PreparedMessage,
     ReadyState, Role,
 };
 use futures_core::Stream;
@@ -378,7 +378,7 @@ impl<S> Core<S> {
         protocol: Option<String>,
         config: WebSocketConfig,
     ) -> Self {
-        let limits: Config = config.limits.clone();
+        let limits: Limits = config.limits.clone();
         let mut conn = match role {
             Role::Server => Connection::server(limits),
             Role::Client => Connection::client(limits),
