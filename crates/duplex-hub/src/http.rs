@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use duplex::upgrade;
-use duplex::{Origins, ServerBuilder};
+use duplex::{Acceptor, Origins};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -41,7 +41,7 @@ pub struct Service {
     /// The hub.
     pub hub: Arc<Hub>,
     /// The WebSocket settings (limits, origins).
-    pub websocket: ServerBuilder,
+    pub websocket: Acceptor,
     /// The origin policy, checked before the token.
     pub origins: Origins,
     /// Where WebSocket tasks are tracked.
@@ -183,7 +183,7 @@ impl Service {
                 bump(&metrics.connections_refused);
                 tracing::info!(
                     status = %refused.status(),
-                    error = %refused.error(),
+                    error = %crate::error_chain(&refused),
                     client_addr = %addr.ip(),
                     proxy_addr = addr.proxy().map(tracing::field::display),
                     "WebSocket refused"
@@ -198,7 +198,10 @@ impl Service {
             let _slot = slot;
             match pending.await {
                 Ok(ws) => conn::run(hub, ws, claims, headers, addr, closing).await,
-                Err(err) => tracing::debug!(%err, "the upgrade did not complete"),
+                Err(err) => {
+                    let err = crate::error_chain(&err);
+                    tracing::debug!(err, "the upgrade did not complete");
+                }
             }
         });
         response

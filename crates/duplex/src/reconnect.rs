@@ -406,7 +406,7 @@ impl Handle {
         self.outgoing
             .send(message.into())
             .await
-            .map_err(|_| Error::Closed)
+            .map_err(|_| Error::Closed { was_clean: true })
     }
 
     /// Queues `message` if there is room.
@@ -455,7 +455,10 @@ fn verdict(err: &Error) -> Verdict {
                 Verdict::Retry { after: None }
             }
         }
-        Error::Url(_) | Error::Config(_) | Error::Tls(_) => Verdict::Stop,
+        Error::Url(_) | Error::Config(_) => Verdict::Stop,
+        // A certificate that does not verify will not verify next time; a
+        // transport that broke during the TLS handshake may not break again.
+        Error::Tls { source, .. } if !source.is::<std::io::Error>() => Verdict::Stop,
         // A proxy that wants other credentials will want them next time too;
         // one that is down or refuses a tunnel for now may come back.
         Error::Proxy(err)
