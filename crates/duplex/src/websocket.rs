@@ -177,7 +177,8 @@ where
     ///
     /// A close frame from the peer arrives as `Message::Close` and is answered;
     /// the stream ends when the transport closes. A transport that ends without
-    /// the closing handshake yields one `Err` first.
+    /// the closing handshake yields one `Err` first:
+    /// [`Error::Closed`] with `was_clean: false`.
     pub async fn recv(&mut self) -> Option<Result<Message>> {
         poll_fn(|cx| self.core.poll_next(cx)).await
     }
