@@ -3,7 +3,7 @@
 //! Input layout: `[flags, limit, split_seed, wire bytes...]`.
 //!
 //! - `flags` bit 0: 0 = server, 1 = client (deterministic `SequenceMask`).
-//! - `flags` bits 1-2: limits. 0 = `Config::default()`; 1 = `max_frame_size =
+//! - `flags` bits 1-2: limits. 0 = `Limits::default()`; 1 = `max_frame_size =
 //!   limit`; 2 = `max_message_size = limit`; 3 = frame `limit`, message `2*limit`.
 //! - `flags` bit 3: echo every Text/Binary message back with `send`.
 //! - `flags` bit 4: echo instead with `send_fragment`, in two fragments split at
@@ -36,7 +36,7 @@ use bytes::BytesMut;
 use duplex_proto::frame::{FrameDecoder, MAX_CONTROL_PAYLOAD, OpCode, Role};
 use duplex_proto::rng::SequenceMask;
 use duplex_proto::{
-    CloseCode, CloseFrame, Config, Connection, Fragment, Message, ProtocolError, ReadyState,
+    CloseCode, CloseFrame, Limits, Connection, Fragment, Message, ProtocolError, ReadyState,
     SendError,
 };
 use libfuzzer_sys::fuzz_target;
@@ -55,7 +55,7 @@ struct Setup {
 
 impl Setup {
     fn new(flags: u8, limit: u8) -> Setup {
-        let def = Config::default();
+        let def = Limits::default();
         let limit = usize::from(limit);
         let (max_frame, max_message) = match (flags >> 1) & 0b11 {
             0 => (def.max_frame_size, def.max_message_size),
@@ -79,14 +79,14 @@ impl Setup {
         }
     }
 
-    fn config(&self) -> Config {
-        Config::default()
+    fn config(&self) -> Limits {
+        Limits::default()
             .max_frame_size(self.max_frame)
             .max_message_size(self.max_message)
     }
 }
 
-fn connection(role: Role, config: Config) -> Connection {
+fn connection(role: Role, config: Limits) -> Connection {
     match role {
         Role::Server => Connection::server(config),
         Role::Client => Connection::client_with_mask_source(config, Box::new(SequenceMask::new(1))),
@@ -369,7 +369,7 @@ fn check_output(role: Role, output: &[u8]) {
     );
 
     // A peer connection with no limits reads all of it without a protocol error.
-    let unlimited = Config::default()
+    let unlimited = Limits::default()
         .max_frame_size(usize::MAX)
         .max_message_size(usize::MAX);
     let mut peer_conn = connection(peer, unlimited);

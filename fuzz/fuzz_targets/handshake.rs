@@ -1,7 +1,7 @@
 //! The opening handshake's parsers and validators on arbitrary bytes.
 //!
 //! The same bytes are read as a request (server side) and as a response (client
-//! side), with `Config::default()`. Invariants:
+//! side), with `Limits::default()`. Invariants:
 //! 1. A parsed head's length is within the input and `max_header_bytes`.
 //! 2. Server: a request that validates gets a 101 answer (with the first
 //!    offered subprotocol, which must be accepted) whose accept value is
@@ -14,7 +14,7 @@
 #![no_main]
 
 use bytes::BytesMut;
-use duplex_proto::Config;
+use duplex_proto::Limits;
 use duplex_proto::handshake::{
     self, ClientRequest, HandshakeError, accept_key, parse_response, write_response,
 };
@@ -26,7 +26,7 @@ use libfuzzer_sys::fuzz_target;
 fn round_trip<B: handshake::Body>(response: &Response<B>) -> Response<()> {
     let mut wire = BytesMut::new();
     write_response(response, &mut wire);
-    let (parsed, len) = match parse_response(&wire, &Config::default()) {
+    let (parsed, len) = match parse_response(&wire, &Limits::default()) {
         Ok(Some(parsed)) => parsed,
         other => panic!(
             "our own response does not parse back: {other:?}\n{:?}",
@@ -49,7 +49,7 @@ fn round_trip<B: handshake::Body>(response: &Response<B>) -> Response<()> {
     parsed
 }
 
-fn server(data: &[u8], config: &Config) {
+fn server(data: &[u8], config: &Limits) {
     let (request, len) = match handshake::parse_request(data, config) {
         Ok(Some(parsed)) => parsed,
         Ok(None) => {
@@ -95,7 +95,7 @@ fn server(data: &[u8], config: &Config) {
     }
 }
 
-fn client(data: &[u8], config: &Config) {
+fn client(data: &[u8], config: &Limits) {
     let (_, client_handshake) = ClientRequest::new("ws://h/".parse().unwrap())
         .build(&mut SequenceMask::new(1))
         .expect("client request builds");
@@ -123,7 +123,7 @@ fn client(data: &[u8], config: &Config) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let config = Config::default();
+    let config = Limits::default();
     server(data, &config);
     client(data, &config);
 });

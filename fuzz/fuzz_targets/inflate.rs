@@ -14,10 +14,10 @@
 
 use duplex_proto::deflate::DeflateParams;
 use duplex_proto::rng::SequenceMask;
-use duplex_proto::{Config, Connection, Message, ProtocolError, Role};
+use duplex_proto::{Limits, Connection, Message, ProtocolError, Role};
 use libfuzzer_sys::fuzz_target;
 
-fn connection(role: Role, params: DeflateParams, config: Config) -> Connection {
+fn connection(role: Role, params: DeflateParams, config: Limits) -> Connection {
     let mut conn = match role {
         Role::Server => Connection::server(config),
         Role::Client => Connection::client_with_mask_source(config, Box::new(SequenceMask::new(5))),
@@ -67,7 +67,7 @@ fuzz_target!(|input: &[u8]| {
         threshold: 0,
     };
     let max = if flags & 0x20 != 0 { 4096 } else { 1 << 20 };
-    let config = Config::default().max_message_size(max);
+    let config = Limits::default().max_message_size(max);
 
     // 1. Hostile bytes, one read against split reads.
     let mut whole = Vec::new();

@@ -23,7 +23,7 @@
 //! Compression: the peers run with permessage-deflate off unless given
 //! `--deflate SPEC` (`on` for the library's defaults, or RFC 7692 parameters
 //! such as `server_no_context_takeover,client_max_window_bits=10`); our server
-//! accepts offers as `ServerBuilder` does by default, or as told by
+//! accepts offers as `Acceptor` does by default, or as told by
 //! [`EchoServer::start_with`].
 
 use std::future::Future;
@@ -38,7 +38,7 @@ use bytes::Bytes;
 use duplex::tls::rustls::ServerConfig;
 use duplex::tls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use duplex::{
-    Accept, CloseCode, CloseFrame, CloseInfo, DeflateConfig, DeflateParams, Message, ServerBuilder,
+    Acceptance, Acceptor, CloseCode, CloseFrame, CloseInfo, DeflateConfig, DeflateParams, Message,
     WebSocket,
 };
 use http::HeaderMap;
@@ -647,7 +647,7 @@ pub struct EchoServer {
 }
 
 impl EchoServer {
-    /// Starts the server with `ServerBuilder`'s defaults for compression
+    /// Starts the server with `Acceptor`'s defaults for compression
     /// (permessage-deflate offers accepted); with a TLS configuration, it
     /// serves wss://.
     pub async fn start(tls: Option<Arc<ServerConfig>>) -> EchoServer {
@@ -662,7 +662,7 @@ impl EchoServer {
     ) -> EchoServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local address");
-        let builder = ServerBuilder::new()
+        let builder = Acceptor::new()
             .protocols(SERVER_PROTOCOLS)
             .max_message_size(SERVER_MAX_MESSAGE);
         let builder = match deflate {
@@ -741,7 +741,7 @@ impl std::fmt::Debug for EchoServer {
 }
 
 /// Serves one connection to its end and says what happened.
-async fn serve<S>(builder: &ServerBuilder, stream: Tap<S>) -> ConnRecord
+async fn serve<S>(builder: &Acceptor, stream: Tap<S>) -> ConnRecord
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -756,7 +756,7 @@ where
     };
     record.path = pending.request().uri().path().to_owned();
     record.headers = pending.request().headers().clone();
-    let mut ws = match pending.accept(Accept::new()).await {
+    let mut ws = match pending.accept(Acceptance::new()).await {
         Ok(ws) => ws,
         Err(err) => {
             record.errors.push(format!("accept: {err}"));
@@ -823,7 +823,11 @@ where
                     }
                     Some(Ok(other)) => record.received.push(other),
                     Some(Err(err)) => return Err(err),
-                    None => return Err(duplex::Error::Closed),
+                    // The stream ended: closed, cleanly or not, before the pong.
+                    None => {
+                        let was_clean = ws.close_info().is_some_and(|info| info.was_clean);
+                        return Err(duplex::Error::Closed { was_clean });
+                    }
                 }
             }
             ws.send(Message::text("pong:rs-ping")).await

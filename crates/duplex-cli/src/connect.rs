@@ -80,7 +80,7 @@ async fn session(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let (name, value) = header
             .split_once(':')
             .ok_or_else(|| format!("header {header:?} is not \"Name: value\""))?;
-        builder = builder.header(name.trim(), value.trim());
+        builder = builder.header(name.trim(), value.trim())?;
     }
     if args.no_deflate {
         builder = builder.no_deflate();
@@ -122,7 +122,7 @@ async fn session(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             match message {
                 Ok(message @ (Message::Text(_) | Message::Binary(_))) => ws.feed(message).await?,
                 Ok(_) => {}
-                Err(err) => eprintln!("error: {err}"),
+                Err(err) => eprintln!("error: {}", duplex_hub::error_chain(&err)),
             }
         }
         return Ok(report(ws.close_info()));
@@ -141,7 +141,7 @@ async fn session(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 }
                 Ok(Message::Ping(_) | Message::Pong(_)) => {}
                 Ok(Message::Close(_)) => {}
-                Err(err) => eprintln!("error: {err}"),
+                Err(err) => eprintln!("error: {}", duplex_hub::error_chain(&err)),
             }
             let _ = stdout.flush();
         }
@@ -164,7 +164,7 @@ async fn session(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         sent = &mut sender => {
             if let Err(err) = sent
                 && !err.is_closed() {
-                    eprintln!("error: {err}");
+                    eprintln!("error: {}", duplex_hub::error_chain(&err));
                 }
             printer.await?
         }
@@ -228,7 +228,10 @@ async fn reconnecting(
                 let seconds = delay.as_secs_f64();
                 match error {
                     Some(err) => {
-                        eprintln!("reconnecting in {seconds:.1} s (attempt {attempt}): {err}")
+                        eprintln!(
+                            "reconnecting in {seconds:.1} s (attempt {attempt}): {}",
+                            duplex_hub::error_chain(&err)
+                        )
                     }
                     None => eprintln!("reconnecting in {seconds:.1} s (attempt {attempt})"),
                 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use duplex::ServerBuilder;
+use duplex::Acceptor;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
@@ -66,7 +66,7 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
 async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // An echo needs nothing of the request once it has answered it: the
     // connections need not keep its headers.
-    let mut server = ServerBuilder::new()
+    let mut server = Acceptor::new()
         .keep_request(false)
         .handshake_timeout(Duration::from_secs_f64(args.handshake_timeout));
     if let Some(max) = args.max_message_size {
@@ -137,16 +137,18 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 let result = async {
                     let tls = tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(tcp))
                         .await
-                        .map_err(|_| duplex::Error::Timeout(duplex::Timeout::Handshake))??;
+                        .map_err(|_| duplex::Error::Timeout(duplex::Timeout::Tls))??;
                     connection(tls, &server).await
                 };
                 if let Err(err) = result.await {
-                    tracing::debug!(%peer, %err, "connection ended with an error");
+                    let err = duplex_hub::error_chain(&err);
+                    tracing::debug!(%peer, err, "connection ended with an error");
                 }
             }),
             None => tokio::spawn(async move {
                 if let Err(err) = connection(tcp, &server).await {
-                    tracing::debug!(%peer, %err, "connection ended with an error");
+                    let err = duplex_hub::error_chain(&err);
+                    tracing::debug!(%peer, err, "connection ended with an error");
                 }
             }),
         };
@@ -156,7 +158,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 /// How long a client gets for the TLS handshake.
 const TLS_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn connection<S>(stream: S, server: &ServerBuilder) -> duplex::Result<()>
+async fn connection<S>(stream: S, server: &Acceptor) -> duplex::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -171,7 +173,7 @@ mod http2 {
     use std::convert::Infallible;
     use std::sync::Arc;
 
-    use duplex::ServerBuilder;
+    use duplex::Acceptor;
     use duplex::upgrade::{self, Body};
     use http::{Response, StatusCode};
     use hyper::service::service_fn;
@@ -184,7 +186,7 @@ mod http2 {
     /// get 426.
     pub async fn serve<S>(
         stream: S,
-        server: Arc<ServerBuilder>,
+        server: Arc<Acceptor>,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -206,10 +208,14 @@ mod http2 {
                             match pending.await {
                                 Ok(ws) => {
                                     if let Err(err) = super::echo(ws).await {
-                                        tracing::debug!(%err, "WebSocket ended with an error");
+                                        let err = duplex_hub::error_chain(&err);
+                                        tracing::debug!(err, "WebSocket ended with an error");
                                     }
                                 }
-                                Err(err) => tracing::debug!(%err, "upgrade failed"),
+                                Err(err) => {
+                                    let err = duplex_hub::error_chain(&err);
+                                    tracing::debug!(err, "upgrade failed");
+                                }
                             }
                         });
                         response

@@ -1,10 +1,10 @@
 //! `duplex`: the command-line tool of the duplex WebSocket system.
 //!
+//! - `duplex serve`: the real-time hub (channels, presence, history, pages).
+//! - `duplex connect`: a client in the manner of wscat.
 //! - `duplex echo`: an echo server, strict and fast, for conformance suites and
 //!   benchmarks.
-//! - `duplex connect`: a client in the manner of wscat.
 //! - `duplex bench`: load and latency figures for an echo or broadcast server.
-//! - `duplex serve`: the real-time hub (channels, presence, history, pages).
 
 mod bench;
 mod connect;
@@ -29,7 +29,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use clap::{Parser, Subcommand};
 
-/// WebSocket tool: echo server and client.
+/// The duplex command: serve the real-time WebSocket hub, and connect to,
+/// echo and benchmark WebSocket servers.
 #[derive(Debug, Parser)]
 #[command(name = "duplex", version, about, long_about = None)]
 struct Cli {
@@ -39,17 +40,18 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Echo every text and binary message back, unchanged.
-    Echo(echo::Args),
-    /// Connect to a WebSocket server: stdin lines go out as text messages,
-    /// received messages are printed.
-    Connect(connect::Args),
-    /// Load a WebSocket echo (or broadcast) server and report messages/s and
-    /// latency percentiles.
-    Bench(bench::Args),
     /// Run the real-time hub: channels, presence, history, the chat and
     /// ticker pages, the publish API and metrics, on one port.
     Serve(serve::Args),
+    /// Connect to a WebSocket server: stdin lines go out as text messages,
+    /// received messages are printed.
+    Connect(connect::Args),
+    /// Run an echo server: every text and binary message comes back
+    /// unchanged (for conformance suites and benchmarks).
+    Echo(echo::Args),
+    /// Load a WebSocket echo (or broadcast) server and report messages/s and
+    /// latency percentiles.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -65,34 +67,18 @@ fn main() -> ExitCode {
     // the commands that need many connections say so when they run out.
     let _ = nofile::raise_nofile(0, "duplex");
     let result = match cli.command {
-        Command::Echo(args) => echo::run(args),
-        Command::Connect(args) => connect::run(args),
-        Command::Bench(args) => bench::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Connect(args) => connect::run(args),
+        Command::Echo(args) => echo::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("duplex: {}", describe(err.as_ref()));
+            eprintln!("duplex: {}", duplex_hub::error_chain(err.as_ref()));
             ExitCode::from(2)
         }
     }
-}
-
-/// An error with its causes, each added unless the text so far already
-/// says it ("cannot connect to the proxy: Connection refused").
-fn describe(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let said = cause.to_string();
-        if !text.contains(&said) {
-            text.push_str(": ");
-            text.push_str(&said);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// The listen backlog asked for: connections the kernel completes and holds

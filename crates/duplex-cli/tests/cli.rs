@@ -117,11 +117,46 @@ fn connect_reports_a_refused_connection() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("ws:// or wss://"));
 }
 
+#[test]
+fn connect_names_the_address_it_could_not_reach_and_why() {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = duplex_connect(&[&format!("ws://{addr}/")], "");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // This layer's words, then the cause, each once.
+    let line = format!("duplex: cannot connect to {addr}: ");
+    assert!(stderr.contains(&line), "{stderr}");
+    assert!(stderr.to_lowercase().contains("refused"), "{stderr}");
+}
+
+#[test]
+fn help_opens_with_what_the_command_does_and_lists_serve_first() {
+    let out = common::duplex(&["--help"], "", &[]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.starts_with("The duplex command: serve the real-time WebSocket hub"),
+        "{help}"
+    );
+    let position = |name: &str| {
+        help.find(&format!("\n  {name} "))
+            .unwrap_or_else(|| panic!("{name} is not listed: {help}"))
+    };
+    let order: Vec<usize> = ["serve", "connect", "echo", "bench"]
+        .iter()
+        .map(|name| position(name))
+        .collect();
+    assert!(order.is_sorted(), "serve, connect, echo, bench: {help}");
+}
+
 /// A server that sends a few messages, waits for each echo, then closes with
 /// 4001; returns what it got back.
 async fn scripted_server(listener: tokio::net::TcpListener) -> Vec<Message> {
     let (tcp, _) = listener.accept().await.unwrap();
-    let mut ws = duplex::ServerBuilder::new()
+    let mut ws = duplex::Acceptor::new()
         .protocols(["conformance"])
         .accept(tcp)
         .await

@@ -609,7 +609,9 @@ where
 {
     let ws = ClientBuilder::new(url)
         .header("X-Forwarded-For", FORGED)
+        .unwrap()
         .header("Forwarded", format!("for={FORGED}"))
+        .unwrap()
         .connect_on(stream)
         .await
         .unwrap_or_else(|err| panic!("{what}: opening {url}: {err}"));
@@ -664,6 +666,7 @@ async fn chat_and_pages(kind: Kind) {
     let ws = ClientBuilder::new(proxy.url("/ws"))
         .tls_root(cert.der.clone())
         .header("Origin", format!("https://localhost:{}", proxy.port))
+        .unwrap()
         .connect()
         .await
         .unwrap_or_else(|err| panic!("bob with the page's Origin through {}: {err}", kind.name()));

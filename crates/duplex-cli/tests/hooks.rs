@@ -187,9 +187,10 @@ type Ws = WebSocket<ClientStream>;
 
 async fn open(serve: &Serve, cookie: Option<&str>) -> Ws {
     let mut builder = ClientBuilder::new(format!("ws://{}/ws", serve.addr))
-        .header("User-Agent", "duplex-hooks-test");
+        .header("User-Agent", "duplex-hooks-test")
+        .unwrap();
     if let Some(cookie) = cookie {
-        builder = builder.header("Cookie", cookie);
+        builder = builder.header("Cookie", cookie).unwrap();
     }
     timeout(WAIT, builder.connect()).await.unwrap().unwrap()
 }

@@ -199,7 +199,8 @@ async fn serve<S>(
                 let message = match item {
                     Ok(message) => message,
                     Err(err) => {
-                        tracing::debug!(%err, "connection failed");
+                        let err = crate::error_chain(&err);
+                        tracing::debug!(err, "connection failed");
                         break;
                     }
                 };
@@ -272,7 +273,8 @@ where
     let mut reader = pin!(async { while read.next().await.is_some() {} });
     let closing = async {
         if let Err(err) = write.close(code, &reason).await {
-            tracing::debug!(%err, "sending the close frame failed");
+            let err = crate::error_chain(&err);
+            tracing::debug!(err, "sending the close frame failed");
         }
         std::future::pending::<()>().await;
     };

@@ -101,7 +101,7 @@ impl HttpClient {
                 .client
                 .request(request)
                 .await
-                .map_err(|err| format!("request failed: {}", error_chain(&err)))?;
+                .map_err(|err| format!("request failed: {}", crate::error_chain(&err)))?;
             let status = response.status();
             if status != http::StatusCode::OK {
                 return Err(format!("answered {status}"));
@@ -122,19 +122,4 @@ impl HttpClient {
 /// `url` as a URI, or why it is not one.
 fn parse(url: &str) -> Result<http::Uri, String> {
     url.parse().map_err(|err| format!("invalid URL: {err}"))
-}
-
-/// An error and its sources, as one line.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(err) = source {
-        let more = err.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = err.source();
-    }
-    text
 }

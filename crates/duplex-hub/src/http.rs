@@ -134,7 +134,7 @@ impl Service {
                 bump(&metrics.connections_refused);
                 tracing::info!(
                     status = %refused.status(),
-                    error = %refused.error(),
+                    error = %crate::error_chain(&refused),
                     client_addr = %addr.ip(),
                     proxy_addr = addr.proxy().map(tracing::field::display),
                     "WebSocket refused"
@@ -149,7 +149,10 @@ impl Service {
             let _slot = slot;
             match pending.await {
                 Ok(ws) => conn::run(hub, ws, claims, headers, addr, closing).await,
-                Err(err) => tracing::debug!(%err, "the upgrade did not complete"),
+                Err(err) => {
+                    let err = crate::error_chain(&err);
+                    tracing::debug!(err, "the upgrade did not complete");
+                }
             }
         });
         response

@@ -101,3 +101,23 @@ pub use crate::config::{Config, ConfigError};
 pub use crate::hub::Hub;
 pub use crate::protocol::{ErrorCode, HubError};
 pub use crate::server::Server;
+
+/// An error and its causes, as one line: each error's `Display`, then each
+/// [`source`](std::error::Error::source)'s, joined with `: `. duplex's errors
+/// say only their own layer's part ("cannot connect to 127.0.0.1:1"), their
+/// causes say the rest ("Connection refused"); logs and the command line print
+/// this. A cause whose text the line already holds is not repeated, for
+/// errors of other crates that put their source's text in their own.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
+}

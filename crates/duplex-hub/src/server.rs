@@ -10,7 +10,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use duplex::ServerBuilder;
+use duplex::Acceptor;
 use duplex::tls::rustls::ServerConfig;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -91,7 +91,7 @@ impl Server {
         let limits = &config.limits;
         // The HTTP handler reads what it needs from the request before the
         // upgrade; connections need not keep it.
-        let mut websocket = ServerBuilder::new()
+        let mut websocket = Acceptor::new()
             .keep_request(false)
             .max_message_size(limits.max_message_size)
             .max_frame_size(limits.max_message_size);

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use duplex::{Origins, ServerBuilder};
+use duplex::{Acceptor, Origins};
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::Full;
@@ -28,7 +28,7 @@ pub struct Service {
     /// The WebSocket settings (limits, keepalive). Its own origin check is
     /// left open: [`origins`](Self::origins) is checked once, by
     /// [`Service::admit`], before the upgrade.
-    pub websocket: ServerBuilder,
+    pub websocket: Acceptor,
     /// The origin policy, checked by [`Service::admit`] before the token.
     pub origins: Origins,
     /// Where WebSocket tasks are tracked.

@@ -10,7 +10,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use duplex_proto::frame::{Frame, FrameHeader, OpCode};
 use duplex_proto::mask::apply_mask;
 use duplex_proto::utf8::Utf8Validator;
-use duplex_proto::{Config, Connection, Message};
+use duplex_proto::{Connection, Limits, Message};
 
 const SIZES: [(usize, &str); 4] = [
     (20, "20B"),
@@ -47,7 +47,7 @@ fn decode(c: &mut Criterion) {
             group.bench_function(format!("{kind}/{name}"), |b| {
                 b.iter_batched_ref(
                     || {
-                        let mut conn = Connection::server(Config::default());
+                        let mut conn = Connection::server(Limits::default());
                         conn.read_buffer().extend_from_slice(&wire);
                         conn
                     },
@@ -110,7 +110,7 @@ fn encode(c: &mut Criterion) {
         let payload = Bytes::from(vec![b'x'; size]);
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_function(name, |b| {
-            let mut conn = Connection::server(Config::default());
+            let mut conn = Connection::server(Limits::default());
             b.iter(|| {
                 conn.send(Message::Binary(payload.clone())).unwrap();
                 while let Some(chunk) = conn.take_output() {

@@ -9,7 +9,7 @@ use std::hint::black_box;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use duplex_proto::deflate::DeflateParams;
 use duplex_proto::rng::SequenceMask;
-use duplex_proto::{Config, Connection, Message};
+use duplex_proto::{Connection, Limits, Message};
 
 const SIZES: [(usize, &str); 3] = [(1024, "1KiB"), (16 * 1024, "16KiB"), (1024 * 1024, "1MiB")];
 
@@ -54,7 +54,7 @@ fn compress(c: &mut Criterion) {
             let mut next = messages.iter().cycle();
             group.throughput(Throughput::Bytes(size as u64));
             group.bench_function(format!("level{level}/{name}"), |b| {
-                let mut server = Connection::server(Config::default());
+                let mut server = Connection::server(Limits::default());
                 server.set_deflate(params(level));
                 b.iter(|| {
                     let message = next.next().unwrap();
@@ -75,7 +75,7 @@ fn inflate(c: &mut Criterion) {
         // 64 messages compressed by a client with context takeover, as one
         // stream of frames for the server to inflate.
         let mut client =
-            Connection::client_with_mask_source(Config::default(), Box::new(SequenceMask::new(7)));
+            Connection::client_with_mask_source(Limits::default(), Box::new(SequenceMask::new(7)));
         client.set_deflate(params(6));
         let count = (64 << 20) / size / 64;
         let count = count.clamp(1, 64);
@@ -92,7 +92,7 @@ fn inflate(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter_batched_ref(
                 || {
-                    let mut server = Connection::server(Config::default());
+                    let mut server = Connection::server(Limits::default());
                     server.set_deflate(params(6));
                     server.receive(&wire);
                     server

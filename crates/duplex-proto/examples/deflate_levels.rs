@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use duplex_proto::deflate::DeflateParams;
-use duplex_proto::{Config, Connection, Message};
+use duplex_proto::{Connection, Limits, Message};
 
 const MESSAGES: u64 = 100_000;
 
@@ -33,7 +33,7 @@ fn main() {
     println!("| level | bytes sent | ratio | messages/s |");
     println!("| --- | --- | --- | --- |");
     for level in [1, 3, 6, 9] {
-        let mut server = Connection::server(Config::default());
+        let mut server = Connection::server(Limits::default());
         server.set_deflate(DeflateParams {
             local_no_context_takeover: false,
             remote_no_context_takeover: false,

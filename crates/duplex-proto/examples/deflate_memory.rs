@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 
 use duplex_proto::deflate::DeflateParams;
 use duplex_proto::rng::SequenceMask;
-use duplex_proto::{Config, Connection, Message};
+use duplex_proto::{Connection, Limits, Message};
 
 struct Counting;
 
@@ -56,10 +56,10 @@ fn params(bits: u8, no_context_takeover: bool) -> DeflateParams {
 /// The heap a server connection holds, between messages, for its compressor
 /// and for its decompressor, after one 16 KiB message each way.
 fn measure(bits: u8, no_context_takeover: bool, message: &Message) -> (isize, isize) {
-    let mut server = Connection::server(Config::default());
+    let mut server = Connection::server(Limits::default());
     server.set_deflate(params(bits, no_context_takeover));
     let mut client =
-        Connection::client_with_mask_source(Config::default(), Box::new(SequenceMask::new(1)));
+        Connection::client_with_mask_source(Limits::default(), Box::new(SequenceMask::new(1)));
     client.set_deflate(params(bits, no_context_takeover));
     client.send(message.clone()).unwrap();
     let mut wire = Vec::new();

@@ -7,10 +7,10 @@
 use bytes::BytesMut;
 use duplex_proto::handshake::{self, ClientRequest};
 use duplex_proto::rng::ThreadRngMask;
-use duplex_proto::{CloseCode, Config, Connection, Message};
+use duplex_proto::{CloseCode, Connection, Limits, Message};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let config = Config::default();
+    let config = Limits::default();
 
     let (request, client_hs) = ClientRequest::new("ws://localhost/chat".parse()?)
         .protocol("chat.v1")

@@ -3,15 +3,15 @@
 /// Size limits for a connection and its opening handshake.
 ///
 /// ```
-/// use duplex_proto::Config;
-/// let config = Config::default()
+/// use duplex_proto::Limits;
+/// let config = Limits::default()
 ///     .max_message_size(1 << 20)
 ///     .max_frame_size(64 << 10);
 /// assert_eq!(config.max_message_size, 1 << 20);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Config {
+pub struct Limits {
     /// The largest frame payload accepted, in bytes. A larger frame fails the
     /// connection with 1009 as soon as its header arrives.
     ///
@@ -35,9 +35,9 @@ pub struct Config {
     pub max_headers: usize,
 }
 
-impl Default for Config {
+impl Default for Limits {
     fn default() -> Self {
-        Config {
+        Limits {
             max_frame_size: 16 << 20,
             max_message_size: 64 << 20,
             max_header_bytes: 16 << 10,
@@ -46,26 +46,26 @@ impl Default for Config {
     }
 }
 
-impl Config {
-    /// Sets [`max_frame_size`](Config::max_frame_size).
+impl Limits {
+    /// Sets [`max_frame_size`](Limits::max_frame_size).
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
         self.max_frame_size = bytes;
         self
     }
 
-    /// Sets [`max_message_size`](Config::max_message_size).
+    /// Sets [`max_message_size`](Limits::max_message_size).
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
         self
     }
 
-    /// Sets [`max_header_bytes`](Config::max_header_bytes).
+    /// Sets [`max_header_bytes`](Limits::max_header_bytes).
     pub fn max_header_bytes(mut self, bytes: usize) -> Self {
         self.max_header_bytes = bytes;
         self
     }
 
-    /// Sets [`max_headers`](Config::max_headers).
+    /// Sets [`max_headers`](Limits::max_headers).
     pub fn max_headers(mut self, count: usize) -> Self {
         self.max_headers = count;
         self

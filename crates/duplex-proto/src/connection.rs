@@ -6,7 +6,7 @@ use std::io::IoSlice;
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::close::{CloseCode, CloseFrame, truncate_reason};
-use crate::config::Config;
+use crate::config::Limits;
 use crate::error::{ProtocolError, SendError};
 use crate::frame::{
     Frame, FrameDecoder, FrameEvent, FrameHeader, MAX_CONTROL_PAYLOAD, OpCode, RSV1, Role,
@@ -82,9 +82,9 @@ pub enum Fragment {
 /// input is discarded.
 ///
 /// ```
-/// use duplex_proto::{Config, Connection, Message, ReadyState};
+/// use duplex_proto::{Limits, Connection, Message, ReadyState};
 ///
-/// let mut server = Connection::server(Config::default());
+/// let mut server = Connection::server(Limits::default());
 /// // A masked text frame "Hello" from the client (RFC 6455 section 5.7).
 /// server.receive(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
 /// assert_eq!(server.next_message().unwrap(), Some(Message::text("Hello")));
@@ -96,7 +96,7 @@ pub enum Fragment {
 /// ```
 pub struct Connection {
     role: Role,
-    config: Config,
+    config: Limits,
     /// Masking keys; only a client has one.
     mask_source: Option<Box<dyn MaskSource>>,
 
@@ -152,7 +152,7 @@ struct Outgoing {
 
 impl Connection {
     /// The server end of a connection.
-    pub fn server(config: Config) -> Self {
+    pub fn server(config: Limits) -> Self {
         Connection::new(Role::Server, config, None)
     }
 
@@ -160,16 +160,16 @@ impl Connection {
     ///
     /// [`ThreadRngMask`]: crate::rng::ThreadRngMask
     #[cfg(feature = "os-rng")]
-    pub fn client(config: Config) -> Self {
+    pub fn client(config: Limits) -> Self {
         Connection::client_with_mask_source(config, Box::new(crate::rng::ThreadRngMask))
     }
 
     /// The client end of a connection, masking with keys from `mask_source`.
-    pub fn client_with_mask_source(config: Config, mask_source: Box<dyn MaskSource>) -> Self {
+    pub fn client_with_mask_source(config: Limits, mask_source: Box<dyn MaskSource>) -> Self {
         Connection::new(Role::Client, config, Some(mask_source))
     }
 
-    fn new(role: Role, config: Config, mask_source: Option<Box<dyn MaskSource>>) -> Self {
+    fn new(role: Role, config: Limits, mask_source: Option<Box<dyn MaskSource>>) -> Self {
         Connection {
             role,
             decoder: FrameDecoder::new(role, config.max_frame_size),
@@ -196,7 +196,7 @@ impl Connection {
     }
 
     /// The limits this connection enforces.
-    pub fn config(&self) -> &Config {
+    pub fn limits(&self) -> &Limits {
         &self.config
     }
 

@@ -17,7 +17,7 @@
 //! Every violation by the peer fails the connection with the close code RFC 6455
 //! gives it (see [`ProtocolError::close_code`]): 1002 for protocol errors, 1007
 //! for text that is not UTF-8, 1009 for frames or messages over the
-//! [`Config`] limits.
+//! configured [`Limits`].
 //!
 //! # Example
 //!
@@ -25,10 +25,10 @@
 //!
 //! ```
 //! use duplex_proto::handshake::{self, ClientRequest};
-//! use duplex_proto::{CloseCode, Config, Connection, Message, ReadyState};
+//! use duplex_proto::{CloseCode, Limits, Connection, Message, ReadyState};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = Config::default();
+//! let config = Limits::default();
 //!
 //! // Client: build and send the opening request.
 //! let (request, client_handshake) =
@@ -92,7 +92,7 @@ pub mod rng;
 pub mod utf8;
 
 pub use crate::close::{CloseCode, CloseFrame};
-pub use crate::config::Config;
+pub use crate::config::Limits;
 pub use crate::connection::{CloseInfo, Connection, Fragment, ReadyState};
 pub use crate::error::{ProtocolError, SendError};
 pub use crate::frame::Role;

@@ -17,10 +17,10 @@ use crate::utf8::Utf8Bytes;
 /// message may go uncompressed); a client, which must mask, encodes it afresh.
 ///
 /// ```
-/// use duplex_proto::{Config, Connection, PreparedMessage};
+/// use duplex_proto::{Limits, Connection, PreparedMessage};
 /// let prepared = PreparedMessage::text("price: 101.25");
-/// let mut a = Connection::server(Config::default());
-/// let mut b = Connection::server(Config::default());
+/// let mut a = Connection::server(Limits::default());
+/// let mut b = Connection::server(Limits::default());
 /// a.send_prepared(&prepared).unwrap();
 /// b.send_prepared(&prepared).unwrap();
 /// assert_eq!(a.take_output(), b.take_output());

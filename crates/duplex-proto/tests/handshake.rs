@@ -6,7 +6,7 @@ use duplex_proto::handshake::{
     self, ClientRequest, Extension, HandshakeError, parse_request, parse_response, validate_request,
 };
 use duplex_proto::rng::SequenceMask;
-use duplex_proto::{Config, Connection, Message};
+use duplex_proto::{Connection, Limits, Message};
 use http::StatusCode;
 
 /// The client handshake of RFC 6455 section 1.2, with the answer section 1.3
@@ -21,7 +21,7 @@ fn rfc_section_1_2_example() {
         Origin: http://example.com\r\n\
         Sec-WebSocket-Protocol: chat, superchat\r\n\
         Sec-WebSocket-Version: 13\r\n\r\n";
-    let (request, len) = parse_request(bytes, &Config::default()).unwrap().unwrap();
+    let (request, len) = parse_request(bytes, &Limits::default()).unwrap().unwrap();
     assert_eq!(len, bytes.len());
     assert_eq!(request.headers()["origin"], "http://example.com");
     let upgrade = validate_request(&request).unwrap();
@@ -49,7 +49,7 @@ fn frames_in_the_same_read_as_the_head_reach_the_connection() {
 
     // The client writes its head and, eagerly, a first message.
     let mut client =
-        Connection::client_with_mask_source(Config::default(), Box::new(SequenceMask::new(1)));
+        Connection::client_with_mask_source(Limits::default(), Box::new(SequenceMask::new(1)));
     client.send(Message::text("early")).unwrap();
     let mut wire = BytesMut::new();
     handshake::write_request(&request, &mut wire);
@@ -58,7 +58,7 @@ fn frames_in_the_same_read_as_the_head_reach_the_connection() {
     }
 
     // Server side, fed one byte at a time until the head is whole.
-    let config = Config::default();
+    let config = Limits::default();
     let mut seen = 0;
     let (request, head_len) = loop {
         seen += 1;
@@ -96,12 +96,12 @@ fn frames_in_the_same_read_as_the_head_reach_the_connection() {
 #[test]
 fn error_response_bytes_for_a_plain_http_request() {
     let request = b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n";
-    let (request, _) = parse_request(request, &Config::default()).unwrap().unwrap();
+    let (request, _) = parse_request(request, &Limits::default()).unwrap().unwrap();
     let err = validate_request(&request).unwrap_err();
     assert_eq!(err, HandshakeError::NotUpgrade);
     let mut wire = BytesMut::new();
     handshake::write_response(&err.response(), &mut wire);
-    let (response, len) = parse_response(&wire, &Config::default()).unwrap().unwrap();
+    let (response, len) = parse_response(&wire, &Limits::default()).unwrap().unwrap();
     assert_eq!(response.status(), StatusCode::UPGRADE_REQUIRED);
     assert_eq!(response.headers()["sec-websocket-version"], "13");
     let body = std::str::from_utf8(&wire[len..]).unwrap();

@@ -5,7 +5,7 @@ mod util;
 
 use bytes::{Bytes, BytesMut};
 use duplex_proto::frame::{Frame, FrameDecoder, FrameHeader, OpCode, Role};
-use duplex_proto::{Config, Connection, Fragment, Message, ProtocolError};
+use duplex_proto::{Connection, Fragment, Limits, Message, ProtocolError};
 use proptest::prelude::*;
 use util::{conn_with, drain, frame_to, peer_of};
 
@@ -140,9 +140,9 @@ proptest! {
             }
         }
         let config = if small_limits {
-            Config::default().max_frame_size(200).max_message_size(400)
+            Limits::default().max_frame_size(200).max_message_size(400)
         } else {
-            Config::default()
+            Limits::default()
         };
         let whole = feed_split(conn_with(role, config.clone()), &wire, &[]);
         let split = feed_split(conn_with(role, config), &wire, &splits(wire.len(), &cuts));
@@ -202,9 +202,9 @@ proptest! {
             }));
         }
         let config = if small_limits {
-            Config::default().max_frame_size(100).max_message_size(150)
+            Limits::default().max_frame_size(100).max_message_size(150)
         } else {
-            Config::default()
+            Limits::default()
         };
         let every_byte: Vec<usize> = (1..wire.len()).collect();
         let whole = feed_split(conn_with(role, config.clone()), &wire, &[]);
@@ -229,7 +229,7 @@ proptest! {
         fragment_at in proptest::collection::vec(any::<usize>(), 0..10),
         cuts in proptest::collection::vec(any::<usize>(), 0..10),
     ) {
-        let mut sender = conn_with(role, Config::default());
+        let mut sender = conn_with(role, Limits::default());
         for (i, m) in messages.iter().enumerate() {
             match (m, fragment_at.get(i)) {
                 (Message::Binary(data), Some(&at)) if !data.is_empty() => {
@@ -251,7 +251,7 @@ proptest! {
         while let Some(chunk) = sender.take_output() {
             wire.extend_from_slice(&chunk);
         }
-        let receiver = conn_with(peer_of(role), Config::default());
+        let receiver = conn_with(peer_of(role), Limits::default());
         let (results, _) = feed_split(receiver, &wire, &splits(wire.len(), &cuts));
         let expected: Vec<_> = messages.into_iter().map(Ok).collect();
         prop_assert_eq!(results, expected);
@@ -298,7 +298,7 @@ proptest! {
             level: 6,
             threshold,
         };
-        let mut sender = conn_with(role, Config::default());
+        let mut sender = conn_with(role, Limits::default());
         sender.set_deflate(sender_params);
         for m in &messages {
             sender.send(m.clone()).unwrap();
@@ -307,7 +307,7 @@ proptest! {
         while let Some(chunk) = sender.take_output() {
             wire.extend_from_slice(&chunk);
         }
-        let mut receiver = conn_with(peer_of(role), Config::default());
+        let mut receiver = conn_with(peer_of(role), Limits::default());
         receiver.set_deflate(receiver_params);
         let (results, _) = feed_split(receiver, &wire, &splits(wire.len(), &cuts));
         let expected: Vec<_> = messages.into_iter().map(Ok).collect();

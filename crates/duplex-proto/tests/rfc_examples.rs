@@ -6,13 +6,13 @@ mod util;
 use bytes::Bytes;
 use duplex_proto::frame::{OpCode, Role};
 use duplex_proto::rng::FixedMask;
-use duplex_proto::{Config, Connection, Fragment, Message};
+use duplex_proto::{Connection, Fragment, Limits, Message};
 use util::{conn, drain, feed, sent_frames};
 
 const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
 fn masked_client() -> Connection {
-    Connection::client_with_mask_source(Config::default(), Box::new(FixedMask(MASK)))
+    Connection::client_with_mask_source(Limits::default(), Box::new(FixedMask(MASK)))
 }
 
 fn output(conn: &mut Connection) -> Vec<u8> {

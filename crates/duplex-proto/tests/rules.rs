@@ -5,7 +5,7 @@
 mod util;
 
 use duplex_proto::frame::{OpCode, RSV1, RSV2, RSV3, Role};
-use duplex_proto::{CloseCode, Config, Message, ProtocolError};
+use duplex_proto::{CloseCode, Limits, Message, ProtocolError};
 use util::{
     assert_fails, assert_fails_with, close_payload, conn, conn_with, feed, frame_to, msg_to,
 };
@@ -322,7 +322,7 @@ fn non_minimal_length_1002() {
 #[test]
 fn frame_over_limit_1009_before_payload() {
     for role in BOTH {
-        let c = conn_with(role, Config::default().max_frame_size(1000));
+        let c = conn_with(role, Limits::default().max_frame_size(1000));
         let wire = msg_to(role, OpCode::Binary, &[0u8; 1001]);
         let header_only = &wire[..wire.len() - 1001];
         assert_fails_with(
@@ -342,7 +342,7 @@ fn frame_over_limit_1009_before_payload() {
 #[test]
 fn message_over_limit_1009_before_payload() {
     for role in BOTH {
-        let c = conn_with(role, Config::default().max_message_size(1000));
+        let c = conn_with(role, Limits::default().max_message_size(1000));
         let mut wire = frame_to(role, false, 0, OpCode::Text, &[b'a'; 600]);
         let second = frame_to(role, true, 0, OpCode::Continuation, &[b'a'; 401]);
         wire.extend_from_slice(&second[..second.len() - 401]);
@@ -356,7 +356,7 @@ fn message_over_limit_1009_before_payload() {
             CloseCode::MESSAGE_TOO_BIG,
         );
         // Exactly at the limit is accepted.
-        let mut c = conn_with(role, Config::default().max_message_size(1000));
+        let mut c = conn_with(role, Limits::default().max_message_size(1000));
         let mut wire = frame_to(role, false, 0, OpCode::Text, &[b'a'; 600]);
         wire.extend(frame_to(role, true, 0, OpCode::Continuation, &[b'a'; 400]));
         assert!(matches!(feed(&mut c, &wire)[..], [Ok(Message::Text(ref t))] if t.len() == 1000));
@@ -367,7 +367,7 @@ fn message_over_limit_1009_before_payload() {
 #[test]
 fn control_frames_do_not_count_toward_message_size() {
     for role in BOTH {
-        let mut c = conn_with(role, Config::default().max_message_size(10));
+        let mut c = conn_with(role, Limits::default().max_message_size(10));
         let mut wire = frame_to(role, false, 0, OpCode::Binary, &[1; 10]);
         wire.extend(msg_to(role, OpCode::Ping, &[2; 100]));
         wire.extend(frame_to(role, true, 0, OpCode::Continuation, b""));

@@ -2,7 +2,7 @@
 //! and the count of frames still queued.
 
 use bytes::Bytes;
-use duplex_proto::{Config, Connection, Message, PreparedMessage, SendError};
+use duplex_proto::{Connection, Limits, Message, PreparedMessage, SendError};
 
 fn drain(conn: &mut Connection) -> Vec<u8> {
     let mut all = Vec::new();
@@ -15,7 +15,7 @@ fn drain(conn: &mut Connection) -> Vec<u8> {
 #[test]
 fn a_prepared_frame_goes_to_the_transport_whole_when_nothing_waits() {
     let prepared = PreparedMessage::text("hello");
-    let mut conn = Connection::server(Config::default());
+    let mut conn = Connection::server(Limits::default());
     let mut seen = Vec::new();
     let taken = conn
         .send_prepared_direct(&prepared, |frame| {
@@ -32,7 +32,7 @@ fn a_prepared_frame_goes_to_the_transport_whole_when_nothing_waits() {
 #[test]
 fn the_rest_of_a_partly_taken_frame_is_queued_in_order() {
     let prepared = PreparedMessage::binary(Bytes::from(vec![7u8; 300]));
-    let mut conn = Connection::server(Config::default());
+    let mut conn = Connection::server(Limits::default());
     let taken = conn.send_prepared_direct(&prepared, |_| 100).unwrap();
     assert_eq!(taken, 100);
     assert_eq!(conn.buffered_amount(), prepared.frame().len() - 100);
@@ -53,7 +53,7 @@ fn the_rest_of_a_partly_taken_frame_is_queued_in_order() {
 #[test]
 fn nothing_taken_queues_the_whole_frame() {
     let prepared = PreparedMessage::text("wait");
-    let mut conn = Connection::server(Config::default());
+    let mut conn = Connection::server(Limits::default());
     assert_eq!(conn.send_prepared_direct(&prepared, |_| 0).unwrap(), 0);
     assert_eq!(drain(&mut conn), prepared.frame()[..]);
 }
@@ -61,7 +61,7 @@ fn nothing_taken_queues_the_whole_frame() {
 #[test]
 fn a_client_masks_its_own_copy_and_never_offers_the_shared_frame() {
     let prepared = PreparedMessage::text("from a client");
-    let mut conn = Connection::client(Config::default());
+    let mut conn = Connection::client(Limits::default());
     conn.send_prepared_direct(&prepared, |_| panic!("a client offered an unmasked frame"))
         .unwrap();
     assert_eq!(conn.queued_frames(), 1);
@@ -70,7 +70,7 @@ fn a_client_masks_its_own_copy_and_never_offers_the_shared_frame() {
 
 #[test]
 fn after_a_close_nothing_is_offered() {
-    let mut conn = Connection::server(Config::default());
+    let mut conn = Connection::server(Limits::default());
     conn.send(Message::Close(None)).unwrap();
     drain(&mut conn);
     let result = conn.send_prepared_direct(&PreparedMessage::text("late"), |_| {
@@ -81,7 +81,7 @@ fn after_a_close_nothing_is_offered() {
 
 #[test]
 fn queued_frames_counts_frames_until_their_last_byte_is_taken() {
-    let mut conn = Connection::server(Config::default());
+    let mut conn = Connection::server(Limits::default());
     conn.send(Message::text("one")).unwrap(); // 2 + 3 bytes
     conn.send(Message::text("two")).unwrap();
     conn.send(Message::Ping(Bytes::new())).unwrap(); // 2 bytes

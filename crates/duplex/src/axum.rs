@@ -38,19 +38,18 @@
 //! A request to the route that is not a WebSocket handshake is answered with
 //! the status the handshake error calls for (426 for a plain GET, 400 for a
 //! broken handshake, 405 for another method); the extractor's rejection is
-//! [`Refused`]. Take `Option<WebSocketUpgrade>` to serve something else to
+//! [`Rejection`]. Take `Option<WebSocketUpgrade>` to serve something else to
 //! requests that do not ask for a WebSocket at all.
 //!
 //! To share one set of settings (an origin policy, a request check, limits)
-//! between routes, build a [`ServerBuilder`] once, keep it in the state, and
-//! hand it over with [`server`](WebSocketUpgrade::server).
+//! between routes, build an [`Acceptor`] once, keep it in the state, and
+//! hand it over with [`acceptor`](WebSocketUpgrade::acceptor).
 
 use std::fmt;
 use std::future::Future;
 
 use ::axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use ::axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use duplex_proto::handshake::UpgradeRequest;
 use http::request::Parts;
 use http::{Request, StatusCode};
@@ -59,8 +58,8 @@ use hyper::upgrade::OnUpgrade;
 use crate::config::WebSocketConfig;
 use crate::error::Error;
 use crate::origin::Origins;
-use crate::server::{Accept, Reject, ServerBuilder};
-use crate::upgrade::{self, PendingWebSocket, Refused, Upgraded};
+use crate::server::{Acceptance, Acceptor, Rejection};
+use crate::upgrade::{self, PendingWebSocket, Upgraded};
 use crate::websocket::WebSocket;
 
 /// Extractor for a WebSocket handshake: a valid upgrade request and hyper's
@@ -69,13 +68,13 @@ use crate::websocket::WebSocket;
 ///
 /// It accepts any state (`FromRequestParts<S>` for every `S: Send + Sync`).
 /// Its rejection, for a request that is not a valid WebSocket handshake, is
-/// [`Refused`], answered with the handshake error's status.
+/// [`Rejection`], answered with the handshake error's status.
 #[must_use = "the handshake is answered by `on_upgrade`"]
 pub struct WebSocketUpgrade {
     head: Request<()>,
     upgrade: UpgradeRequest,
     on_upgrade: OnUpgrade,
-    server: ServerBuilder,
+    acceptor: Acceptor,
     on_failed_upgrade: Option<Box<dyn FnOnce(Error) + Send>>,
 }
 
@@ -83,13 +82,13 @@ impl fmt::Debug for WebSocketUpgrade {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebSocketUpgrade")
             .field("request", &self.head)
-            .field("server", &self.server)
+            .field("acceptor", &self.acceptor)
             .finish_non_exhaustive()
     }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
-    type Rejection = Refused;
+    type Rejection = Rejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let head = upgrade::request_head(&parts.method, &parts.uri, parts.version, &parts.headers);
@@ -101,7 +100,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
             head,
             upgrade: validated,
             on_upgrade,
-            server: ServerBuilder::new(),
+            acceptor: Acceptor::new(),
             on_failed_upgrade: None,
         })
     }
@@ -112,7 +111,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
 /// CONNECT), so one route can serve a page and its socket. A request that asks
 /// but breaks the handshake is still rejected.
 impl<S: Send + Sync> OptionalFromRequestParts<S> for WebSocketUpgrade {
-    type Rejection = Refused;
+    type Rejection = Rejection;
 
     async fn from_request_parts(
         parts: &mut Parts,
@@ -135,117 +134,66 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for WebSocketUpgrade {
 
 /// The refusal when hyper left no handle on the connection: a server that is
 /// not hyper, or a layer (or an earlier extractor) that took it.
-fn not_upgradable(http2: bool) -> Refused {
+fn not_upgradable(http2: bool) -> Rejection {
     const WHY: &str = "this connection cannot be upgraded: the request carries no hyper \
                        OnUpgrade (serve the app with axum::serve, or hyper with upgrades)";
-    let response = http::Response::builder()
-        .status(StatusCode::INTERNAL_SERVER_ERROR)
-        .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Bytes::from(format!("{WHY}\n")))
-        .unwrap_or_default();
-    Refused::new(response, Error::Io(std::io::Error::other(WHY)), http2)
+    Rejection::new(StatusCode::INTERNAL_SERVER_ERROR)
+        .body(format!("{WHY}\n"))
+        .http2(http2)
 }
 
-/// Answers with [`Refused::status`], the headers the status calls for (none
+/// Answers with [`Rejection::status`], the headers the status calls for (none
 /// that HTTP/2 forbids) and a one-line plain-text body saying what was wrong.
-impl IntoResponse for Refused {
+impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
-        Refused::into_response(self).map(::axum::body::Body::new)
+        Rejection::into_response(self).map(::axum::body::Body::new)
     }
 }
 
 impl WebSocketUpgrade {
-    /// Uses `server`'s settings (subprotocols, origin policy, request check,
+    /// Uses `acceptor`'s settings (subprotocols, origin policy, request check,
     /// limits, compression) in place of the ones set so far: for one
-    /// [`ServerBuilder`] built at start-up and shared by every route. Setters
+    /// [`Acceptor`] built at start-up and shared by every route. Setters
     /// called after this one adjust it for this connection.
-    pub fn server(mut self, server: ServerBuilder) -> Self {
-        self.server = server;
+    pub fn acceptor(mut self, acceptor: Acceptor) -> Self {
+        self.acceptor = acceptor;
         self
     }
 
     /// The subprotocols this server speaks; the first one the client offers is
-    /// chosen. See [`ServerBuilder::protocols`].
+    /// chosen. See [`Acceptor::protocols`].
     pub fn protocols<I, P>(mut self, protocols: I) -> Self
     where
         I: IntoIterator<Item = P>,
         P: Into<String>,
     {
-        self.server = self.server.protocols(protocols);
+        self.acceptor = self.acceptor.protocols(protocols);
         self
     }
 
     /// Which `Origin`s are accepted; a refused one gets 403. See
-    /// [`ServerBuilder::origins`].
+    /// [`Acceptor::origins`].
     pub fn origins(mut self, origins: Origins) -> Self {
-        self.server = self.server.origins(origins);
+        self.acceptor = self.acceptor.origins(origins);
         self
     }
 
     /// A check run on the request before it is answered, which may choose the
     /// subprotocol, add response headers, or reject. See
-    /// [`ServerBuilder::on_request`].
+    /// [`Acceptor::on_request`].
     pub fn on_request<F>(mut self, check: F) -> Self
     where
-        F: Fn(&Request<()>) -> Result<Accept, Reject> + Send + Sync + 'static,
+        F: Fn(&Request<()>) -> Result<Acceptance, Rejection> + Send + Sync + 'static,
     {
-        self.server = self.server.on_request(check);
+        self.acceptor = self.acceptor.on_request(check);
         self
     }
 
-    /// Replaces all connection settings; see [`WebSocketConfig`].
-    pub fn config(mut self, config: WebSocketConfig) -> Self {
-        self.server = self.server.config(config);
-        self
-    }
+    crate::config::config_setters!(replace);
 
-    /// Sets the largest message accepted; default 64 MiB.
-    pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.server = self.server.max_message_size(bytes);
-        self
-    }
-
-    /// Sets the largest frame accepted; default 16 MiB.
-    pub fn max_frame_size(mut self, bytes: usize) -> Self {
-        self.server = self.server.max_frame_size(bytes);
-        self
-    }
-
-    /// Sets the write buffer bound; see [`WebSocketConfig::max_write_buffer`].
-    pub fn max_write_buffer(mut self, bytes: usize) -> Self {
-        self.server = self.server.max_write_buffer(bytes);
-        self
-    }
-
-    /// Sets the close timeout; see [`WebSocketConfig::close_timeout`].
-    pub fn close_timeout(mut self, timeout: std::time::Duration) -> Self {
-        self.server = self.server.close_timeout(timeout);
-        self
-    }
-
-    /// Turns keepalive on; see [`WebSocketConfig::keepalive`].
-    pub fn keepalive(
-        mut self,
-        interval: std::time::Duration,
-        timeout: std::time::Duration,
-    ) -> Self {
-        self.server = self.server.keepalive(interval, timeout);
-        self
-    }
-
-    /// Sets what permessage-deflate offers are accepted; by default
-    /// [`DeflateConfig::default`](crate::DeflateConfig::default).
-    #[cfg(feature = "deflate")]
-    pub fn deflate(mut self, config: crate::DeflateConfig) -> Self {
-        self.server = self.server.deflate(config);
-        self
-    }
-
-    /// Turns compression off: every offer is declined.
-    #[cfg(feature = "deflate")]
-    pub fn no_deflate(mut self) -> Self {
-        self.server = self.server.no_deflate();
-        self
+    /// The connection settings, for the setters.
+    fn config_mut(&mut self) -> &mut WebSocketConfig {
+        self.acceptor.config_mut()
     }
 
     /// Called with the error if hyper fails to hand over the connection after
@@ -274,7 +222,7 @@ impl WebSocketUpgrade {
     /// server speaks. A request check set with [`on_request`](Self::on_request)
     /// may choose another.
     pub fn selected_protocol(&self) -> Option<&str> {
-        self.server.choose_protocol(self.upgrade.protocols())
+        self.acceptor.choose_protocol(self.upgrade.protocols())
     }
 
     /// Whether the request came as an HTTP/2 extended CONNECT (RFC 8441).
@@ -295,11 +243,11 @@ impl WebSocketUpgrade {
         F: FnOnce(WebSocket<Upgraded>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let (response, agreed) = match upgrade::answer(&self.server, self.head, &self.upgrade) {
+        let (response, agreed) = match upgrade::answer(&self.acceptor, self.head, &self.upgrade) {
             Ok(answer) => answer,
             Err(refused) => return IntoResponse::into_response(refused),
         };
-        let pending = PendingWebSocket::new(self.on_upgrade, self.server, agreed);
+        let pending = PendingWebSocket::new(self.on_upgrade, self.acceptor, agreed);
         let on_failed_upgrade = self.on_failed_upgrade;
         tokio::spawn(async move {
             match pending.await {

@@ -6,7 +6,7 @@ use bytes::BytesMut;
 use duplex_proto::handshake::{self, ClientRequest};
 use duplex_proto::rng::ThreadRngMask;
 use duplex_proto::{HandshakeError, Role};
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderValue};
 use http::{Response, Uri};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -15,6 +15,7 @@ use tokio::time::{Instant, timeout_at};
 use crate::config::WebSocketConfig;
 use crate::error::{Error, Result, Timeout};
 use crate::head::{read_error_body, read_head};
+use crate::header::InvalidHeader;
 use crate::proxy::Proxy;
 use crate::stream::{ClientStream, MaybeTlsStream};
 use crate::websocket::{Handshake, WebSocket};
@@ -49,8 +50,8 @@ pub async fn connect(url: impl AsRef<str>) -> Result<WebSocket<ClientStream>> {
 /// use std::time::Duration;
 /// let ws = duplex::ClientBuilder::new("wss://example.com/chat?room=lobby")
 ///     .protocol("chat.v2")
-///     .header("Origin", "https://example.com")
-///     .header("Authorization", "Bearer abc123")
+///     .header("Origin", "https://example.com")?
+///     .header("Authorization", "Bearer abc123")?
 ///     .connect_timeout(Duration::from_secs(5))
 ///     .connect()
 ///     .await?;
@@ -91,7 +92,6 @@ pub struct ClientBuilder {
     url: String,
     protocols: Vec<String>,
     headers: HeaderMap,
-    invalid_header: Option<String>,
     config: WebSocketConfig,
     connect_timeout: Duration,
     handshake_timeout: Duration,
@@ -131,7 +131,6 @@ impl ClientBuilder {
             url: url.as_ref().to_owned(),
             protocols: Vec::new(),
             headers: HeaderMap::new(),
-            invalid_header: None,
             config: WebSocketConfig::default(),
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
@@ -160,23 +159,19 @@ impl ClientBuilder {
     }
 
     /// Adds a request header: Origin, Authorization, Cookie, User-Agent...
-    /// An invalid name or value makes [`connect`](Self::connect) fail with
-    /// [`Error::Config`].
-    pub fn header<K, V>(mut self, name: K, value: V) -> Self
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidHeader`], naming the header, if the name or value is not
+    /// valid HTTP (`?` turns it into [`Error::Config`]).
+    pub fn header<K, V>(mut self, name: K, value: V) -> Result<Self, InvalidHeader>
     where
-        K: TryInto<HeaderName>,
+        K: AsRef<str>,
         V: TryInto<HeaderValue>,
     {
-        match (name.try_into(), value.try_into()) {
-            (Ok(name), Ok(value)) => {
-                self.headers.append(name, value);
-            }
-            _ => {
-                self.invalid_header
-                    .get_or_insert_with(|| "a header name or value is not valid HTTP".to_owned());
-            }
-        }
-        self
+        let (name, value) = crate::header::parse(name, value)?;
+        self.headers.append(name, value);
+        Ok(self)
     }
 
     /// Connects through this proxy, whatever the environment says (and
@@ -206,7 +201,12 @@ impl ClientBuilder {
         self
     }
 
-    crate::config::config_setters!();
+    crate::config::config_setters!(replace);
+
+    /// The connection settings, for the setters.
+    fn config_mut(&mut self) -> &mut WebSocketConfig {
+        &mut self.config
+    }
 
     /// The keepalive set so far, for [`Reconnect`](crate::reconnect::Reconnect)'s default.
     pub(crate) fn keepalive_setting(&self) -> Option<(Duration, Duration)> {
@@ -277,14 +277,17 @@ impl ClientBuilder {
     /// # Errors
     ///
     /// [`Error::Url`] for a URL that is not `ws://` or `wss://` with a host;
-    /// [`Error::Io`] if the connection fails; [`Error::Proxy`] if the proxy
-    /// cannot be reached or does not open the tunnel; [`Error::Config`] if a
-    /// proxy variable of the environment is not a proxy URL;
-    /// [`Error::Tls`] if the server's
-    /// certificate does not verify; [`Error::Rejected`] if the server answers
+    /// [`Error::Resolve`] if the host name does not resolve;
+    /// [`Error::Connect`] if the TCP connection fails (naming the address);
+    /// [`Error::Proxy`] if the proxy cannot be reached or does not open the
+    /// tunnel; [`Error::Config`] if a proxy variable of the environment is not
+    /// a proxy URL; [`Error::Tls`] if the TLS handshake fails (naming the
+    /// server name: a certificate that does not verify, say);
+    /// [`Error::Rejected`] if the server answers
     /// with an HTTP status other than 101 (with its headers and body);
     /// [`Error::Handshake`] if the 101 response is not a valid one;
-    /// [`Error::Timeout`]. With [`http2`](Self::http2) on, also
+    /// [`Error::Timeout`] naming the phase ([`Timeout::Tcp`], [`Timeout::Tls`],
+    /// [`Timeout::Proxy`], [`Timeout::Handshake`]). With [`http2`](Self::http2) on, also
     /// [`Error::Http2`] if a server that chose HTTP/2 in ALPN breaks it, or
     /// the stream fails, and [`Error::Rejected`] for a status other than 200.
     pub async fn connect(self) -> Result<WebSocket<ClientStream>> {
@@ -356,8 +359,8 @@ impl ClientBuilder {
             tracing::debug!(%proxy, host, port, "connecting through a proxy");
             return proxy.tunnel(host, port, deadline).await;
         }
-        let tcp = match timeout_at(deadline, TcpStream::connect((host, port))).await {
-            Err(_) => return Err(Error::Timeout(Timeout::Connect)),
+        let tcp = match timeout_at(deadline, connect_tcp(host, port)).await {
+            Err(_) => return Err(Error::Timeout(Timeout::Tcp)),
             Ok(tcp) => tcp?,
         };
         tcp.set_nodelay(true)?;
@@ -373,12 +376,13 @@ impl ClientBuilder {
         deadline: Instant,
     ) -> Result<MaybeTlsStream<TcpStream>> {
         let config = self.tls.client_config(http2)?;
-        let name = rustls::pki_types::ServerName::try_from(host)
-            .map_err(|e| Error::Url(format!("not a valid TLS server name: {e}")))?;
+        let name = rustls::pki_types::ServerName::try_from(host.clone())
+            .map_err(|e| Error::Url(format!("{host:?} is not a valid TLS server name: {e}")))?;
         let connector = tokio_rustls::TlsConnector::from(config);
         match timeout_at(deadline, connector.connect(name, tcp)).await {
-            Err(_) => Err(Error::Timeout(Timeout::Connect)),
-            Ok(stream) => Ok(MaybeTlsStream::Tls(Box::new(stream?))),
+            Err(_) => Err(Error::Timeout(Timeout::Tls)),
+            Ok(Err(err)) => Err(Error::tls_handshake(&host, err)),
+            Ok(Ok(stream)) => Ok(MaybeTlsStream::Tls(Box::new(stream))),
         }
     }
 
@@ -409,9 +413,6 @@ impl ClientBuilder {
     }
 
     pub(crate) fn uri(&self) -> Result<Uri> {
-        if let Some(why) = &self.invalid_header {
-            return Err(Error::Config(why.clone()));
-        }
         if self.url.contains('#') {
             return Err(Error::Url("a WebSocket URL has no fragment".to_owned()));
         }
@@ -523,10 +524,165 @@ impl ClientBuilder {
     }
 }
 
+/// A TCP connection to `host:port`: the name resolved, then each address
+/// tried in turn. The error names the host that did not resolve, or the
+/// last address that did not connect.
+async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream> {
+    let addrs = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|source| Error::Resolve {
+            host: host.to_owned(),
+            source,
+        })?;
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(source) => last = Some((addr, source)),
+        }
+    }
+    Err(match last {
+        Some((addr, source)) => Error::Connect {
+            host: host.to_owned(),
+            addr,
+            source,
+        },
+        None => Error::Resolve {
+            host: host.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "the name has no addresses"),
+        },
+    })
+}
+
 /// A request the handshake cannot build, as the error to report.
 pub(crate) fn build_error(err: HandshakeError) -> Error {
     match err {
         HandshakeError::InvalidUri(why) => Error::Url(why.to_owned()),
         other => Error::Handshake(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// An address where nothing listens.
+    fn closed_port() -> std::net::SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_names_the_address_and_the_cause() {
+        let addr = closed_port();
+        let err = ClientBuilder::new(format!("ws://{addr}/"))
+            .no_proxy()
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Connect { addr: a, .. } if *a == addr),
+            "{err}"
+        );
+        assert_eq!(err.to_string(), format!("cannot connect to {addr}"));
+        let cause = err.source().expect("the I/O error").to_string();
+        assert!(cause.to_lowercase().contains("refused"), "{cause}");
+        assert!(!err.to_string().contains(&cause), "the cause is said once");
+    }
+
+    #[tokio::test]
+    async fn a_host_name_says_which_address_it_resolved_to() {
+        let port = closed_port().port();
+        let err = ClientBuilder::new(format!("ws://localhost:{port}/"))
+            .no_proxy()
+            .connect()
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("cannot connect to localhost at "),
+            "{text}"
+        );
+        assert!(text.ends_with(&format!(":{port}")), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_name_that_does_not_resolve_is_named() {
+        let err = ClientBuilder::new("ws://nowhere.invalid/")
+            .no_proxy()
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Resolve { host, .. } if host == "nowhere.invalid"),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "cannot resolve the host name nowhere.invalid"
+        );
+        assert!(err.source().is_some());
+    }
+
+    #[cfg(feature = "tls")]
+    #[tokio::test]
+    async fn a_failed_tls_handshake_names_the_server_and_why() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            // Not TLS: a plain HTTP answer to the ClientHello.
+            let _ = tcp.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+            let _ = tcp.shutdown().await;
+        });
+        let err = ClientBuilder::new(format!("wss://localhost:{port}/"))
+            .no_proxy()
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Tls { server_name: Some(name), .. } if name == "localhost"),
+            "{err}"
+        );
+        assert_eq!(err.to_string(), "the TLS handshake with localhost failed");
+        let why = err.source().expect("why").to_string();
+        assert!(!why.is_empty());
+    }
+
+    #[cfg(feature = "tls")]
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_names_its_phase() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            // Accepts, and says nothing.
+            let mut held = Vec::new();
+            while let Ok((tcp, _)) = listener.accept().await {
+                held.push(tcp);
+            }
+        });
+        let err = ClientBuilder::new(format!("wss://{addr}/"))
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(1))
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Timeout(Timeout::Tls)), "{err}");
+        assert_eq!(err.to_string(), "the TLS handshake timed out");
+
+        let err = ClientBuilder::new(format!("ws://{addr}/"))
+            .no_proxy()
+            .handshake_timeout(Duration::from_secs(1))
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Timeout(Timeout::Handshake)), "{err}");
+        assert_eq!(err.to_string(), "the opening handshake timed out");
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use duplex_proto::Config;
+use duplex_proto::Limits;
 #[cfg(feature = "deflate")]
 use duplex_proto::deflate::DeflateConfig;
 
@@ -22,7 +22,7 @@ use duplex_proto::deflate::DeflateConfig;
 #[non_exhaustive]
 pub struct WebSocketConfig {
     /// Frame, message and handshake header limits.
-    pub limits: Config,
+    pub limits: Limits,
     /// Bytes queued for the socket past which `send` and `poll_ready` wait for
     /// the socket to take some, and reading from the peer pauses: a peer that
     /// sends without reading (a ping flood, say) cannot make the connection
@@ -58,7 +58,7 @@ pub struct WebSocketConfig {
 impl Default for WebSocketConfig {
     fn default() -> Self {
         WebSocketConfig {
-            limits: Config::default(),
+            limits: Limits::default(),
             max_write_buffer: 256 << 10,
             close_timeout: Duration::from_secs(10),
             keepalive: None,
@@ -68,98 +68,68 @@ impl Default for WebSocketConfig {
     }
 }
 
-impl WebSocketConfig {
-    /// Sets the largest frame accepted; see [`Config::max_frame_size`].
-    pub fn max_frame_size(mut self, bytes: usize) -> Self {
-        self.limits.max_frame_size = bytes;
-        self
-    }
-
-    /// Sets the largest message accepted; see [`Config::max_message_size`].
-    pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.limits.max_message_size = bytes;
-        self
-    }
-
-    /// Sets [`max_write_buffer`](Self::max_write_buffer).
-    pub fn max_write_buffer(mut self, bytes: usize) -> Self {
-        self.max_write_buffer = bytes;
-        self
-    }
-
-    /// Sets [`close_timeout`](Self::close_timeout).
-    pub fn close_timeout(mut self, timeout: Duration) -> Self {
-        self.close_timeout = timeout;
-        self
-    }
-
-    /// Turns keepalive on: a ping after `interval` of silence, and the
-    /// connection dropped if no pong comes within `timeout`.
-    pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
-        self.keepalive = Some((interval, timeout));
-        self
-    }
-
-    /// Sets the permessage-deflate settings; `None` turns compression off.
-    #[cfg(feature = "deflate")]
-    pub fn deflate(mut self, deflate: Option<DeflateConfig>) -> Self {
-        self.deflate = deflate;
-        self
-    }
-}
-
-/// The connection-setting methods both builders share, each setting one field
-/// of the builder's `config: WebSocketConfig`.
+/// The connection settings' setters, written once for [`WebSocketConfig`]
+/// and for each type that carries one (the client builder, the acceptor, the
+/// axum extractor). The type calling it has a method
+/// `config_mut(&mut self) -> &mut WebSocketConfig`; `config_setters!(replace)`
+/// also writes `config`, which replaces them all.
 macro_rules! config_setters {
-    () => {
-        /// Replaces all connection settings.
+    (replace) => {
+        /// Replaces all connection settings; see
+        /// [`WebSocketConfig`](crate::WebSocketConfig).
         pub fn config(mut self, config: $crate::WebSocketConfig) -> Self {
-            self.config = config;
+            *self.config_mut() = config;
             self
         }
 
-        /// Sets the largest message accepted; default 64 MiB.
-        pub fn max_message_size(mut self, bytes: usize) -> Self {
-            self.config.limits.max_message_size = bytes;
-            self
-        }
-
-        /// Sets the largest frame accepted; default 16 MiB.
+        $crate::config::config_setters!();
+    };
+    () => {
+        /// Sets the largest frame accepted; see
+        /// [`Limits::max_frame_size`](crate::Limits::max_frame_size).
         pub fn max_frame_size(mut self, bytes: usize) -> Self {
-            self.config.limits.max_frame_size = bytes;
+            self.config_mut().limits.max_frame_size = bytes;
+            self
+        }
+
+        /// Sets the largest message accepted; see
+        /// [`Limits::max_message_size`](crate::Limits::max_message_size).
+        pub fn max_message_size(mut self, bytes: usize) -> Self {
+            self.config_mut().limits.max_message_size = bytes;
             self
         }
 
         /// Sets the write buffer bound; see
         /// [`WebSocketConfig::max_write_buffer`](crate::WebSocketConfig::max_write_buffer).
         pub fn max_write_buffer(mut self, bytes: usize) -> Self {
-            self.config.max_write_buffer = bytes;
+            self.config_mut().max_write_buffer = bytes;
             self
         }
 
         /// Sets the close timeout; see
         /// [`WebSocketConfig::close_timeout`](crate::WebSocketConfig::close_timeout).
         pub fn close_timeout(mut self, timeout: std::time::Duration) -> Self {
-            self.config.close_timeout = timeout;
+            self.config_mut().close_timeout = timeout;
             self
         }
 
-        /// Turns keepalive on; see
+        /// Turns keepalive on: a ping after `interval` of silence, and the
+        /// connection dropped if no pong comes within `timeout`; see
         /// [`WebSocketConfig::keepalive`](crate::WebSocketConfig::keepalive).
         pub fn keepalive(
             mut self,
             interval: std::time::Duration,
             timeout: std::time::Duration,
         ) -> Self {
-            self.config.keepalive = Some((interval, timeout));
+            self.config_mut().keepalive = Some((interval, timeout));
             self
         }
 
-        /// Sets permessage-deflate: what a client offers, what a server accepts.
-        /// By default [`DeflateConfig::default`](crate::DeflateConfig::default).
+        /// Sets permessage-deflate: what a client offers, what a server
+        /// accepts; see [`WebSocketConfig::deflate`](crate::WebSocketConfig::deflate).
         #[cfg(feature = "deflate")]
         pub fn deflate(mut self, config: $crate::DeflateConfig) -> Self {
-            self.config.deflate = Some(config);
+            self.config_mut().deflate = Some(config);
             self
         }
 
@@ -167,10 +137,19 @@ macro_rules! config_setters {
         /// offer.
         #[cfg(feature = "deflate")]
         pub fn no_deflate(mut self) -> Self {
-            self.config.deflate = None;
+            self.config_mut().deflate = None;
             self
         }
     };
 }
 
 pub(crate) use config_setters;
+
+impl WebSocketConfig {
+    /// Itself, for the setters `config_setters!` writes.
+    fn config_mut(&mut self) -> &mut WebSocketConfig {
+        self
+    }
+
+    config_setters!();
+}

@@ -2,7 +2,7 @@
 //! async stream, within the configured bounds.
 
 use bytes::BytesMut;
-use duplex_proto::{Config, HandshakeError};
+use duplex_proto::{HandshakeError, Limits};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::error::{Error, Result};
@@ -11,14 +11,14 @@ use crate::error::{Error, Result};
 pub(crate) const MAX_ERROR_BODY: usize = 64 << 10;
 
 /// A head parser from duplex-proto's handshake module.
-type ParseHead<T> = fn(&[u8], &Config) -> Result<Option<(T, usize)>, HandshakeError>;
+type ParseHead<T> = fn(&[u8], &Limits) -> Result<Option<(T, usize)>, HandshakeError>;
 
 /// Reads until `parse` finds a whole head; returns it and the bytes read past
 /// it. The parser enforces `limits.max_header_bytes` on incomplete input, so a
 /// peer cannot make this buffer without bound.
 pub(crate) async fn read_head<S, T>(
     io: &mut S,
-    limits: &Config,
+    limits: &Limits,
     parse: ParseHead<T>,
 ) -> Result<(T, BytesMut)>
 where

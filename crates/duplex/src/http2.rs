@@ -108,7 +108,7 @@ impl Http2Connection {
     /// [`Error::Http2`] if the server does not speak HTTP/2 or does not take
     /// WebSockets over it (chose `http/1.1` in ALPN, or no
     /// `SETTINGS_ENABLE_CONNECT_PROTOCOL`); [`Error::Timeout`] with
-    /// [`Timeout::Connect`] if its SETTINGS do not come within the connect
+    /// [`Timeout::Handshake`] if its SETTINGS do not come within the connect
     /// timeout.
     pub async fn connect(builder: &ClientBuilder) -> Result<Http2Connection> {
         let uri = builder.uri()?;
@@ -325,7 +325,7 @@ where
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .enable_push(false);
     let (send, mut connection) = match timeout_at(deadline, settings.handshake(io)).await {
-        Err(_) => return Err(Error::Timeout(Timeout::Connect)),
+        Err(_) => return Err(Error::Timeout(Timeout::Handshake)),
         Ok(Err(err)) => {
             return Ok(Err(NoWebSockets::NotHttp2(format!(
                 "the HTTP/2 handshake failed: {err}"
@@ -349,7 +349,7 @@ where
     // before it reads the next frame: once our PING's answer is in, the
     // server's settings are known.
     match timeout_at(deadline, ping.ping(Ping::opaque())).await {
-        Err(_) => return Err(Error::Timeout(Timeout::Connect)),
+        Err(_) => return Err(Error::Timeout(Timeout::Handshake)),
         Ok(Err(err)) => {
             return Ok(Err(NoWebSockets::NotHttp2(format!(
                 "the server does not speak HTTP/2: {err}"

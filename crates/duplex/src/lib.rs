@@ -11,7 +11,7 @@
 //!   names, as curl reads `https_proxy`, `http_proxy`, `all_proxy` and
 //!   `no_proxy`); [`reconnect`]: a client that reconnects by itself, with
 //!   backoff, a send queue and keepalive.
-//! - [`accept`] and [`ServerBuilder`]: the server, on any byte stream.
+//! - [`accept`] and [`Acceptor`]: the server, on any byte stream.
 //! - [`WebSocket`]: a `Stream` of [`Message`]s and a `Sink` of them, with
 //!   `send`, `recv`, `close`, `split`, keepalive and bounded write buffering.
 //! - `upgrade` (feature `hyper`) and `axum` (feature `axum`, the
@@ -63,6 +63,7 @@ mod client;
 mod config;
 mod error;
 mod head;
+mod header;
 #[cfg(feature = "http2")]
 mod http2;
 mod origin;
@@ -83,18 +84,19 @@ pub use duplex_proto::JsonMessage;
 #[cfg(feature = "deflate")]
 pub use duplex_proto::deflate::{DeflateConfig, DeflateParams};
 pub use duplex_proto::{
-    CloseCode, CloseFrame, CloseInfo, Config as Limits, Fragment, HandshakeError, Message,
-    PreparedMessage, ProtocolError, ReadyState, Role, SendError, Utf8Bytes,
+    CloseCode, CloseFrame, CloseInfo, Fragment, HandshakeError, Limits, Message, PreparedMessage,
+    ProtocolError, ReadyState, Role, SendError, Utf8Bytes,
 };
 
 pub use crate::client::{ClientBuilder, connect};
 pub use crate::config::WebSocketConfig;
 pub use crate::error::{Error, Result, Timeout};
+pub use crate::header::InvalidHeader;
 #[cfg(feature = "http2")]
 pub use crate::http2::Http2Connection;
 pub use crate::origin::Origins;
 pub use crate::proxy::{Proxy, ProxyError, ProxyErrorKind};
-pub use crate::server::{Accept, PendingUpgrade, Reject, ServerBuilder, accept};
+pub use crate::server::{Acceptance, Acceptor, PendingUpgrade, Rejection, accept};
 pub use crate::split::{ReadHalf, Sender, TrySendError, WriteHalf};
 pub use crate::stream::{ClientStream, MaybeTlsStream};
 pub use crate::websocket::WebSocket;

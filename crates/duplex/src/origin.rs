@@ -8,7 +8,7 @@
 use http::header::{HOST, ORIGIN};
 use http::{HeaderMap, StatusCode, Uri};
 
-use crate::server::Reject;
+use crate::server::Rejection;
 
 /// Which `Origin` header values a server accepts; a refused origin gets 403
 /// before any upgrade.
@@ -93,8 +93,8 @@ impl Origins {
     ///
     /// # Errors
     ///
-    /// A 403 [`Reject`] saying the origin is not allowed.
-    pub fn check(&self, headers: &HeaderMap, uri: &Uri) -> Result<(), Reject> {
+    /// A 403 [`Rejection`] saying the origin is not allowed.
+    pub fn check(&self, headers: &HeaderMap, uri: &Uri) -> Result<(), Rejection> {
         if self.rule == Rule::Any && !self.require {
             return Ok(());
         }
@@ -124,7 +124,7 @@ impl Origins {
         if allowed {
             Ok(())
         } else {
-            Err(Reject::new(StatusCode::FORBIDDEN).body("origin not allowed\n"))
+            Err(Rejection::new(StatusCode::FORBIDDEN).body("origin not allowed\n"))
         }
     }
 }

@@ -41,9 +41,10 @@
 //!   refused (401, 403, 404), and sending it again changes nothing. 429 and
 //!   503 are retried no sooner than their `Retry-After` says (seconds or an
 //!   HTTP date; at most a day); other statuses are retried with the backoff.
-//! - A URL or setting that is not valid, a TLS failure (a certificate that
-//!   does not verify does not start verifying on its own), and a proxy that
-//!   refuses the credentials.
+//! - A URL or setting that is not valid, a TLS failure that rustls reports (a
+//!   certificate that does not verify does not start verifying on its own;
+//!   a connection that breaks during the TLS handshake is retried), and a
+//!   proxy that refuses the credentials.
 //! - [`Reconnect::max_attempts`] failed attempts in a row, if set.
 //! - [`Reconnecting::close`], and dropping the [`Reconnecting`] stream.
 //!
@@ -406,7 +407,7 @@ impl Handle {
         self.outgoing
             .send(message.into())
             .await
-            .map_err(|_| Error::Closed)
+            .map_err(|_| Error::Closed { was_clean: true })
     }
 
     /// Queues `message` if there is room.
@@ -455,7 +456,10 @@ fn verdict(err: &Error) -> Verdict {
                 Verdict::Retry { after: None }
             }
         }
-        Error::Url(_) | Error::Config(_) | Error::Tls(_) => Verdict::Stop,
+        Error::Url(_) | Error::Config(_) => Verdict::Stop,
+        // A certificate that does not verify will not verify next time; a
+        // transport that broke during the TLS handshake may not break again.
+        Error::Tls { source, .. } if !source.is::<std::io::Error>() => Verdict::Stop,
         // A proxy that wants other credentials will want them next time too;
         // one that is down or refuses a tunnel for now may come back.
         Error::Proxy(err)
@@ -815,6 +819,22 @@ mod tests {
         assert_eq!(verdict(&Error::Url("no host".to_owned())), Verdict::Stop);
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert_eq!(verdict(&Error::Io(refused)), Verdict::Retry { after: None });
+        let refused = Error::Connect {
+            host: "127.0.0.1".to_owned(),
+            addr: ([127, 0, 0, 1], 1).into(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        };
+        assert_eq!(verdict(&refused), Verdict::Retry { after: None });
+        let broken = Error::Tls {
+            server_name: Some("example.com".to_owned()),
+            source: Box::new(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+        };
+        assert_eq!(verdict(&broken), Verdict::Retry { after: None });
+        let untrusted = Error::Tls {
+            server_name: Some("example.com".to_owned()),
+            source: "invalid peer certificate: UnknownIssuer".into(),
+        };
+        assert_eq!(verdict(&untrusted), Verdict::Stop);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use duplex_proto::handshake::{self, UpgradeRequest};
 use duplex_proto::{HandshakeError, Role};
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, timeout_at};
@@ -14,6 +14,7 @@ use tokio::time::{Instant, timeout_at};
 use crate::config::WebSocketConfig;
 use crate::error::{Error, Result, Timeout};
 use crate::head::read_head;
+use crate::header::InvalidHeader;
 use crate::origin::Origins;
 use crate::websocket::{Handshake, WebSocket};
 
@@ -22,7 +23,7 @@ use crate::websocket::{Handshake, WebSocket};
 ///
 /// # Errors
 ///
-/// As [`ServerBuilder::accept`].
+/// As [`Acceptor::accept`].
 ///
 /// ```no_run
 /// use futures_util::{SinkExt, StreamExt};
@@ -42,29 +43,33 @@ pub async fn accept<S>(stream: S) -> Result<WebSocket<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    ServerBuilder::new().accept(stream).await
+    Acceptor::new().accept(stream).await
 }
 
-type RequestCheck = dyn Fn(&Request<()>) -> Result<Accept, Reject> + Send + Sync;
+type RequestCheck = dyn Fn(&Request<()>) -> Result<Acceptance, Rejection> + Send + Sync;
 
-/// Settings for accepting connections; cheap to clone, meant to be built once
-/// and shared by every connection.
+/// The server side of the opening handshake: the settings it accepts
+/// connections with (subprotocols, origin policy, request check, limits), and
+/// [`accept`](Self::accept), which applies them to each incoming stream, as
+/// tokio-rustls's `TlsAcceptor` does for TLS. Cheap to clone, meant to be
+/// built once and shared by every connection.
 ///
 /// ```
-/// use duplex::{Accept, Reject, ServerBuilder};
-/// let server = ServerBuilder::new()
+/// use duplex::{Acceptance, Acceptor, Rejection};
+/// let acceptor = Acceptor::new()
 ///     .protocols(["chat.v2", "chat.v1"])
 ///     .max_message_size(1 << 20)
 ///     .on_request(|request| {
 ///         if request.uri().path() != "/chat" {
-///             return Err(Reject::new(http::StatusCode::NOT_FOUND).body("no such endpoint"));
+///             return Err(Rejection::new(http::StatusCode::NOT_FOUND).body("no such endpoint"));
 ///         }
-///         Ok(Accept::new().header("x-server", "duplex"))
+///         // `?`: an invalid header would answer 500.
+///         Ok(Acceptance::new().header("x-server", "duplex")?)
 ///     });
-/// # let _ = server;
+/// # let _ = acceptor;
 /// ```
 #[derive(Clone)]
-pub struct ServerBuilder {
+pub struct Acceptor {
     config: WebSocketConfig,
     protocols: Vec<String>,
     handshake_timeout: Duration,
@@ -73,9 +78,9 @@ pub struct ServerBuilder {
     keep_request: bool,
 }
 
-impl Default for ServerBuilder {
+impl Default for Acceptor {
     fn default() -> Self {
-        ServerBuilder {
+        Acceptor {
             config: WebSocketConfig::default(),
             protocols: Vec::new(),
             handshake_timeout: Duration::from_secs(10),
@@ -86,9 +91,9 @@ impl Default for ServerBuilder {
     }
 }
 
-impl std::fmt::Debug for ServerBuilder {
+impl std::fmt::Debug for Acceptor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerBuilder")
+        f.debug_struct("Acceptor")
             .field("config", &self.config)
             .field("protocols", &self.protocols)
             .field("handshake_timeout", &self.handshake_timeout)
@@ -99,7 +104,7 @@ impl std::fmt::Debug for ServerBuilder {
     }
 }
 
-impl ServerBuilder {
+impl Acceptor {
     /// Default settings: no subprotocols, no request check, a 10-second
     /// handshake timeout, [`WebSocketConfig::default`].
     pub fn new() -> Self {
@@ -126,7 +131,12 @@ impl ServerBuilder {
         self
     }
 
-    crate::config::config_setters!();
+    crate::config::config_setters!(replace);
+
+    /// The connection settings, for the setters.
+    pub(crate) fn config_mut(&mut self) -> &mut WebSocketConfig {
+        &mut self.config
+    }
 
     /// Which `Origin`s are accepted, checked before the request check; a
     /// refused origin gets 403. Default: [`Origins::any`], no check: a server
@@ -144,7 +154,7 @@ impl ServerBuilder {
     /// database, a token service), use [`read_request`](Self::read_request).
     pub fn on_request<F>(mut self, check: F) -> Self
     where
-        F: Fn(&Request<()>) -> Result<Accept, Reject> + Send + Sync + 'static,
+        F: Fn(&Request<()>) -> Result<Acceptance, Rejection> + Send + Sync + 'static,
     {
         self.check = Some(Arc::new(check));
         self
@@ -155,7 +165,7 @@ impl ServerBuilder {
     /// needs from the request by the time it accepts (a request check, or the
     /// HTTP handler of [`upgrade`](crate::upgrade::upgrade)) can turn it off to
     /// save the headers' memory on every connection; data attached with
-    /// [`Accept::data`] is kept either way.
+    /// [`Acceptance::data`] is kept either way.
     pub fn keep_request(mut self, keep: bool) -> Self {
         self.keep_request = keep;
         self
@@ -185,7 +195,7 @@ impl ServerBuilder {
         match self.check(pending.request()) {
             Ok(accept) => pending.accept(accept).await,
             Err(reject) => {
-                let response = reject.clone().into_response();
+                let response = reject.clone().into_http();
                 pending.reject(reject).await?;
                 Err(Error::Rejected(Box::new(response)))
             }
@@ -233,19 +243,19 @@ impl ServerBuilder {
     }
 }
 
-impl ServerBuilder {
+impl Acceptor {
     /// Runs the origin policy, then the request check, on a valid upgrade
     /// request: what [`accept`](Self::accept) and the HTTP integrations do
     /// before answering.
     ///
     /// # Errors
     ///
-    /// The [`Reject`] to answer with: 403 for a refused origin, or the check's.
-    pub fn check(&self, request: &Request<()>) -> Result<Accept, Reject> {
+    /// The [`Rejection`] to answer with: 403 for a refused origin, or the check's.
+    pub fn check(&self, request: &Request<()>) -> Result<Acceptance, Rejection> {
         self.origins.check(request.headers(), request.uri())?;
         match &self.check {
             Some(check) => check(request),
-            None => Ok(Accept::new()),
+            None => Ok(Acceptance::new()),
         }
     }
 
@@ -266,7 +276,7 @@ impl ServerBuilder {
         &self,
         request: Request<()>,
         upgrade: &UpgradeRequest,
-        accept: Accept,
+        accept: Acceptance,
     ) -> Result<(Response<()>, Agreed), HandshakeError> {
         let protocol = accept
             .protocol
@@ -339,7 +349,7 @@ pub struct PendingUpgrade<S> {
     request: Request<()>,
     upgrade: UpgradeRequest,
     leftover: BytesMut,
-    builder: ServerBuilder,
+    builder: Acceptor,
     deadline: Instant,
 }
 
@@ -368,7 +378,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PendingUpgrade<S> {
     ///
     /// [`Error::Handshake`] if `accept` names a subprotocol the client did not
     /// offer (the client gets 500); [`Error::Timeout`], [`Error::Io`].
-    pub async fn accept(mut self, accept: Accept) -> Result<WebSocket<S>> {
+    pub async fn accept(mut self, accept: Acceptance) -> Result<WebSocket<S>> {
         let request = std::mem::take(&mut self.request);
         let (response, agreed) = match self.builder.agree(request, &self.upgrade, accept) {
             Ok(agreed) => agreed,
@@ -394,9 +404,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PendingUpgrade<S> {
     /// # Errors
     ///
     /// [`Error::Timeout`], [`Error::Io`] while writing.
-    pub async fn reject(mut self, reject: Reject) -> Result<()> {
+    pub async fn reject(mut self, reject: Rejection) -> Result<()> {
         let mut wire = BytesMut::new();
-        handshake::write_response(&reject.into_response(), &mut wire);
+        handshake::write_response(&reject.into_http(), &mut wire);
         let write = async {
             self.stream.write_all(&wire).await?;
             self.stream.shutdown().await
@@ -412,14 +422,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PendingUpgrade<S> {
 /// the 101 response (a cookie, a server name), and data for the connection's
 /// handler.
 #[derive(Debug, Clone, Default)]
-pub struct Accept {
+pub struct Acceptance {
     protocol: Option<String>,
     headers: HeaderMap,
     data: http::Extensions,
 }
 
-impl Accept {
-    /// Accept, with the subprotocol chosen from the server's list.
+impl Acceptance {
+    /// Acceptance, with the subprotocol chosen from the server's list.
     pub fn new() -> Self {
         Self::default()
     }
@@ -437,81 +447,151 @@ impl Accept {
     /// replaces the first.
     ///
     /// ```
-    /// use duplex::{Accept, Reject, ServerBuilder};
+    /// use duplex::{Acceptance, Acceptor, Rejection};
     ///
     /// #[derive(Clone)]
     /// struct Room(String);
     ///
-    /// let server = ServerBuilder::new().on_request(|request| {
+    /// let acceptor = Acceptor::new().on_request(|request| {
     ///     match request.uri().path().strip_prefix("/rooms/") {
-    ///         Some(room) => Ok(Accept::new().data(Room(room.to_owned()))),
-    ///         None => Err(Reject::new(http::StatusCode::NOT_FOUND)),
+    ///         Some(room) => Ok(Acceptance::new().data(Room(room.to_owned()))),
+    ///         None => Err(Rejection::new(http::StatusCode::NOT_FOUND)),
     ///     }
     /// });
     /// // Later, on the accepted connection: `ws.data::<Room>()`.
-    /// # let _ = server;
+    /// # let _ = acceptor;
     /// ```
     pub fn data<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
         self.data.insert(value);
         self
     }
 
-    /// Adds a header to the 101 response. A name or value that is not valid
-    /// HTTP is ignored.
-    pub fn header<K, V>(mut self, name: K, value: V) -> Self
+    /// Adds a header to the 101 response.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidHeader`], naming the header, if the name or value is not
+    /// valid HTTP; `?` turns it into a 500 [`Rejection`] in a request check.
+    pub fn header<K, V>(mut self, name: K, value: V) -> Result<Self, InvalidHeader>
     where
-        K: TryInto<HeaderName>,
+        K: AsRef<str>,
         V: TryInto<HeaderValue>,
     {
-        if let (Ok(name), Ok(value)) = (name.try_into(), value.try_into()) {
-            self.headers.append(name, value);
-        }
-        self
+        let (name, value) = crate::header::parse(name, value)?;
+        self.headers.append(name, value);
+        Ok(self)
     }
 }
 
-/// A request check's "no": the HTTP status, headers and body to answer with.
+/// A server's "no" to an upgrade request: the HTTP status, headers and body
+/// to answer with, and, for a request that is not a valid upgrade, the
+/// handshake rule it broke.
+///
+/// A request check returns one to turn a request away; the origin policy
+/// returns a 403 one; [`upgrade`](crate::upgrade::upgrade) and the axum
+/// extractor return one for a request that is not a valid handshake. The
+/// client it is sent to sees it as [`Error::Rejected`].
 #[derive(Debug, Clone)]
-pub struct Reject {
-    // Boxed: a check returns `Result<Accept, Reject>`, which stays small.
-    response: Box<Response<Bytes>>,
+pub struct Rejection {
+    // Boxed: a check returns `Result<Acceptance, Rejection>`, which stays small.
+    inner: Box<RejectionInner>,
 }
 
-impl Reject {
+#[derive(Debug, Clone)]
+struct RejectionInner {
+    response: Response<Bytes>,
+    cause: Option<HandshakeError>,
+    http2: bool,
+}
+
+impl Rejection {
     /// A rejection with this status and no body.
     pub fn new(status: StatusCode) -> Self {
         let mut response = Response::new(Bytes::new());
         *response.status_mut() = status;
-        Reject {
-            response: Box::new(response),
+        Rejection {
+            inner: Box::new(RejectionInner {
+                response,
+                cause: None,
+                http2: false,
+            }),
         }
+    }
+
+    /// The answer to a request that broke the handshake with `err`: the
+    /// status and headers `err` calls for, its text as the body.
+    #[cfg(feature = "hyper")]
+    pub(crate) fn handshake(err: HandshakeError) -> Self {
+        Rejection {
+            inner: Box::new(RejectionInner {
+                response: err.response(),
+                cause: Some(err),
+                http2: false,
+            }),
+        }
+    }
+
+    /// Answers over HTTP/2 if `http2`: without the connection-specific
+    /// headers HTTP/2 forbids (RFC 9113 section 8.2.2).
+    #[cfg(feature = "hyper")]
+    pub(crate) fn http2(mut self, http2: bool) -> Self {
+        self.inner.http2 = http2;
+        self
     }
 
     /// Sets the body (sent as `text/plain` unless a Content-Type header is set).
     pub fn body(mut self, body: impl Into<Bytes>) -> Self {
-        *self.response.body_mut() = body.into();
+        *self.inner.response.body_mut() = body.into();
         self
     }
 
-    /// Adds a header. A name or value that is not valid HTTP is ignored.
-    pub fn header<K, V>(mut self, name: K, value: V) -> Self
+    /// Sets a header, replacing any of that name.
+    #[cfg(feature = "hyper")]
+    pub(crate) fn replace_header(
+        mut self,
+        name: http::header::HeaderName,
+        value: HeaderValue,
+    ) -> Self {
+        self.inner.response.headers_mut().insert(name, value);
+        self
+    }
+
+    /// Adds a header.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidHeader`], naming the header, if the name or value is not
+    /// valid HTTP.
+    pub fn header<K, V>(mut self, name: K, value: V) -> Result<Self, InvalidHeader>
     where
-        K: TryInto<HeaderName>,
+        K: AsRef<str>,
         V: TryInto<HeaderValue>,
     {
-        if let (Ok(name), Ok(value)) = (name.try_into(), value.try_into()) {
-            self.response.headers_mut().append(name, value);
-        }
-        self
+        let (name, value) = crate::header::parse(name, value)?;
+        self.inner.response.headers_mut().append(name, value);
+        Ok(self)
     }
 
     /// The status.
     pub fn status(&self) -> StatusCode {
-        self.response.status()
+        self.inner.response.status()
     }
 
-    pub(crate) fn into_response(self) -> Response<Bytes> {
-        let mut response = *self.response;
+    /// The handshake rule the request broke, for a request that was not a
+    /// valid upgrade; `None` for one the origin policy or a request check
+    /// turned away.
+    pub fn handshake_error(&self) -> Option<&HandshakeError> {
+        self.inner.cause.as_ref()
+    }
+
+    /// The response to send, with a Content-Type for a body that has none,
+    /// and `Connection: close` over HTTP/1.1.
+    pub(crate) fn into_http(self) -> Response<Bytes> {
+        let RejectionInner {
+            mut response,
+            http2,
+            ..
+        } = *self.inner;
         let has_body = !response.body().is_empty();
         let headers = response.headers_mut();
         if has_body && !headers.contains_key(http::header::CONTENT_TYPE) {
@@ -520,7 +600,54 @@ impl Reject {
                 HeaderValue::from_static("text/plain; charset=utf-8"),
             );
         }
-        headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        if http2 {
+            headers.remove(http::header::CONNECTION);
+            headers.remove(http::header::UPGRADE);
+        } else {
+            headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
+    }
+
+    /// The response to send from a hyper service.
+    #[cfg(feature = "hyper")]
+    pub fn into_response(self) -> Response<crate::upgrade::Body> {
+        self.into_http().map(crate::upgrade::Body::new)
+    }
+}
+
+/// A header a request check could not add: the client gets a bare 500.
+impl From<InvalidHeader> for Rejection {
+    fn from(err: InvalidHeader) -> Self {
+        tracing::warn!("a request check gave an invalid header: {err}");
+        Rejection::new(StatusCode::INTERNAL_SERVER_ERROR).body("internal server error\n")
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "refused the WebSocket request with HTTP {}",
+            self.status()
+        )?;
+        if self.inner.cause.is_none() {
+            let body = String::from_utf8_lossy(self.inner.response.body());
+            let body = body.trim();
+            if !body.is_empty() {
+                let shown: String = body.chars().take(200).collect();
+                write!(f, ": {shown}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Rejection {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner
+            .cause
+            .as_ref()
+            .map(|err| err as &(dyn std::error::Error + 'static))
     }
 }

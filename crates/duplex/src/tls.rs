@@ -117,7 +117,10 @@ impl TlsOptions {
 }
 
 fn tls_error(err: rustls::Error) -> Error {
-    Error::Tls(Box::new(err))
+    Error::Tls {
+        server_name: None,
+        source: Box::new(err),
+    }
 }
 
 /// Reads every certificate in a PEM file (a chain: leaf first).

@@ -1,7 +1,7 @@
 //! WebSocket on a hyper 1 server: one port for HTTP and WebSocket.
 //!
 //! An HTTP service answers ordinary requests itself and hands upgrade requests
-//! to [`upgrade`], which checks the request with a [`ServerBuilder`]'s settings
+//! to [`upgrade`], which checks the request with an [`Acceptor`]'s settings
 //! (subprotocols, limits, compression, origins, request check) and returns the
 //! response to send and a future that resolves to the [`WebSocket`] once hyper
 //! hands over the connection.
@@ -19,7 +19,7 @@
 //!
 //! async fn handle(
 //!     mut request: Request<hyper::body::Incoming>,
-//!     server: duplex::ServerBuilder,
+//!     server: duplex::Acceptor,
 //! ) -> Result<Response<Body>, std::convert::Infallible> {
 //!     if !upgrade::is_upgrade_request(&request) {
 //!         return Ok(Response::new(Body::from(Bytes::from_static(b"hello, HTTP"))));
@@ -47,13 +47,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use duplex_proto::HandshakeError;
 use duplex_proto::handshake::{self, UpgradeRequest};
-use http::header::{ALLOW, CONNECTION, HeaderValue, UPGRADE};
+use http::header::{ALLOW, HeaderValue, UPGRADE};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper_util::rt::TokioIo;
 
 use crate::error::{Error, Result};
-use crate::server::{Agreed, ServerBuilder};
+use crate::server::{Acceptor, Agreed, Rejection};
 use crate::websocket::WebSocket;
 
 /// The stream of an upgraded hyper connection (or HTTP/2 stream), as tokio I/O.
@@ -95,7 +96,7 @@ pub(crate) fn asks_for_websocket(
 }
 
 /// Answers a WebSocket request received by a hyper server: validates it
-/// (RFC 6455 over HTTP/1.1, RFC 8441 over HTTP/2), runs `server`'s origin policy
+/// (RFC 6455 over HTTP/1.1, RFC 8441 over HTTP/2), runs `acceptor`'s origin policy
 /// and request check, and agrees on the subprotocol and compression.
 ///
 /// Returns the response to send (101, or 200 over HTTP/2) and a future that
@@ -104,11 +105,11 @@ pub(crate) fn asks_for_websocket(
 ///
 /// # Errors
 ///
-/// [`Refused`]: the error response to send (400, 403, 405, 426...) and why.
+/// [`Rejection`]: the error response to send (400, 403, 405, 426...) and why.
 pub fn upgrade<B>(
     request: &mut Request<B>,
-    server: &ServerBuilder,
-) -> std::result::Result<(Response<Body>, PendingWebSocket), Refused> {
+    acceptor: &Acceptor,
+) -> std::result::Result<(Response<Body>, PendingWebSocket), Rejection> {
     let head = request_head(
         request.method(),
         request.uri(),
@@ -116,8 +117,8 @@ pub fn upgrade<B>(
         request.headers(),
     );
     let upgrade = validate(&head, request.extensions().get())?;
-    let (response, agreed) = answer(server, head, &upgrade)?;
-    let pending = PendingWebSocket::new(hyper::upgrade::on(request), server.clone(), agreed);
+    let (response, agreed) = answer(acceptor, head, &upgrade)?;
+    let pending = PendingWebSocket::new(hyper::upgrade::on(request), acceptor.clone(), agreed);
     Ok((response, pending))
 }
 
@@ -146,33 +147,31 @@ pub(crate) fn request_head(
 pub(crate) fn validate(
     head: &Request<()>,
     protocol: Option<&hyper::ext::Protocol>,
-) -> std::result::Result<UpgradeRequest, Refused> {
+) -> std::result::Result<UpgradeRequest, Rejection> {
     let http2 = head.version() == Version::HTTP_2;
     let validated = if http2 {
         handshake::validate_extended_connect(head, protocol.map(|p| p.as_str()))
     } else {
         handshake::validate_request(head)
     };
-    validated.map_err(|err| Refused::handshake(err, http2))
+    validated.map_err(|err| handshake_rejection(err, http2))
 }
 
-/// Runs `server`'s origin policy and request check on a valid request, and
+/// Runs `acceptor`'s origin policy and request check on a valid request, and
 /// agrees on the subprotocol and compression: the response to send (101, or
 /// 200 over HTTP/2) and what the connection is to run with.
 pub(crate) fn answer(
-    server: &ServerBuilder,
+    acceptor: &Acceptor,
     head: Request<()>,
     upgrade: &UpgradeRequest,
-) -> std::result::Result<(Response<Body>, Agreed), Refused> {
+) -> std::result::Result<(Response<Body>, Agreed), Rejection> {
     let http2 = upgrade.is_http2();
-    let accept = server.check(&head).map_err(|reject| {
-        let response = reject.into_response();
-        let error = Error::Rejected(Box::new(response.clone()));
-        Refused::new(response, error, http2)
-    })?;
-    let (response, agreed) = server
+    let accept = acceptor
+        .check(&head)
+        .map_err(|rejection| rejection.http2(http2))?;
+    let (response, agreed) = acceptor
         .agree(head, upgrade, accept)
-        .map_err(|err| Refused::handshake(err, http2))?;
+        .map_err(|err| handshake_rejection(err, http2))?;
     let (parts, ()) = response.into_parts();
     Ok((Response::from_parts(parts, Body::default()), agreed))
 }
@@ -185,7 +184,7 @@ impl PendingWebSocket {
     /// Waits for hyper to hand over the connection, then opens it as agreed.
     pub(crate) fn new(
         on_upgrade: hyper::upgrade::OnUpgrade,
-        server: ServerBuilder,
+        acceptor: Acceptor,
         agreed: Agreed,
     ) -> Self {
         PendingWebSocket(Box::pin(async move {
@@ -194,7 +193,7 @@ impl PendingWebSocket {
                     "hyper did not hand over the connection: {err}"
                 )))
             })?;
-            Ok(server.open(TokioIo::new(upgraded), Bytes::new(), agreed))
+            Ok(acceptor.open(TokioIo::new(upgraded), Bytes::new(), agreed))
         }))
     }
 }
@@ -213,72 +212,23 @@ impl fmt::Debug for PendingWebSocket {
     }
 }
 
-/// A WebSocket request [`upgrade`] refused: the response to send, and why.
-#[derive(Debug)]
-pub struct Refused(Box<RefusedInner>);
-
-#[derive(Debug)]
-struct RefusedInner {
-    response: Response<Bytes>,
-    error: Error,
-}
-
-impl Refused {
-    pub(crate) fn new(mut response: Response<Bytes>, error: Error, http2: bool) -> Self {
-        if http2 {
-            // Connection-specific headers do not exist in HTTP/2 (RFC 9113
-            // section 8.2.2).
-            response.headers_mut().remove(CONNECTION);
-            response.headers_mut().remove(UPGRADE);
-        }
-        Refused(Box::new(RefusedInner { response, error }))
-    }
-
-    fn handshake(err: duplex_proto::HandshakeError, http2: bool) -> Self {
-        let mut response = err.response();
-        if let (true, duplex_proto::HandshakeError::MethodNotAllowed(method)) = (http2, &err) {
-            // Over HTTP/2 a WebSocket opens with an extended CONNECT (RFC 8441
-            // section 4), not with the GET the error's text names.
-            response
-                .headers_mut()
-                .insert(ALLOW, HeaderValue::from_static("CONNECT"));
-            *response.body_mut() = Bytes::from(format!(
-                "method {method} not allowed; a WebSocket over HTTP/2 opens with an \
-                 extended CONNECT (RFC 8441)\n"
-            ));
-        }
-        Refused::new(response, Error::Handshake(err), http2)
-    }
-
-    /// Why the request was refused.
-    pub fn error(&self) -> &Error {
-        &self.0.error
-    }
-
-    /// The HTTP status of the refusal.
-    pub fn status(&self) -> http::StatusCode {
-        self.0.response.status()
-    }
-
-    /// The response to send.
-    pub fn into_response(self) -> Response<Body> {
-        self.0.response.map(Body::new)
-    }
-}
-
-impl fmt::Display for Refused {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "WebSocket request refused with {}: {}",
-            self.0.response.status(),
-            self.0.error
-        )
-    }
-}
-
-impl std::error::Error for Refused {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0.error)
-    }
+/// The rejection of a request that broke the handshake with `err`.
+fn handshake_rejection(err: HandshakeError, http2: bool) -> Rejection {
+    let method = match (&err, http2) {
+        (HandshakeError::MethodNotAllowed(method), true) => Some(method.clone()),
+        _ => None,
+    };
+    let rejection = Rejection::handshake(err).http2(http2);
+    let Some(method) = method else {
+        return rejection;
+    };
+    // Over HTTP/2 a WebSocket opens with an extended CONNECT (RFC 8441
+    // section 4), not with the GET the error's text names.
+    let body = format!(
+        "method {method} not allowed; a WebSocket over HTTP/2 opens with an \
+         extended CONNECT (RFC 8441)\n"
+    );
+    rejection
+        .replace_header(ALLOW, HeaderValue::from_static("CONNECT"))
+        .body(body)
 }

@@ -7,8 +7,8 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
 use duplex_proto::{
-    CloseCode, CloseFrame, CloseInfo, Config, Connection, Fragment, Message, PreparedMessage,
-    ReadyState, Role,
+    CloseCode, CloseFrame, CloseInfo, Connection, Fragment, Limits, Message, PreparedMessage,
+    ReadyState, Role, SendError,
 };
 use futures_core::Stream;
 use futures_sink::Sink;
@@ -141,7 +141,10 @@ where
     /// As [`send`](Self::send).
     pub async fn feed_prepared(&mut self, prepared: &PreparedMessage) -> Result<()> {
         poll_fn(|cx| self.core.poll_ready(cx)).await?;
-        Ok(self.core.conn.send_prepared(prepared)?)
+        let core = &mut self.core;
+        core.conn
+            .send_prepared(prepared)
+            .map_err(|err| core.send_error(err))
     }
 
     /// Sends one frame of a fragmented message and waits until the socket has
@@ -163,7 +166,10 @@ where
     ) -> Result<()> {
         let payload = payload.into();
         poll_fn(|cx| self.core.poll_ready(cx)).await?;
-        self.core.conn.send_fragment(kind, payload, fin)?;
+        let core = &mut self.core;
+        core.conn
+            .send_fragment(kind, payload, fin)
+            .map_err(|err| core.send_error(err))?;
         poll_fn(|cx| self.core.poll_flush(cx)).await
     }
 
@@ -171,7 +177,8 @@ where
     ///
     /// A close frame from the peer arrives as `Message::Close` and is answered;
     /// the stream ends when the transport closes. A transport that ends without
-    /// the closing handshake yields one `Err` first.
+    /// the closing handshake yields one `Err` first:
+    /// [`Error::Closed`] with `was_clean: false`.
     pub async fn recv(&mut self) -> Option<Result<Message>> {
         poll_fn(|cx| self.core.poll_next(cx)).await
     }
@@ -225,7 +232,7 @@ impl<S> WebSocket<S> {
 
     /// The upgrade request this server accepted: method, path and query,
     /// headers (Origin, cookies, Authorization). `None` on the client side, and
-    /// on a server whose [`ServerBuilder::keep_request`](crate::ServerBuilder::keep_request)
+    /// on a server whose [`Acceptor::keep_request`](crate::Acceptor::keep_request)
     /// is off.
     pub fn request(&self) -> Option<&http::Request<()>> {
         self.core.handshake.as_ref()?.request.as_ref()
@@ -239,7 +246,7 @@ impl<S> WebSocket<S> {
     }
 
     /// The value of type `T` that the server's request check attached with
-    /// [`Accept::data`](crate::Accept::data): the user it authenticated, the
+    /// [`Acceptance::data`](crate::Acceptance::data): the user it authenticated, the
     /// room the path named.
     pub fn data<T: Send + Sync + 'static>(&self) -> Option<&T> {
         self.core.handshake.as_ref()?.data.get()
@@ -378,7 +385,7 @@ impl<S> Core<S> {
         protocol: Option<String>,
         config: WebSocketConfig,
     ) -> Self {
-        let limits: Config = config.limits.clone();
+        let limits: Limits = config.limits.clone();
         let mut conn = match role {
             Role::Server => Connection::server(limits),
             Role::Client => Connection::client(limits),
@@ -412,6 +419,22 @@ impl<S> Core<S> {
         self.config.max_write_buffer
     }
 
+    /// The error for a send once the connection is closing or closed: clean
+    /// unless it failed or the transport ended without the closing handshake.
+    fn closed(&self) -> Error {
+        let was_clean = self.conn.failure().is_none()
+            && self.conn.close_info().is_none_or(|info| info.was_clean);
+        Error::Closed { was_clean }
+    }
+
+    /// A send the core refused, as the error to report.
+    pub(crate) fn send_error(&self, err: SendError) -> Error {
+        match err {
+            SendError::Closed => self.closed(),
+            other => Error::Send(other),
+        }
+    }
+
     /// Starts the closing handshake unless it is under way.
     pub(crate) fn begin_close(&mut self, frame: Option<CloseFrame>) -> Result<()> {
         if self.conn.sent_close().is_some() || self.conn.ready_state() == ReadyState::Closed {
@@ -420,7 +443,9 @@ impl<S> Core<S> {
         if let Some(frame) = &frame {
             frame.check_sendable()?;
         }
-        self.conn.send(Message::Close(frame))?;
+        self.conn
+            .send(Message::Close(frame))
+            .map_err(|err| self.send_error(err))?;
         Ok(())
     }
 }
@@ -545,10 +570,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
             return None;
         }
         self.reported_abnormal = true;
-        Some(Error::Io(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "the connection closed without a close frame (1006)",
-        )))
+        Some(Error::Closed { was_clean: false })
     }
 
     /// Handles the keepalive timer; true if it did something that calls for
@@ -704,7 +726,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
         cx: &mut Context<'_>,
     ) -> Result<()> {
         if self.conn.ready_state() == ReadyState::Closed {
-            return Err(Error::Closed);
+            return Err(self.closed());
         }
         let io = &mut self.io;
         let mut failed = None;
@@ -721,7 +743,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
         if let Some(err) = failed {
             self.abort();
             self.pending_error = Some(err.into());
-            return Err(Error::Closed);
+            return Err(Error::Closed { was_clean: false });
         }
         if taken > 0 {
             self.unflushed = true;
@@ -732,7 +754,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
 
     pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         if self.conn.ready_state() == ReadyState::Closed {
-            return Poll::Ready(Err(Error::Closed));
+            return Poll::Ready(Err(self.closed()));
         }
         // Backpressure: past the bound, wait until the socket takes enough.
         while self.conn.buffered_amount() >= self.config.max_write_buffer {
@@ -744,11 +766,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
     pub(crate) fn start_send(&mut self, message: Message) -> Result<()> {
         if let Message::Close(frame) = message {
             if self.conn.sent_close().is_some() {
-                return Err(Error::Closed);
+                return Err(self.closed());
             }
             return self.begin_close(frame);
         }
-        Ok(self.conn.send(message)?)
+        self.conn.send(message).map_err(|err| self.send_error(err))
     }
 
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use duplex::axum::WebSocketUpgrade;
 use duplex::upgrade::Upgraded;
-use duplex::{Accept, ClientBuilder, CloseCode, Error, Message, Origins, Reject, ServerBuilder};
+use duplex::{Acceptance, Acceptor, ClientBuilder, CloseCode, Error, Message, Origins, Rejection};
 use futures_util::StreamExt;
 use http::{Request, StatusCode, Version};
 use tokio::net::TcpListener;
@@ -48,9 +48,9 @@ async fn same_origin(ws: WebSocketUpgrade) -> Response {
         .on_upgrade(|socket| echo(socket, "same origin".into()))
 }
 
-/// A route that takes its settings from a `ServerBuilder` built once.
-async fn shared(State(server): State<ServerBuilder>, ws: WebSocketUpgrade) -> Response {
-    ws.server(server)
+/// A route that takes its settings from an `Acceptor` built once.
+async fn shared(State(server): State<Acceptor>, ws: WebSocketUpgrade) -> Response {
+    ws.acceptor(server)
         .max_message_size(1 << 10)
         .on_upgrade(|socket| echo(socket, "shared".into()))
 }
@@ -64,11 +64,10 @@ async fn page_or_socket(ws: Option<WebSocketUpgrade>) -> Response {
 }
 
 async fn start() -> SocketAddr {
-    let server =
-        ServerBuilder::new().on_request(|request: &Request<()>| match request.uri().query() {
-            Some("token=secret") => Ok(Accept::new()),
-            _ => Err(Reject::new(StatusCode::UNAUTHORIZED).body("no token\n")),
-        });
+    let server = Acceptor::new().on_request(|request: &Request<()>| match request.uri().query() {
+        Some("token=secret") => Ok(Acceptance::new()),
+        _ => Err(Rejection::new(StatusCode::UNAUTHORIZED).body("no token\n")),
+    });
     let app = Router::new()
         .route("/", get(|| async { "hello, HTTP" }))
         .route("/ws", any(chat))
@@ -176,6 +175,7 @@ async fn a_refused_origin_gets_403() {
         let url = format!("ws://{addr}/same-origin");
         let err = ClientBuilder::new(&url)
             .header("Origin", "https://evil.example")
+            .unwrap()
             .connect()
             .await
             .unwrap_err();
@@ -185,6 +185,7 @@ async fn a_refused_origin_gets_403() {
 
         let mut ws = ClientBuilder::new(&url)
             .header("Origin", format!("http://{addr}"))
+            .unwrap()
             .connect()
             .await
             .expect("the page's own origin is let in");

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use duplex::upgrade::{self, Body};
-use duplex::{ClientBuilder, CloseCode, Error, Http2Connection, Message, ServerBuilder};
+use duplex::{Acceptor, ClientBuilder, CloseCode, Error, Http2Connection, Message};
 use futures_util::StreamExt;
 use http::{Response, StatusCode, Version};
 use hyper::service::service_fn;
@@ -207,7 +207,7 @@ fn handle<B>(
         _ => http1,
     };
     let drop_it = request.uri().path() == "/drop";
-    match upgrade::upgrade(request, &ServerBuilder::new()) {
+    match upgrade::upgrade(request, &Acceptor::new()) {
         Ok((response, pending)) => {
             counter.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
@@ -614,7 +614,7 @@ async fn a_rst_stream_from_the_server_is_an_error_on_read_and_write() {
             panic!("wanted an I/O error, got {err}")
         };
         assert_eq!(io.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
-        assert!(err.to_string().contains("HTTP/2 stream"), "{err}");
+        assert!(io.to_string().contains("HTTP/2 stream"), "{err}");
 
         // A writer that never reads learns of it too.
         let mut ws = connection

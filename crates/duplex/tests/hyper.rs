@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use duplex::upgrade::{self, Body, PendingWebSocket};
 use duplex::{
-    ClientBuilder, CloseCode, CloseInfo, Error, HandshakeError, Message, Origins, ServerBuilder,
+    Acceptor, ClientBuilder, CloseCode, CloseInfo, Error, HandshakeError, Message, Origins,
 };
 use futures_util::StreamExt;
 use http::{Request, Response, StatusCode, Version};
@@ -28,7 +28,7 @@ use support::{H2, body_text, http1_get, within};
 #[derive(Debug)]
 enum Seen {
     /// `upgrade` refused a request.
-    Refused {
+    Rejection {
         status: StatusCode,
         /// The handshake error, if that was why.
         handshake: Option<HandshakeError>,
@@ -43,7 +43,7 @@ enum Seen {
 /// `upgrade::upgrade` with `server`'s settings and get an echo; others get
 /// "hello, HTTP". HTTP/2 extended CONNECT is enabled when `connect_protocol`.
 async fn start(
-    server: ServerBuilder,
+    server: Acceptor,
     connect_protocol: bool,
 ) -> (SocketAddr, mpsc::UnboundedReceiver<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -71,7 +71,7 @@ async fn start(
 
 async fn handle(
     mut request: Request<Incoming>,
-    server: ServerBuilder,
+    server: Acceptor,
     seen: mpsc::UnboundedSender<Seen>,
 ) -> Result<Response<Body>, Infallible> {
     if !upgrade::is_upgrade_request(&request) {
@@ -86,14 +86,12 @@ async fn handle(
             Ok(response)
         }
         Err(refused) => {
-            let handshake = match refused.error() {
-                Error::Handshake(err) => Some(err.clone()),
-                _ => None,
-            };
-            let _ = seen.send(Seen::Refused {
+            let handshake = refused.handshake_error().cloned();
+            let rejected = handshake.is_none().then(|| refused.status());
+            let _ = seen.send(Seen::Rejection {
                 status: refused.status(),
                 handshake,
-                rejected: refused.error().status(),
+                rejected,
             });
             Ok(refused.into_response())
         }
@@ -161,7 +159,7 @@ where
 #[tokio::test]
 async fn http1_plain_http_and_websocket_share_the_port() {
     within(async {
-        let server = ServerBuilder::new().protocols(["chat.v2", "chat.v1"]);
+        let server = Acceptor::new().protocols(["chat.v2", "chat.v1"]);
         let (addr, mut seen) = start(server, true).await;
 
         let page = http1_get(addr, "/", "").await;
@@ -203,7 +201,7 @@ async fn http1_plain_http_and_websocket_share_the_port() {
 #[tokio::test]
 async fn http1_server_close_code_and_reason_reach_the_client() {
     within(async {
-        let (addr, mut seen) = start(ServerBuilder::new(), true).await;
+        let (addr, mut seen) = start(Acceptor::new(), true).await;
         let mut ws = duplex::connect(format!("ws://{addr}/ws")).await.unwrap();
         assert_eq!(ws.protocol(), None, "no subprotocol offered, none agreed");
         assert_eq!(expect_text(&mut ws).await, "HTTP/1.1");
@@ -230,7 +228,7 @@ async fn http1_server_close_code_and_reason_reach_the_client() {
 #[tokio::test]
 async fn http1_bad_requests_get_the_status_the_error_calls_for() {
     within(async {
-        let (addr, mut seen) = start(ServerBuilder::new(), true).await;
+        let (addr, mut seen) = start(Acceptor::new(), true).await;
         let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\n";
 
         // No Sec-WebSocket-Key: 400.
@@ -243,7 +241,7 @@ async fn http1_bad_requests_get_the_status_the_error_calls_for() {
             response.body
         );
         match next_seen(&mut seen).await {
-            Seen::Refused {
+            Seen::Rejection {
                 status, handshake, ..
             } => {
                 assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -265,7 +263,7 @@ async fn http1_bad_requests_get_the_status_the_error_calls_for() {
         );
         assert!(matches!(
             next_seen(&mut seen).await,
-            Seen::Refused {
+            Seen::Rejection {
                 status: StatusCode::UPGRADE_REQUIRED,
                 ..
             }
@@ -277,12 +275,13 @@ async fn http1_bad_requests_get_the_status_the_error_calls_for() {
 #[tokio::test]
 async fn http1_refused_origin_gets_403() {
     within(async {
-        let server = ServerBuilder::new().origins(Origins::allow(["https://app.example"]));
+        let server = Acceptor::new().origins(Origins::allow(["https://app.example"]));
         let (addr, mut seen) = start(server, true).await;
         let url = format!("ws://{addr}/ws");
 
         let err = ClientBuilder::new(&url)
             .header("Origin", "https://evil.example")
+            .unwrap()
             .connect()
             .await
             .unwrap_err();
@@ -290,7 +289,7 @@ async fn http1_refused_origin_gets_403() {
         assert_eq!(err.status(), Some(StatusCode::FORBIDDEN));
         assert!(err.to_string().contains("origin not allowed"), "{err}");
         match next_seen(&mut seen).await {
-            Seen::Refused {
+            Seen::Rejection {
                 status, rejected, ..
             } => {
                 assert_eq!(status, StatusCode::FORBIDDEN);
@@ -301,6 +300,7 @@ async fn http1_refused_origin_gets_403() {
 
         let mut ws = ClientBuilder::new(&url)
             .header("Origin", "https://app.example")
+            .unwrap()
             .connect()
             .await
             .expect("a listed origin is let in");
@@ -313,7 +313,7 @@ async fn http1_refused_origin_gets_403() {
 #[tokio::test]
 async fn http2_extended_connect_opens_a_websocket() {
     within(async {
-        let server = ServerBuilder::new().protocols(["chat.v1"]);
+        let server = Acceptor::new().protocols(["chat.v1"]);
         let (addr, mut seen) = start(server, true).await;
         let mut h2 = H2::connect(addr).await;
 
@@ -389,7 +389,7 @@ async fn http2_extended_connect_opens_a_websocket() {
 #[tokio::test]
 async fn http2_refusals_have_their_status_and_no_connection_headers() {
     within(async {
-        let server = ServerBuilder::new().origins(Origins::allow(["https://app.example"]));
+        let server = Acceptor::new().origins(Origins::allow(["https://app.example"]));
         let (addr, mut seen) = start(server, true).await;
         let mut h2 = H2::connect(addr).await;
 
@@ -402,7 +402,7 @@ async fn http2_refusals_have_their_status_and_no_connection_headers() {
         assert_eq!(body_text(response).await, "origin not allowed\n");
         assert!(matches!(
             next_seen(&mut seen).await,
-            Seen::Refused {
+            Seen::Rejection {
                 rejected: Some(StatusCode::FORBIDDEN),
                 ..
             }
@@ -434,7 +434,7 @@ async fn http2_refusals_have_their_status_and_no_connection_headers() {
 #[tokio::test]
 async fn http2_without_enable_connect_protocol_refuses_extended_connect() {
     within(async {
-        let (addr, mut seen) = start(ServerBuilder::new(), false).await;
+        let (addr, mut seen) = start(Acceptor::new(), false).await;
         let mut h2 = H2::connect(addr).await;
         let result = h2.websocket_request("/ws", &[]).await;
         assert!(

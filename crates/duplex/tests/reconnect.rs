@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use duplex::reconnect::{Backoff, Event, Reconnect, Reconnecting, Stop};
 use duplex::{
-    Accept, ClientBuilder, CloseCode, Error, Message, Reject, ServerBuilder, TrySendError,
+    Acceptance, Acceptor, ClientBuilder, CloseCode, Error, Message, Rejection, TrySendError,
 };
 use futures_util::StreamExt;
 use http::StatusCode;
@@ -35,7 +35,7 @@ fn quick() -> Backoff {
 /// on `seen`, tagged with the number of the connection (from 1).
 fn echo_server(
     listener: TcpListener,
-    server: ServerBuilder,
+    server: Acceptor,
     seen: mpsc::UnboundedSender<(usize, String)>,
 ) -> JoinHandle<()> {
     let connections = Arc::new(AtomicUsize::new(0));
@@ -111,7 +111,7 @@ async fn the_server_restarted_under_the_client() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (seen_tx, mut seen) = mpsc::unbounded_channel();
-        let server = Server(echo_server(listener, ServerBuilder::new(), seen_tx.clone()));
+        let server = Server(echo_server(listener, Acceptor::new(), seen_tx.clone()));
 
         let opened = Arc::new(AtomicUsize::new(0));
         let counter = opened.clone();
@@ -151,7 +151,7 @@ async fn the_server_restarted_under_the_client() {
                     attempt,
                     ..
                 } => {
-                    assert!(matches!(err, Error::Io(_)), "{err}");
+                    assert!(matches!(err, Error::Connect { .. }), "{err}");
                     assert!(attempt >= 2);
                     failed_attempts += 1;
                     if failed_attempts == 2 {
@@ -163,7 +163,7 @@ async fn the_server_restarted_under_the_client() {
             }
         }
         let listener = TcpListener::bind(addr).await.unwrap();
-        let _server = Server(echo_server(listener, ServerBuilder::new(), seen_tx));
+        let _server = Server(echo_server(listener, Acceptor::new(), seen_tx));
         assert!(expect_open(&mut client).await >= 3);
 
         // The fresh connection gets the on_open message first, then what
@@ -187,7 +187,10 @@ async fn the_server_restarted_under_the_client() {
             Event::Stopped(Stop::Closed)
         ));
         assert!(client.next().await.is_none());
-        assert!(matches!(client.send("late").await, Err(Error::Closed)));
+        assert!(matches!(
+            client.send("late").await,
+            Err(Error::Closed { .. })
+        ));
     })
     .await;
 }
@@ -201,15 +204,15 @@ async fn refusing_server(
 ) -> (SocketAddr, Server, Arc<AtomicUsize>) {
     let requests = Arc::new(AtomicUsize::new(0));
     let counter = requests.clone();
-    let server = ServerBuilder::new().on_request(move |_| {
+    let server = Acceptor::new().on_request(move |_| {
         if counter.fetch_add(1, Ordering::SeqCst) < refusals {
-            let mut reject = Reject::new(status).body("not now");
+            let mut reject = Rejection::new(status).body("not now");
             if let Some(seconds) = retry_after {
-                reject = reject.header("retry-after", seconds);
+                reject = reject.header("retry-after", seconds).unwrap();
             }
             Err(reject)
         } else {
-            Ok(Accept::new())
+            Ok(Acceptance::new())
         }
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -299,7 +302,7 @@ async fn close_codes_that_mean_do_not_come_back_stop_it() {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             let (seen, _) = mpsc::unbounded_channel();
-            let _server = Server(echo_server(listener, ServerBuilder::new(), seen));
+            let _server = Server(echo_server(listener, Acceptor::new(), seen));
             let mut reconnect = Reconnect::new(ClientBuilder::new(format!("ws://{addr}/")))
                 .backoff(quick());
             if let Some(code) = stop_on {
@@ -327,7 +330,7 @@ async fn close_codes_that_mean_do_not_come_back_stop_it() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (seen, _) = mpsc::unbounded_channel();
-        let _server = Server(echo_server(listener, ServerBuilder::new(), seen));
+        let _server = Server(echo_server(listener, Acceptor::new(), seen));
         let mut client = Reconnect::new(ClientBuilder::new(format!("ws://{addr}/")))
             .backoff(quick())
             .start();
@@ -350,7 +353,7 @@ async fn a_silent_peer_is_found_by_keepalive_and_left() {
             let (tcp, _) = listener.accept().await.unwrap();
             let silent = duplex::accept(tcp).await.unwrap();
             let (seen, _) = mpsc::unbounded_channel();
-            let echo = echo_server(listener, ServerBuilder::new(), seen);
+            let echo = echo_server(listener, Acceptor::new(), seen);
             let _ = echo.await;
             drop(silent);
         }));
@@ -411,7 +414,7 @@ async fn max_attempts_gives_up_with_the_last_error() {
             match next_event(&mut client).await {
                 Event::Reconnecting { .. } => retries += 1,
                 Event::Stopped(Stop::GaveUp(err)) => {
-                    assert!(matches!(err, Error::Io(_)), "{err}");
+                    assert!(matches!(err, Error::Connect { .. }), "{err}");
                     break;
                 }
                 other => panic!("unexpected {other:?}"),

@@ -19,7 +19,7 @@ async fn pair(config: WebSocketConfig) -> (Halves, duplex::WebSocket<duplex::Cli
     let url = format!("ws://{}/", listener.local_addr().unwrap());
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
-        duplex::ServerBuilder::new()
+        duplex::Acceptor::new()
             .config(config)
             .accept(tcp)
             .await

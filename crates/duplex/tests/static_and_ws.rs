@@ -446,6 +446,7 @@ async fn a_foreign_origin_is_refused_with_403_before_any_upgrade() {
         let server = Server::with_defaults().await;
         let err = ClientBuilder::new(server.ws_url())
             .header("Origin", "https://evil.example")
+            .unwrap()
             .connect()
             .await
             .unwrap_err();
@@ -460,6 +461,7 @@ async fn a_foreign_origin_is_refused_with_403_before_any_upgrade() {
         let other_port = format!("http://127.0.0.1:{}", server.addr.port() + 1);
         let err = ClientBuilder::new(server.ws_url())
             .header("Origin", other_port.as_str())
+            .unwrap()
             .connect()
             .await
             .unwrap_err();
@@ -475,6 +477,7 @@ async fn a_foreign_origin_is_refused_with_403_before_any_upgrade() {
         // browser).
         let mut same = ClientBuilder::new(server.ws_url())
             .header("Origin", format!("http://{}", server.addr).as_str())
+            .unwrap()
             .connect()
             .await
             .unwrap();

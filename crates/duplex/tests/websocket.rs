@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use duplex::{
-    Accept, ClientBuilder, CloseCode, Error, Message, ReadyState, Reject, Role, ServerBuilder,
+    Acceptance, Acceptor, ClientBuilder, CloseCode, Error, Message, ReadyState, Rejection, Role,
     Timeout, WebSocket, WebSocketConfig,
 };
 use futures_util::{SinkExt, StreamExt};
@@ -30,7 +30,7 @@ async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
 /// An echo server on loopback for one connection, built by `server`; returns
 /// its URL and the task, which yields the server's view at the end.
 async fn echo_server(
-    server: ServerBuilder,
+    server: Acceptor,
 ) -> (String, JoinHandle<duplex::Result<WebSocket<TcpStream>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/", listener.local_addr().unwrap());
@@ -51,7 +51,7 @@ async fn echo_server(
 #[tokio::test]
 async fn text_binary_and_a_16_mib_message_echo() {
     within(async {
-        let (url, server) = echo_server(ServerBuilder::new()).await;
+        let (url, server) = echo_server(Acceptor::new()).await;
         let mut ws = duplex::connect(&url).await.unwrap();
         assert_eq!(ws.ready_state(), ReadyState::Open);
 
@@ -82,7 +82,7 @@ async fn text_binary_and_a_16_mib_message_echo() {
 #[tokio::test]
 async fn pings_are_answered_with_the_same_payload() {
     within(async {
-        let (url, _server) = echo_server(ServerBuilder::new()).await;
+        let (url, _server) = echo_server(Acceptor::new()).await;
         let mut ws = duplex::connect(&url).await.unwrap();
         ws.send(Message::ping(&b"are you there"[..])).await.unwrap();
         assert_eq!(
@@ -100,7 +100,7 @@ async fn pings_are_answered_with_the_same_payload() {
 #[tokio::test]
 async fn client_close_with_code_and_reason_is_clean_on_both_ends() {
     within(async {
-        let (url, server) = echo_server(ServerBuilder::new()).await;
+        let (url, server) = echo_server(Acceptor::new()).await;
         let mut ws = duplex::connect(&url).await.unwrap();
         ws.close(CloseCode(4000), "bye now").await.unwrap();
         assert_eq!(ws.ready_state(), ReadyState::Closed);
@@ -117,7 +117,7 @@ async fn client_close_with_code_and_reason_is_clean_on_both_ends() {
         );
         assert!(matches!(
             ws.send(Message::text("late")).await,
-            Err(Error::Closed)
+            Err(Error::Closed { was_clean: true })
         ));
     })
     .await;
@@ -194,10 +194,8 @@ async fn abrupt_end_is_an_error_then_the_end_and_not_clean() {
         });
         let mut ws = duplex::connect(&url).await.unwrap();
         let err = ws.next().await.unwrap().unwrap_err();
-        assert!(
-            matches!(err, Error::Io(ref e) if e.kind() == std::io::ErrorKind::UnexpectedEof),
-            "{err}"
-        );
+        assert!(matches!(err, Error::Closed { was_clean: false }), "{err}");
+        assert!(err.is_closed());
         assert!(ws.next().await.is_none());
         let info = ws.close_info().unwrap();
         assert_eq!(info.code, CloseCode::ABNORMAL);
@@ -209,7 +207,7 @@ async fn abrupt_end_is_an_error_then_the_end_and_not_clean() {
 #[tokio::test]
 async fn split_halves_work_from_two_tasks() {
     within(async {
-        let (url, _server) = echo_server(ServerBuilder::new()).await;
+        let (url, _server) = echo_server(Acceptor::new()).await;
         let ws = duplex::connect(&url).await.unwrap();
         let (mut reader, mut writer) = ws.split();
         let writing = tokio::spawn(async move {
@@ -237,7 +235,7 @@ async fn split_halves_work_from_two_tasks() {
 #[tokio::test]
 async fn subprotocol_follows_the_clients_preference_among_the_servers() {
     within(async {
-        let server = ServerBuilder::new().protocols(["b", "a"]);
+        let server = Acceptor::new().protocols(["b", "a"]);
         let (url, _server) = echo_server(server.clone()).await;
         let ws = ClientBuilder::new(&url)
             .protocols(["x", "a", "b"])
@@ -260,23 +258,26 @@ async fn subprotocol_follows_the_clients_preference_among_the_servers() {
 #[tokio::test]
 async fn request_check_sees_path_query_and_headers_and_may_reject() {
     within(async {
-        let server = ServerBuilder::new().on_request(|request| {
+        let server = Acceptor::new().on_request(|request| {
             let origin = request
                 .headers()
                 .get("origin")
                 .and_then(|v| v.to_str().ok());
             if origin != Some("https://good.example") {
-                return Err(Reject::new(StatusCode::FORBIDDEN).body("origin not allowed"));
+                return Err(Rejection::new(StatusCode::FORBIDDEN).body("origin not allowed"));
             }
             assert_eq!(request.uri().path(), "/chat");
             assert_eq!(request.uri().query(), Some("room=1"));
             assert_eq!(request.headers()["authorization"], "Bearer t0k3n");
-            Ok(Accept::new().protocol("v1").header("x-served-by", "duplex"))
+            Ok(Acceptance::new()
+                .protocol("v1")
+                .header("x-served-by", "duplex")?)
         });
 
         let (url, _server) = echo_server(server.clone()).await;
         let err = ClientBuilder::new(format!("{url}chat?room=1"))
             .header("Origin", "https://evil.example")
+            .unwrap()
             .connect()
             .await
             .unwrap_err();
@@ -291,7 +292,9 @@ async fn request_check_sees_path_query_and_headers_and_may_reject() {
         let mut ws = ClientBuilder::new(format!("{url}chat?room=1"))
             .protocol("v1")
             .header("Origin", "https://good.example")
+            .unwrap()
             .header("Authorization", "Bearer t0k3n")
+            .unwrap()
             .connect()
             .await
             .unwrap();
@@ -309,14 +312,14 @@ async fn the_handshake_stays_visible_on_both_ends_with_the_checks_data() {
 
     within(async {
         for keep_request in [true, false] {
-            let server = ServerBuilder::new()
+            let server = Acceptor::new()
                 .protocols(["v1"])
                 .keep_request(keep_request)
                 .on_request(|request| {
                     let room = request.uri().path().trim_start_matches("/rooms/");
-                    Ok(Accept::new()
+                    Ok(Acceptance::new()
                         .data(Room(room.to_owned()))
-                        .header("x-room", room))
+                        .header("x-room", room)?)
                 });
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
@@ -327,6 +330,7 @@ async fn the_handshake_stays_visible_on_both_ends_with_the_checks_data() {
             let ws = ClientBuilder::new(format!("ws://{addr}/rooms/lobby?since=7"))
                 .protocol("v1")
                 .header("Cookie", "session=abc")
+                .unwrap()
                 .connect()
                 .await
                 .unwrap();
@@ -422,12 +426,18 @@ async fn bad_urls_are_refused_before_connecting() {
         let err = duplex::connect(url).await.unwrap_err();
         assert!(matches!(err, Error::Url(_)), "{url}: {err}");
     }
+    // A bad header is refused by the call that gives it, naming it.
     let err = ClientBuilder::new("ws://127.0.0.1:1/")
         .header("bad name", "x")
-        .connect()
-        .await
         .unwrap_err();
-    assert!(matches!(err, Error::Config(_)), "{err}");
+    assert_eq!(err.name(), "bad name");
+    assert!(err.to_string().contains("\"bad name\""), "{err}");
+    let err = ClientBuilder::new("ws://127.0.0.1:1/")
+        .header("X-Token", "a\nb")
+        .unwrap_err();
+    assert!(!err.is_name());
+    assert!(err.to_string().contains("header X-Token"), "{err}");
+    assert!(matches!(Error::from(err), Error::Config(_)));
 }
 
 #[tokio::test]
@@ -439,7 +449,7 @@ async fn json_messages() {
     }
     use duplex::JsonMessage;
     within(async {
-        let (url, _server) = echo_server(ServerBuilder::new()).await;
+        let (url, _server) = echo_server(Acceptor::new()).await;
         let mut ws = duplex::connect(&url).await.unwrap();
         let quote = Quote {
             symbol: "ACME".into(),
@@ -487,9 +497,15 @@ async fn wss_with_a_self_signed_certificate() {
         let url = format!("wss://localhost:{port}/");
         let err = duplex::connect(&url).await.unwrap_err();
         assert!(
-            matches!(err, Error::Tls(_)),
+            matches!(&err, Error::Tls { server_name: Some(name), .. } if name == "localhost"),
             "an untrusted certificate must fail: {err}"
         );
+        // Which server name, and why: the certificate (in the source).
+        assert_eq!(err.to_string(), "the TLS handshake with localhost failed");
+        let why = std::error::Error::source(&err)
+            .expect("a cause")
+            .to_string();
+        assert!(why.contains("certificate"), "{why}");
 
         let mut ws = ClientBuilder::new(&url)
             .tls_root(cert_der)
@@ -524,7 +540,7 @@ async fn pipe_pair(
     let (a, b) = tokio::io::duplex(capacity);
     let mut server_config = config.clone();
     server_config.keepalive = None;
-    let builder = ServerBuilder::new().config(server_config);
+    let builder = Acceptor::new().config(server_config);
     let server = tokio::spawn(async move { builder.accept(b).await });
     let client = ClientBuilder::new("ws://test/")
         .config(config)
@@ -599,7 +615,7 @@ async fn close_times_out_when_the_peer_never_answers() {
 async fn handshake_timeout_against_a_silent_client() {
     let (_client, server) = tokio::io::duplex(1024);
     let started = tokio::time::Instant::now();
-    let err = ServerBuilder::new()
+    let err = Acceptor::new()
         .handshake_timeout(Duration::from_secs(2))
         .accept(server)
         .await
@@ -613,7 +629,7 @@ async fn send_waits_when_the_write_buffer_is_full() {
     // Without compression, so that every byte sent counts.
     let config = WebSocketConfig::default()
         .max_write_buffer(64 << 10)
-        .deflate(None);
+        .no_deflate();
     let (mut client, mut server) = pipe_pair(8 << 10, config).await;
     let chunk = Bytes::from(vec![7u8; 4 << 10]);
     // The server reads nothing: the pipe fills, then our buffer, then we wait.
@@ -776,10 +792,11 @@ async fn a_ping_flood_from_a_peer_that_does_not_read_is_held_back() {
 #[tokio::test]
 async fn a_refused_origin_gets_403_before_any_upgrade() {
     within(async {
-        let server = ServerBuilder::new().origins(duplex::Origins::same_origin());
+        let server = Acceptor::new().origins(duplex::Origins::same_origin());
         let (url, _server) = echo_server(server.clone()).await;
         let err = ClientBuilder::new(&url)
             .header("Origin", "https://evil.example")
+            .unwrap()
             .connect()
             .await
             .unwrap_err();
@@ -790,6 +807,7 @@ async fn a_refused_origin_gets_403_before_any_upgrade() {
         let host = url.trim_start_matches("ws://").trim_end_matches('/');
         let mut ws = ClientBuilder::new(&url)
             .header("Origin", format!("http://{host}"))
+            .unwrap()
             .connect()
             .await
             .unwrap();

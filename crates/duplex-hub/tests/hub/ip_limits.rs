@@ -41,7 +41,7 @@ async fn ws_from(
     let tcp = tcp_from(source, hub).await;
     let mut builder = ClientBuilder::new(format!("ws://{hub}{path}"));
     for (name, value) in headers {
-        builder = builder.header(*name, *value);
+        builder = builder.header(*name, *value).unwrap();
     }
     timeout(WAIT, builder.connect_on(tcp))
         .await

@@ -25,7 +25,7 @@ fn later() -> Option<u64> {
 async fn refused_status(url: &str, origin: Option<&str>) -> Option<u16> {
     let mut builder = ClientBuilder::new(url);
     if let Some(origin) = origin {
-        builder = builder.header("Origin", origin);
+        builder = builder.header("Origin", origin).unwrap();
     }
     match tokio::time::timeout(WAIT, builder.connect()).await.unwrap() {
         Ok(_) => None,

@@ -4,7 +4,7 @@ use super::*;
 use crate::frame::{FrameDecoder, OpCode, RSV1, Role};
 use crate::handshake::Extension;
 use crate::rng::SequenceMask;
-use crate::{CloseCode, Config, Connection, Message, ProtocolError};
+use crate::{CloseCode, Connection, Limits, Message, ProtocolError};
 
 fn ext(text: &str) -> Extension {
     let mut headers = http::HeaderMap::new();
@@ -34,12 +34,12 @@ fn params() -> DeflateParams {
 /// A client that receives unmasked server frames with deflate on.
 fn client(params: DeflateParams) -> Connection {
     let mut c =
-        Connection::client_with_mask_source(Config::default(), Box::new(SequenceMask::new(1)));
+        Connection::client_with_mask_source(Limits::default(), Box::new(SequenceMask::new(1)));
     c.set_deflate(params);
     c
 }
 
-fn server(params: DeflateParams, config: Config) -> Connection {
+fn server(params: DeflateParams, config: Limits) -> Connection {
     let mut s = Connection::server(config);
     s.set_deflate(params);
     s
@@ -142,7 +142,7 @@ fn rfc_7_2_3_5_two_blocks_in_one_message() {
 
 #[test]
 fn our_compressor_produces_the_rfc_bytes() {
-    let mut s = server(params(), Config::default());
+    let mut s = server(params(), Limits::default());
     s.send(Message::text("Hello")).unwrap();
     assert_eq!(
         output(&mut s),
@@ -157,7 +157,7 @@ fn our_compressor_produces_the_rfc_bytes() {
 fn without_context_takeover_each_message_stands_alone() {
     let mut p = params();
     p.local_no_context_takeover = true;
-    let mut s = server(p, Config::default());
+    let mut s = server(p, Limits::default());
     s.send(Message::text("Hello")).unwrap();
     s.send(Message::text("Hello")).unwrap();
     let frame = [0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
@@ -168,7 +168,7 @@ fn without_context_takeover_each_message_stands_alone() {
 fn below_the_threshold_messages_go_uncompressed() {
     let mut p = params();
     p.threshold = 10;
-    let mut s = server(p, Config::default());
+    let mut s = server(p, Limits::default());
     s.send(Message::text("short")).unwrap();
     assert_eq!(output(&mut s), b"\x81\x05short");
     s.send(Message::text("long enough to compress")).unwrap();
@@ -204,7 +204,7 @@ fn data_that_does_not_inflate_is_1007() {
 
 #[test]
 fn compressed_text_that_is_not_utf8_is_1007() {
-    let mut s = server(params(), Config::default());
+    let mut s = server(params(), Limits::default());
     // Compress invalid UTF-8 by hand, as a peer would.
     let mut deflater = Deflater::new(&params());
     let payload = deflater.compress(b"valid then \xff").unwrap();
@@ -230,7 +230,7 @@ fn a_compression_bomb_stops_at_the_limit() {
     let bomb = Deflater::new(&params()).compress(&zeros).unwrap();
     assert!(bomb.len() < 32 << 10, "{} bytes", bomb.len());
 
-    let config = Config::default().max_message_size(max);
+    let config = Limits::default().max_message_size(max);
     let mut s = server(params(), config);
     let mut wire = BytesMut::new();
     let frame = crate::frame::Frame {
@@ -272,9 +272,9 @@ fn many_messages_round_trip_with_and_without_context_takeover() {
         assert_eq!(server_params.local_no_context_takeover, server_nct);
 
         let mut c =
-            Connection::client_with_mask_source(Config::default(), Box::new(SequenceMask::new(3)));
+            Connection::client_with_mask_source(Limits::default(), Box::new(SequenceMask::new(3)));
         c.set_deflate(client_params);
-        let mut s = server(server_params, Config::default());
+        let mut s = server(server_params, Limits::default());
         let messages: Vec<Message> = (0..300)
             .map(|i| match i % 3 {
                 0 => Message::text(format!(

@@ -6,7 +6,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 
 use super::HandshakeError;
-use crate::config::Config;
+use crate::config::Limits;
 
 /// Parses a request head from the start of `buf`.
 ///
@@ -21,16 +21,16 @@ use crate::config::Config;
 /// make the server buffer without bound); [`HandshakeError::TooManyHeaders`].
 ///
 /// ```
-/// use duplex_proto::{Config, handshake::parse_request};
+/// use duplex_proto::{Limits, handshake::parse_request};
 /// let bytes = b"GET /chat HTTP/1.1\r\nHost: example.com\r\n\r\nleftover";
-/// let (request, len) = parse_request(bytes, &Config::default()).unwrap().unwrap();
+/// let (request, len) = parse_request(bytes, &Limits::default()).unwrap().unwrap();
 /// assert_eq!(request.uri().path(), "/chat");
 /// assert_eq!(&bytes[len..], b"leftover");
-/// assert!(parse_request(&bytes[..20], &Config::default()).unwrap().is_none());
+/// assert!(parse_request(&bytes[..20], &Limits::default()).unwrap().is_none());
 /// ```
 pub fn parse_request(
     buf: &[u8],
-    config: &Config,
+    config: &Limits,
 ) -> Result<Option<(Request<()>, usize)>, HandshakeError> {
     let mut fields = vec![httparse::EMPTY_HEADER; config.max_headers];
     let mut parsed = httparse::Request::new(&mut fields);
@@ -64,7 +64,7 @@ pub fn parse_request(
 /// As [`parse_request`].
 pub fn parse_response(
     buf: &[u8],
-    config: &Config,
+    config: &Limits,
 ) -> Result<Option<(Response<()>, usize)>, HandshakeError> {
     let mut fields = vec![httparse::EMPTY_HEADER; config.max_headers];
     let mut parsed = httparse::Response::new(&mut fields);
@@ -81,7 +81,7 @@ pub fn parse_response(
     Ok(Some((response, len)))
 }
 
-fn parse_error(err: httparse::Error, config: &Config) -> HandshakeError {
+fn parse_error(err: httparse::Error, config: &Limits) -> HandshakeError {
     match err {
         httparse::Error::TooManyHeaders => HandshakeError::TooManyHeaders {
             max: config.max_headers,
@@ -94,7 +94,7 @@ fn parse_error(err: httparse::Error, config: &Config) -> HandshakeError {
 fn complete_len(
     status: httparse::Status<usize>,
     buf: &[u8],
-    config: &Config,
+    config: &Limits,
 ) -> Result<Option<usize>, HandshakeError> {
     let too_large = HandshakeError::HeadersTooLarge {
         max: config.max_header_bytes,
@@ -214,7 +214,7 @@ mod tests {
 
     #[test]
     fn head_size_is_bounded_while_incomplete() {
-        let config = Config::default().max_header_bytes(64);
+        let config = Limits::default().max_header_bytes(64);
         let mut head = b"GET / HTTP/1.1\r\nX-Long: ".to_vec();
         head.resize(63, b'a');
         assert!(parse_request(&head, &config).unwrap().is_none());
@@ -227,7 +227,7 @@ mod tests {
 
     #[test]
     fn too_many_fields() {
-        let config = Config::default().max_headers(2);
+        let config = Limits::default().max_headers(2);
         let head = b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
         assert_eq!(
             parse_request(head, &config).unwrap_err(),
@@ -239,7 +239,7 @@ mod tests {
     fn garbage_is_malformed() {
         let tls_hello = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01];
         assert!(matches!(
-            parse_request(&tls_hello, &Config::default()),
+            parse_request(&tls_hello, &Limits::default()),
             Err(HandshakeError::Malformed(_))
         ));
     }
@@ -257,7 +257,7 @@ mod tests {
             &out[..],
             b"HTTP/1.1 403 Forbidden\r\nx-why: origin\r\ncontent-length: 2\r\n\r\nno"
         );
-        let (parsed, len) = parse_response(&out, &Config::default()).unwrap().unwrap();
+        let (parsed, len) = parse_response(&out, &Limits::default()).unwrap().unwrap();
         assert_eq!(parsed.status(), StatusCode::FORBIDDEN);
         assert_eq!(parsed.headers()["x-why"], "origin");
         assert_eq!(&out[len..], b"no");

@@ -63,12 +63,12 @@ pub fn accept_key(key: &[u8]) -> String {
 pub enum HandshakeError {
     /// The bytes are not an HTTP/1.1 request or response head.
     Malformed(String),
-    /// The head is larger than [`Config::max_header_bytes`](crate::Config::max_header_bytes).
+    /// The head is larger than [`Limits::max_header_bytes`](crate::Limits::max_header_bytes).
     HeadersTooLarge {
         /// The configured maximum.
         max: usize,
     },
-    /// The head has more fields than [`Config::max_headers`](crate::Config::max_headers).
+    /// The head has more fields than [`Limits::max_headers`](crate::Limits::max_headers).
     TooManyHeaders {
         /// The configured maximum.
         max: usize,

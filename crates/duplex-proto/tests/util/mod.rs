@@ -4,15 +4,15 @@
 use bytes::{Bytes, BytesMut};
 use duplex_proto::frame::{Frame, FrameDecoder, FrameHeader, OpCode, Role};
 use duplex_proto::rng::SequenceMask;
-use duplex_proto::{CloseCode, Config, Connection, Message, ProtocolError, ReadyState};
+use duplex_proto::{CloseCode, Connection, Limits, Message, ProtocolError, ReadyState};
 
 /// A connection in `role` with default limits and, for a client, a
 /// deterministic mask.
 pub fn conn(role: Role) -> Connection {
-    conn_with(role, Config::default())
+    conn_with(role, Limits::default())
 }
 
-pub fn conn_with(role: Role, config: Config) -> Connection {
+pub fn conn_with(role: Role, config: Limits) -> Connection {
     match role {
         Role::Server => Connection::server(config),
         Role::Client => {

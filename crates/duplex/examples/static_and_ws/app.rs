@@ -47,7 +47,7 @@ use bytes::Bytes;
 use duplex::tls::rustls::ServerConfig;
 use duplex::upgrade::{self, Upgraded};
 use duplex::{
-    CloseCode, Message, Origins, PreparedMessage, Sender, ServerBuilder, TrySendError, WebSocket,
+    Acceptor, CloseCode, Message, Origins, PreparedMessage, Sender, TrySendError, WebSocket,
 };
 use futures_util::StreamExt;
 use http::{Method, Request, Response, StatusCode, Version, header};
@@ -280,7 +280,7 @@ impl Hub {
 
 struct State {
     config: Config,
-    server: ServerBuilder,
+    server: Acceptor,
     files: ServeDir,
     hub: Hub,
     counters: Counters,
@@ -309,7 +309,7 @@ enum Stop {
 impl App {
     /// A server with these settings; [`serve`](Self::serve) runs it.
     pub fn new(config: Config) -> App {
-        let server = ServerBuilder::new()
+        let server = Acceptor::new()
             // Browsers send the page's origin and do not ask the server's
             // permission for WebSockets: without this check, any site could
             // open a socket here with the user's cookies.
@@ -523,7 +523,10 @@ impl App {
             Ok(accepted) => accepted,
             Err(refused) => {
                 bump(&self.state.counters.websockets_refused);
-                tracing::info!(status = %refused.status(), error = %refused.error(), "WebSocket refused");
+                match refused.handshake_error() {
+                    Some(err) => tracing::info!(%err, "WebSocket refused: {refused}"),
+                    None => tracing::info!("WebSocket refused: {refused}"),
+                }
                 return refused.into_response().map(box_full);
             }
         };

@@ -28,7 +28,7 @@ impl Proxy {
     ) -> Result<TcpStream> {
         let connecting = TcpStream::connect((self.host.as_str(), self.port));
         let mut tcp = match timeout_at(deadline, connecting).await {
-            Err(_) => return Err(Error::Timeout(Timeout::Connect)),
+            Err(_) => return Err(Error::Timeout(Timeout::Proxy)),
             Ok(Err(err)) => return Err(self.error(ProxyErrorKind::Unreachable(err))),
             Ok(Ok(tcp)) => tcp,
         };
