@@ -125,6 +125,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                     None => http2::serve(tcp, server).await,
                 };
                 if let Err(err) = result {
+                    let err = duplex_hub::error_chain(err.as_ref());
                     tracing::debug!(%peer, %err, "connection ended with an error");
                 }
             });

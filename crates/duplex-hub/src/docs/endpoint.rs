@@ -111,7 +111,10 @@ pub async fn handle(
                 )
                 .await;
             }
-            Err(err) => tracing::debug!(%err, "the upgrade did not complete"),
+            Err(err) => {
+                let err = crate::error_chain(&err);
+                tracing::debug!(%err, "the upgrade did not complete");
+            }
         }
     });
     response
@@ -181,6 +184,7 @@ pub async fn run<S>(
                     }
                     Ok(_) => continue,
                     Err(err) => {
+                        let err = crate::error_chain(&err);
                         tracing::debug!(%err, "document connection failed");
                         return None;
                     }
