@@ -2,8 +2,7 @@
 //! user runs them.
 
 mod common;
-#[path = "../../duplex/tests/support/proxies.rs"]
-mod proxies;
+use duplex_harness::proxies;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -16,8 +16,7 @@
 #[path = "../examples/static_and_ws/app.rs"]
 mod app;
 
-#[path = "../../../tests/browser/harness.rs"]
-mod harness;
+use duplex_harness::browser as harness;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -3,17 +3,14 @@
 //! wss:// to duplex echo servers on loopback; and through scripted proxies
 //! that misbehave in ways the real ones do not.
 
-#[path = "support/proxies.rs"]
-mod proxies;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use duplex::tls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use duplex::{ClientBuilder, CloseCode, Error, Message, Proxy, ProxyErrorKind, Timeout};
+use duplex_harness::proxies::{PASSWORD, ProxyProcess, USER, free_port};
 use futures_util::StreamExt;
-use proxies::{PASSWORD, ProxyProcess, USER, free_port};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
