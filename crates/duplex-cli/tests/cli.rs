@@ -218,6 +218,10 @@ fn echo_over_tls_with_connect_trusting_the_certificate() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "external"),
+    ignore = "runs tinyproxy: --features external"
+)]
 fn connect_through_tinyproxy_by_flag_or_environment_and_directly_with_no_proxy() {
     let echo = Echo::start(&[]);
     let tinyproxy = proxies::ProxyProcess::tinyproxy(&[echo.addr.port()]);
