@@ -53,6 +53,8 @@ step "proxies (tinyproxy, microsocks, nginx, haproxy: the tests start their own)
 scripts/setup-proxies.sh
 
 step "tests (unit, integration, property, doc, interop, browser)"
+# --all-features turns on each crate's `external` feature: the test targets
+# that run the programs installed above, which a plain `cargo test` leaves out.
 cargo test --workspace --all-features
 
 step "fuzz targets still build"

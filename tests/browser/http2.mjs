@@ -3,7 +3,7 @@
 // https://HOST:PORT/, uses it (types a message, sees it come back), then opens
 // two more WebSockets to wss://HOST:PORT/ws from the page, sends text and
 // binary messages from one and checks that both get every one back in order,
-// reads the server's /stats, and closes them.
+// and closes them.
 //
 //   node tests/browser/http2.mjs https://127.0.0.1:PORT/ [--await-shutdown]
 //
@@ -17,14 +17,13 @@
 //    "chat":{"status","echoed"},
 //    "sockets":[{"extensions","protocol"},...],"messagesMatched":bool,
 //    "closes":[{"code","reason","wasClean"},...],
-//    "stats":{...the server's /stats...},"statsProtocol":"h2",
 //    "shutdown":{"status":"closed: 1001 ..."} (with --await-shutdown),
 //    "handshakes":[{"url","status","request","response"},...],"errors":[...]}
 // and exits 0 only when the page, the chat and every broadcast worked and the
 // sockets closed cleanly; 1 otherwise, 2 on a usage error. Which HTTP version
 // carried what is reported, not judged: the Rust test
-// (crates/duplex/tests/browser_http2.rs) asserts that, from this report and
-// from the server's side. Everything is bounded by 30 s.
+// (crates/duplex/tests/browser_http2.rs) asserts that, from this report.
+// Everything is bounded by 30 s.
 //
 // WebSocket over HTTP/2 (RFC 8441) needs no flag: Chromium has used it by
 // default since version 91 whenever it already holds an HTTP/2 connection to
@@ -216,8 +215,6 @@ async function main() {
       let reason;
       let messagesMatched = false;
       let sockets = [];
-      let stats;
-      let statsProtocol;
       try {
         await a.opened;
         await b.opened;
@@ -239,9 +236,6 @@ async function main() {
           }
         }
         messagesMatched = true;
-        const res = await fetch('/stats', { cache: 'no-store' });
-        stats = await res.json();
-        statsProtocol = performance.getEntriesByName(new URL('/stats', location.href).href).pop()?.nextHopProtocol;
       } catch (e) {
         reason = e.message;
       }
@@ -254,7 +248,7 @@ async function main() {
           reason = reason || e.message;
         }
       }
-      return { reason, sockets, messagesMatched, closes, stats, statsProtocol };
+      return { reason, sockets, messagesMatched, closes };
     },
     { limitMs: LIMIT_MS - 20_000 },
   );

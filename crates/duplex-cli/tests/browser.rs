@@ -8,8 +8,7 @@
 //! Without them these tests fail and say so; they never skip.
 
 mod common;
-#[path = "../../../tests/browser/harness.rs"]
-mod harness;
+use duplex_harness::browser as harness;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

@@ -2,8 +2,7 @@
 //! user runs them.
 
 mod common;
-#[path = "../../duplex/tests/support/proxies.rs"]
-mod proxies;
+use duplex_harness::proxies;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -254,6 +253,10 @@ fn echo_over_tls_with_connect_trusting_the_certificate() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "external"),
+    ignore = "runs tinyproxy: --features external"
+)]
 fn connect_through_tinyproxy_by_flag_or_environment_and_directly_with_no_proxy() {
     let echo = Echo::start(&[]);
     let tinyproxy = proxies::ProxyProcess::tinyproxy(&[echo.addr.port()]);

@@ -18,8 +18,7 @@
 //! With `DUPLEX_SCREENSHOT_DIR=/some/dir` the script also saves a screenshot
 //! of alice's page there (cluster-failover.png).
 
-#[path = "../../../tests/browser/harness.rs"]
-mod harness;
+use duplex_harness::browser as harness;
 
 mod common;
 

@@ -10,8 +10,7 @@
 //! (`scripts/setup-browser.sh`). Without them these tests fail and say so.
 
 mod common;
-#[path = "../../../tests/browser/harness.rs"]
-mod harness;
+use duplex_harness::browser as harness;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -13,8 +13,7 @@
 //! test Chromium, node and playwright-core (`scripts/setup-browser.sh`);
 //! without them the tests fail and say so.
 
-#[path = "../../../tests/browser/harness.rs"]
-mod harness;
+use duplex_harness::browser as harness;
 
 mod common;
 

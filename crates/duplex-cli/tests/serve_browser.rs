@@ -18,8 +18,7 @@
 //! With `DUPLEX_SCREENSHOT_DIR=/some/dir` the scripts also save screenshots of
 //! the pages there (chat.png, chat-recovery.png, ticker.png, ...).
 
-#[path = "../../../tests/browser/harness.rs"]
-mod harness;
+use duplex_harness::browser as harness;
 
 mod common;
 

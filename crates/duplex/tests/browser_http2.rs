@@ -2,8 +2,8 @@
 //! headless Chromium, driven by playwright-core (`tests/browser/http2.mjs`),
 //! loads the chat page over HTTP/2, chats through it, and opens WebSockets that
 //! travel as streams of that HTTP/2 connection (RFC 8441 extended CONNECT),
-//! with permessage-deflate. What Chromium reports and what the server counted
-//! must agree.
+//! with permessage-deflate, as Chromium reports; then the server shuts down
+//! and the page shows its 1001.
 //!
 //! Needs /usr/bin/chromium (Debian's `chromium`), node, and playwright-core in
 //! tests/browser/node_modules/: `scripts/setup-browser.sh` installs them.
@@ -16,8 +16,7 @@
 #[path = "../examples/static_and_ws/app.rs"]
 mod app;
 
-#[path = "../../../tests/browser/harness.rs"]
-mod harness;
+use duplex_harness::browser as harness;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -144,7 +143,6 @@ async fn chromium_loads_the_page_over_http2_and_opens_websockets_as_http2_stream
     assert_eq!(page["status"], 200, "{page}");
     assert_eq!(page["nextHopProtocol"], "h2", "{page}");
     assert_eq!(page["cdpProtocol"], "h2", "{page}");
-    assert_eq!(report["statsProtocol"], "h2", "fetch('/stats')");
     // ...the chat page connected and its message came back...
     assert_eq!(report["chat"]["echoed"], true, "{}", report["chat"]);
     let chat_status = report["chat"]["status"].as_str().unwrap_or_default();
@@ -174,31 +172,10 @@ async fn chromium_loads_the_page_over_http2_and_opens_websockets_as_http2_stream
     }
     assert_eq!(report["errors"], Value::Array(vec![]), "Chromium's errors");
 
-    // The server's view, as the page fetched it while its sockets were open,
-    // and now: three WebSockets, all HTTP/2 streams, all compressed; nothing
-    // at all over HTTP/1.1.
-    let seen = &report["stats"];
-    assert_eq!(seen["websockets"]["http2"], 3, "{seen}");
-    assert_eq!(seen["websockets"]["http1"], 0, "{seen}");
-    assert_eq!(seen["websockets_deflate"], 3, "{seen}");
-    assert_eq!(seen["websockets_open"], 3, "{seen}");
-    let stats = app.stats();
-    eprintln!("server stats: {stats:?}");
-    assert_eq!(stats.websockets, app::ByVersion { http1: 0, http2: 3 });
-    assert_eq!(stats.websockets_deflate, 3);
-    assert_eq!(stats.requests.http1, 0, "{stats:?}");
-    assert!(
-        stats.requests.http2 >= 6,
-        "page, script, stats, 3 sockets: {stats:?}"
-    );
-    assert_eq!(stats.slow_clients_dropped, 0);
-    // One chat message, then 54 from the page's socket `a`.
-    assert_eq!(stats.messages, 55, "{stats:?}");
-
     // Shutting down closed the chat page's socket, an HTTP/2 stream, with
     // 1001 and the reason, which the page showed; and the server finished
-    // without waiting for its 5 s timeout: Chromium answered the close, and
-    // the HTTP/2 connection (GOAWAY) drained.
+    // without waiting for its 5 s close timeout: Chromium answered the close,
+    // and the HTTP/2 connection (GOAWAY) drained.
     assert_eq!(
         report["shutdown"]["status"], "closed: 1001 the server is shutting down",
         "{}",
@@ -208,6 +185,7 @@ async fn chromium_loads_the_page_over_http2_and_opens_websockets_as_http2_stream
         .await
         .expect("the server did not shut down")
         .unwrap();
+    assert_eq!(app.clients(), 0, "every socket left the broadcast");
     let took = shutdown_started
         .lock()
         .unwrap()

@@ -1,10 +1,9 @@
 //! The client through real proxies: Debian's tinyproxy (HTTP CONNECT with
 //! Basic auth) and microsocks (SOCKS5 with a user and password), ws:// and
 //! wss:// to duplex echo servers on loopback; and through scripted proxies
-//! that misbehave in ways the real ones do not.
-
-#[path = "support/proxies.rs"]
-mod proxies;
+//! that misbehave in ways the real ones do not. The tests with real proxies
+//! run with the `external` feature (scripts/test.sh); the scripted ones in
+//! every `cargo test`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -12,8 +11,8 @@ use std::time::Duration;
 
 use duplex::tls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use duplex::{ClientBuilder, CloseCode, Error, Message, Proxy, ProxyErrorKind, Timeout};
+use duplex_harness::proxies::{PASSWORD, ProxyProcess, USER, free_port};
 use futures_util::StreamExt;
-use proxies::{PASSWORD, ProxyProcess, USER, free_port};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -118,6 +117,10 @@ fn proxy_error(err: &Error) -> &duplex::ProxyError {
 // ----- HTTP CONNECT: tinyproxy -----
 
 #[tokio::test]
+#[cfg_attr(
+    not(feature = "external"),
+    ignore = "runs tinyproxy or microsocks: --features external"
+)]
 async fn ws_and_wss_through_tinyproxy_with_basic_auth() {
     within(async {
         let ws_port = ws_target().await;
@@ -158,6 +161,10 @@ async fn ws_and_wss_through_tinyproxy_with_basic_auth() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(feature = "external"),
+    ignore = "runs tinyproxy or microsocks: --features external"
+)]
 async fn tinyproxy_without_or_with_wrong_credentials_refuses_naming_the_proxy() {
     within(async {
         let port = ws_target().await;
@@ -210,6 +217,10 @@ async fn tinyproxy_without_or_with_wrong_credentials_refuses_naming_the_proxy() 
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(feature = "external"),
+    ignore = "runs tinyproxy or microsocks: --features external"
+)]
 async fn tinyproxy_refusing_the_tunnel_is_a_status_error() {
     within(async {
         let allowed = ws_target().await;
@@ -255,6 +266,10 @@ async fn tinyproxy_refusing_the_tunnel_is_a_status_error() {
 // ----- SOCKS5: microsocks -----
 
 #[tokio::test]
+#[cfg_attr(
+    not(feature = "external"),
+    ignore = "runs tinyproxy or microsocks: --features external"
+)]
 async fn ws_and_wss_through_microsocks_socks5_and_socks5h_with_a_password() {
     within(async {
         let ws_port = ws_target().await;
@@ -349,6 +364,10 @@ async fn socks5h_sends_the_name_and_socks5_the_address() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(feature = "external"),
+    ignore = "runs tinyproxy or microsocks: --features external"
+)]
 async fn microsocks_refuses_a_wrong_or_missing_password() {
     within(async {
         let port = ws_target().await;
@@ -392,6 +411,10 @@ async fn microsocks_refuses_a_wrong_or_missing_password() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(feature = "external"),
+    ignore = "runs tinyproxy or microsocks: --features external"
+)]
 async fn microsocks_reply_code_for_a_target_nobody_listens_on() {
     within(async {
         let microsocks = ProxyProcess::microsocks();
@@ -450,6 +473,10 @@ async fn an_unreachable_proxy_is_named_with_the_io_error_as_source() {
 // ----- the environment -----
 
 #[tokio::test]
+#[cfg_attr(
+    not(feature = "external"),
+    ignore = "runs tinyproxy or microsocks: --features external"
+)]
 async fn the_environment_picks_the_proxy_by_scheme_and_no_proxy_bypasses_it() {
     within(async {
         let ws_port = ws_target().await;

@@ -76,19 +76,18 @@ impl Server {
     /// before its handshake response is sent, so once `connect` returns,
     /// everything broadcast reaches it: no waiting here.
     #[track_caller]
-    fn assert_open(&self, n: u64) {
-        let stats = self.app.stats();
-        assert_eq!(stats.websockets_open, n, "{stats:?}");
+    fn assert_open(&self, n: usize) {
+        assert_eq!(self.app.clients(), n, "clients in the broadcast");
     }
 
     /// Waits until `n` WebSockets are in the broadcast (after some left).
-    async fn wait_open(&self, n: u64) {
+    async fn wait_open(&self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.app.stats().websockets_open != n {
+        while self.app.clients() != n {
             assert!(
                 Instant::now() < deadline,
-                "expected {n} open WebSockets: {:?}",
-                self.app.stats()
+                "expected {n} open WebSockets, there are {}",
+                self.app.clients()
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -288,14 +287,6 @@ async fn serves_files_over_http1_and_http2() {
             assert_eq!(outside.status(), StatusCode::NOT_FOUND);
         }
 
-        let stats = get(server.addr, "/stats", false).await;
-        assert_eq!(stats.status(), StatusCode::OK);
-        assert_eq!(stats.headers()["content-type"], "application/json");
-        let stats: app::Stats = serde_json::from_slice(stats.body()).unwrap();
-        assert_eq!(stats.requests.http1, 5, "{stats:?}");
-        assert_eq!(stats.requests.http2, 4, "{stats:?}");
-        assert_eq!(stats.websockets, app::ByVersion::default());
-
         // A WebSocket request anywhere but /ws is not one.
         let err = duplex::connect(format!("ws://{}/chat", server.addr))
             .await
@@ -349,14 +340,10 @@ async fn every_message_reaches_every_client_in_order() {
             );
         }
 
-        let stats = server.app.stats();
-        assert_eq!(stats.messages, 502, "{stats:?}");
-        assert_eq!(stats.websockets.http1, 2, "{stats:?}");
-        let compressed = if cfg!(feature = "deflate") { 2 } else { 0 };
-        assert_eq!(
-            stats.websockets_deflate, compressed,
-            "duplex clients offer compression when they can"
-        );
+        // duplex clients offer compression when they can, and the server
+        // agrees; its broadcasts still go out as prepared, uncompressed.
+        #[cfg(feature = "deflate")]
+        assert!(a.deflate().is_some() && b.deflate().is_some());
 
         // A client that leaves is out of the broadcast; the other carries on.
         a.close(CloseCode::NORMAL, "bye").await.unwrap();
@@ -376,13 +363,9 @@ async fn http1_and_http2_websockets_share_the_broadcast() {
         let server = Server::with_defaults().await;
         let mut h1 = duplex::connect(server.ws_url()).await.unwrap();
         let (mut h2, _sender) = http2_websocket(server.addr).await;
+        // One upgrade, one extended CONNECT (answered 200, as
+        // `http2_websocket` checks).
         server.assert_open(2);
-        let stats = server.app.stats();
-        assert_eq!(
-            stats.websockets,
-            app::ByVersion { http1: 1, http2: 1 },
-            "one upgrade, one extended CONNECT: {stats:?}"
-        );
 
         h2.send(Message::text("over an HTTP/2 stream"))
             .await
@@ -469,9 +452,7 @@ async fn a_foreign_origin_is_refused_with_403_before_any_upgrade() {
             matches!(&err, Error::Rejected(r) if r.status() == StatusCode::FORBIDDEN),
             "{err:?}"
         );
-        let stats = server.app.stats();
-        assert_eq!(stats.websockets_refused, 2, "{stats:?}");
-        assert_eq!(stats.websockets, app::ByVersion::default(), "no upgrade");
+        server.assert_open(0);
 
         // The page's own origin is fine, and so is no Origin at all (not a
         // browser).
@@ -562,9 +543,8 @@ async fn a_client_that_stops_reading_is_dropped_with_1008_and_the_others_keep_up
             "the readers waited on the stuck one"
         );
 
-        let stats = server.app.stats();
-        assert_eq!(stats.slow_clients_dropped, 1, "{stats:?}");
-        assert_eq!(stats.websockets_open, 2, "{stats:?}");
+        // The stuck client is out of the broadcast; A and B are in it.
+        server.assert_open(2);
 
         // The stuck client, reading at last, finds part of the broadcast and
         // then the close frame that says why it was dropped.
@@ -652,7 +632,7 @@ async fn shutdown_closes_websockets_with_1001_and_idle_connections_do_not_hold_i
         eprintln!("shutdown took {took:?}");
         assert!(
             took < Duration::from_secs(2),
-            "shutdown took {took:?}: something waited for the 5 s timeout"
+            "shutdown took {took:?}: something waited for the 5 s close timeout"
         );
         assert!(
             TcpStream::connect(addr).await.is_err(),
@@ -663,11 +643,10 @@ async fn shutdown_closes_websockets_with_1001_and_idle_connections_do_not_hold_i
 }
 
 #[tokio::test]
-async fn shutdown_gives_up_on_a_client_that_ignores_the_close_after_the_timeout() {
+async fn shutdown_gives_up_on_a_client_that_ignores_the_close_after_the_close_timeout() {
     within(async {
         let mut config = app::Config::new(public_dir());
-        config.shutdown_timeout = Duration::from_millis(500);
-        config.close_timeout = Duration::from_secs(30);
+        config.close_timeout = Duration::from_millis(500);
         let server = Server::start(config).await;
         let mut deaf = raw_websocket(server.addr, None).await;
         server.assert_open(1);
@@ -676,7 +655,7 @@ async fn shutdown_gives_up_on_a_client_that_ignores_the_close_after_the_timeout(
         eprintln!("shutdown took {took:?}");
         assert!(
             took >= Duration::from_millis(450) && took < Duration::from_secs(3),
-            "shutdown should wait for the close handshake up to its 500 ms timeout, took {took:?}"
+            "shutdown should wait for the close handshake up to the 500 ms close timeout, took {took:?}"
         );
         // It was sent 1001, and then the connection was dropped.
         let (_, code, reason) = read_to_close(&mut deaf).await;

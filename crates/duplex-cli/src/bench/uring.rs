@@ -13,7 +13,9 @@ use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use io_uring::{IoUring, opcode, types};
 
-use super::{GRACE, RawFrames, cpu_time, histogram, record};
+use super::GRACE;
+use super::raw::RawFrames;
+use super::report::{cpu_time, histogram, record};
 
 /// One connection's state on the ring.
 struct Conn {

@@ -203,6 +203,9 @@ async fn handshake_rate_per_address() {
         2
     );
     assert!(metric(&hub, "duplex_connections_refused_total").await >= 2);
+    // Gone before the shutdown: a client that reads nothing would not answer
+    // its close frame, and hold the shutdown for the close timeout.
+    drop(open);
     hub.stop().await;
 }
 
@@ -215,16 +218,19 @@ async fn through_a_trusted_proxy_each_client_counts() {
     .await;
     let a = [("X-Forwarded-For", "198.51.100.7")];
     let b = [("X-Forwarded-For", "198.51.100.8")];
-    let _a = ws_from("127.0.0.1", hub.addr, "/ws", &a).await.unwrap();
-    let _b = ws_from("127.0.0.1", hub.addr, "/ws", &b).await.unwrap();
+    let a_ws = ws_from("127.0.0.1", hub.addr, "/ws", &a).await.unwrap();
+    let b_ws = ws_from("127.0.0.1", hub.addr, "/ws", &b).await.unwrap();
     let (status, _, _) = refusal(ws_from("127.0.0.1", hub.addr, "/ws", &a).await);
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(metric(&hub, "duplex_tracked_client_ips").await, 2);
+    // Gone before the shutdown: clients that read nothing would not answer
+    // their close frames, and hold the shutdown for the close timeout.
+    drop((a_ws, b_ws));
     hub.stop().await;
 
     // Without the trust, the header is ignored: both share the peer's count.
     let mut hub = TestHub::start(config("max_connections_per_ip = 1", "")).await;
-    let _a = ws_from("127.0.0.1", hub.addr, "/ws", &a).await.unwrap();
+    let a_ws = ws_from("127.0.0.1", hub.addr, "/ws", &a).await.unwrap();
     let (status, _, body) = refusal(ws_from("127.0.0.1", hub.addr, "/ws", &b).await);
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(metric(&hub, "duplex_tracked_client_ips").await, 1);
@@ -236,5 +242,6 @@ async fn through_a_trusted_proxy_each_client_counts() {
         .await,
         1
     );
+    drop(a_ws);
     hub.stop().await;
 }

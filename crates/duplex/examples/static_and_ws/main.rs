@@ -10,14 +10,13 @@
 //! ```
 //!
 //! Then open the printed URL in two browser tabs and chat. Ctrl-C closes every
-//! WebSocket with 1001 and waits for them (up to `--shutdown-timeout`). The
-//! server itself is in `app.rs`.
+//! WebSocket with 1001 and waits for their close handshakes. The server itself
+//! is in `app.rs`.
 
 mod app;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Parser;
 use tokio::net::TcpListener;
@@ -40,9 +39,6 @@ struct Args {
     /// Messages queued per client before it is dropped as too slow (1008).
     #[arg(long, default_value_t = 256)]
     queue: usize,
-    /// Seconds shutdown waits for WebSockets and requests to finish.
-    #[arg(long, default_value_t = 5.0)]
-    shutdown_timeout: f64,
 }
 
 #[tokio::main]
@@ -65,7 +61,6 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut config = app::Config::new(&args.root);
     config.queue = args.queue;
-    config.shutdown_timeout = Duration::try_from_secs_f64(args.shutdown_timeout)?;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         let tls = duplex::tls::server_config_from_pem(cert, key)?;
         config.tls = Some(app::with_http2_alpn(tls));

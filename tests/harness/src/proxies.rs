@@ -1,9 +1,7 @@
 //! Debian's tinyproxy (HTTP CONNECT with Basic auth) and microsocks (SOCKS5
 //! with a user and password), each started on a free loopback port with its
-//! own configuration in a temporary folder, and killed on drop. Shared by
-//! duplex's proxy tests and the `duplex connect` tests.
-
-#![allow(dead_code)]
+//! own configuration in a temporary folder, and killed on drop, for duplex's
+//! proxy tests and the `duplex connect` tests.
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};

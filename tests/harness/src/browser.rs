@@ -1,11 +1,6 @@
-//! Shared by the Rust tests that drive node scripts (included with `#[path]`
-//! from crates/duplex-cli/tests/browser.rs, serve_browser.rs, cluster_browser.rs
-//! and docs.rs, and
-//! crates/duplex/tests/browser_http2.rs): where the browser scripts are, the
-//! check that everything they need is installed, and running a child within a
-//! time limit.
-
-#![allow(dead_code)]
+//! The Rust side of the browser and node scripts in `tests/browser/`: where
+//! they are, the check that everything they need is installed, and running a
+//! child within a time limit.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
@@ -20,9 +15,9 @@ pub const CHROMIUM: &str = "/usr/bin/chromium";
 /// How long one run of a script may take (the scripts limit themselves to 30 s).
 pub const RUN_LIMIT: Duration = Duration::from_secs(60);
 
-/// `tests/browser/` at the workspace root, from a crate under `crates/`.
+/// `tests/browser/` at the workspace root.
 pub fn browser_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../browser")
 }
 
 /// The path of the script `name`, after checking that Chromium, node and
