@@ -38,8 +38,8 @@ use bytes::Bytes;
 use duplex::tls::rustls::ServerConfig;
 use duplex::tls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use duplex::{
-    Accept, CloseCode, CloseFrame, CloseInfo, DeflateConfig, DeflateParams, Message, ServerBuilder,
-    WebSocket,
+    Accept, CloseCode, CloseFrame, CloseInfo, CloseStatus, DeflateConfig, DeflateParams, Message,
+    ServerBuilder, WebSocket,
 };
 use http::HeaderMap;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, BufReader};
@@ -567,7 +567,7 @@ pub struct ConnRecord {
     /// Every message received, commands and control frames included, in order.
     pub received: Vec<Message>,
     /// The peer's close frame, as `WebSocket::received_close` tells it.
-    pub received_close: Option<Option<CloseFrame>>,
+    pub received_close: Option<CloseStatus>,
     /// How the connection ended, as `WebSocket::close_info` tells it.
     pub close_info: Option<CloseInfo>,
     /// Errors met on the way (the connection failing, a send failing).

@@ -224,12 +224,8 @@ impl WebSocketUpgrade {
     }
 
     /// Turns keepalive on; see [`WebSocketConfig::keepalive`].
-    pub fn keepalive(
-        mut self,
-        interval: std::time::Duration,
-        timeout: std::time::Duration,
-    ) -> Self {
-        self.server = self.server.keepalive(interval, timeout);
+    pub fn keepalive(mut self, keepalive: crate::Keepalive) -> Self {
+        self.server = self.server.keepalive(keepalive);
         self
     }
 

@@ -209,7 +209,7 @@ impl ClientBuilder {
     crate::config::config_setters!();
 
     /// The keepalive set so far, for [`Reconnect`](crate::reconnect::Reconnect)'s default.
-    pub(crate) fn keepalive_setting(&self) -> Option<(Duration, Duration)> {
+    pub(crate) fn keepalive_setting(&self) -> Option<crate::Keepalive> {
         self.config.keepalive
     }
 

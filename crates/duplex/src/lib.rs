@@ -83,8 +83,8 @@ pub use duplex_proto::JsonMessage;
 #[cfg(feature = "deflate")]
 pub use duplex_proto::deflate::{DeflateConfig, DeflateParams};
 pub use duplex_proto::{
-    CloseCode, CloseFrame, CloseInfo, Config as Limits, Fragment, HandshakeError, Message,
-    PreparedMessage, ProtocolError, ReadyState, Role, SendError, Utf8Bytes,
+    CloseCode, CloseFrame, CloseInfo, CloseStatus, Config as Limits, Fragment, HandshakeError,
+    Keepalive, Message, PreparedMessage, ProtocolError, ReadyState, Role, SendError, Utf8Bytes,
 };
 
 pub use crate::client::{ClientBuilder, connect};

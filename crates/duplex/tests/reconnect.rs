@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use duplex::reconnect::{Backoff, Event, Reconnect, Reconnecting, Stop};
 use duplex::{
-    Accept, ClientBuilder, CloseCode, Error, Message, Reject, ServerBuilder, TrySendError,
+    Accept, ClientBuilder, CloseCode, Error, Keepalive, Message, Reject, ServerBuilder,
+    TrySendError,
 };
 use futures_util::StreamExt;
 use http::StatusCode;
@@ -354,8 +355,10 @@ async fn a_silent_peer_is_found_by_keepalive_and_left() {
             let _ = echo.await;
             drop(silent);
         }));
-        let builder = ClientBuilder::new(format!("ws://{addr}/"))
-            .keepalive(Duration::from_millis(200), Duration::from_millis(200));
+        let builder = ClientBuilder::new(format!("ws://{addr}/")).keepalive(Keepalive::new(
+            Duration::from_millis(200),
+            Duration::from_millis(200),
+        ));
         let mut client = Reconnect::new(builder).backoff(quick()).start();
         let opened = Instant::now();
         expect_open(&mut client).await;

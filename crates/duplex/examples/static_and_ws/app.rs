@@ -47,7 +47,8 @@ use bytes::Bytes;
 use duplex::tls::rustls::ServerConfig;
 use duplex::upgrade::{self, Upgraded};
 use duplex::{
-    CloseCode, Message, Origins, PreparedMessage, Sender, ServerBuilder, TrySendError, WebSocket,
+    CloseCode, Keepalive, Message, Origins, PreparedMessage, Sender, ServerBuilder, TrySendError,
+    WebSocket,
 };
 use futures_util::StreamExt;
 use http::{Method, Request, Response, StatusCode, Version, header};
@@ -316,7 +317,10 @@ impl App {
             .origins(Origins::same_origin())
             .max_message_size(config.max_message_size)
             .close_timeout(config.close_timeout)
-            .keepalive(Duration::from_secs(30), Duration::from_secs(10));
+            .keepalive(Keepalive::new(
+                Duration::from_secs(30),
+                Duration::from_secs(10),
+            ));
         let files = ServeDir::new(&config.root);
         let hub = Hub {
             peers: Mutex::new(HashMap::new()),
