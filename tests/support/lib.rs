@@ -38,7 +38,7 @@ use bytes::Bytes;
 use duplex::tls::rustls::ServerConfig;
 use duplex::tls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use duplex::{
-    Accept, CloseCode, CloseFrame, CloseInfo, CloseStatus, DeflateConfig, DeflateParams, Message,
+    Accept, CloseCode, CloseInfo, CloseStatus, DeflateConfig, DeflateParams, Message,
     ServerBuilder, WebSocket,
 };
 use http::HeaderMap;

@@ -190,9 +190,7 @@ impl Connection {
             self.timers.expired = Some(Expired::Close);
             return self.timers.expired;
         }
-        let Some(keepalive) = self.timers.keepalive.as_mut() else {
-            return None;
-        };
+        let keepalive = self.timers.keepalive.as_mut()?;
         if !open {
             // Closing: the close timeout is in charge now.
             self.timers.keepalive = None;
