@@ -9,8 +9,8 @@
 //! - `flags` bit 4: echo instead with `send_fragment`, in two fragments split at
 //!   the middle byte (a text split may cut a code point, which is allowed).
 //! - `flags` bit 5: start our own closing handshake before any input arrives.
-//! - `flags` bit 6: append every other read through `read_buffer()` instead of
-//!   `receive()`.
+//! - `flags` bit 6: append every other read through `read_buffer()` and
+//!   `read_done()` instead of `receive()`.
 //! - `flags` bit 7: also answer every message with a ping of its first bytes.
 //! - `split_seed`: seeds the generator that chooses the read sizes (0 included).
 //!
@@ -36,8 +36,8 @@ use bytes::BytesMut;
 use duplex_proto::frame::{FrameDecoder, MAX_CONTROL_PAYLOAD, OpCode, Role};
 use duplex_proto::rng::SequenceMask;
 use duplex_proto::{
-    CloseCode, CloseFrame, Limits, Connection, Fragment, Message, ProtocolError, ReadyState,
-    SendError,
+    CloseCode, CloseFrame, CloseStatus, Connection, Limits, Fragment, Message, NoPool,
+    ProtocolError, ReadyState, SendError,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -139,8 +139,8 @@ impl Splits {
 struct Outcome {
     results: Vec<Result<Message, ProtocolError>>,
     output: Vec<u8>,
-    sent_close: Option<Option<CloseFrame>>,
-    received_close: Option<Option<CloseFrame>>,
+    sent_close: Option<CloseStatus>,
+    received_close: Option<CloseStatus>,
     failure: Option<ProtocolError>,
 }
 
@@ -178,7 +178,8 @@ impl Run {
 
     fn feed(&mut self, chunk: &[u8], index: usize) {
         if self.setup.use_read_buffer && index % 2 == 1 {
-            self.conn.read_buffer().extend_from_slice(chunk);
+            self.conn.read_buffer(&mut NoPool).extend_from_slice(chunk);
+            self.conn.read_done(chunk.len(), &mut NoPool);
         } else {
             self.conn.receive(chunk);
         }

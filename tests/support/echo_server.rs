@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use duplex::tls::rustls::ServerConfig;
 use duplex::{
-    Acceptance, Acceptor, CloseCode, CloseFrame, CloseInfo, DeflateConfig, DeflateParams, Message,
+    Acceptance, Acceptor, CloseCode, CloseInfo, CloseStatus, DeflateConfig, DeflateParams, Message,
     WebSocket,
 };
 use http::HeaderMap;
@@ -31,7 +31,7 @@ pub struct ConnRecord {
     /// Every message received, commands and control frames included, in order.
     pub received: Vec<Message>,
     /// The peer's close frame, as `WebSocket::received_close` tells it.
-    pub received_close: Option<Option<CloseFrame>>,
+    pub received_close: Option<CloseStatus>,
     /// How the connection ended, as `WebSocket::close_info` tells it.
     pub close_info: Option<CloseInfo>,
     /// Errors met on the way (the connection failing, a send failing).

@@ -10,7 +10,9 @@
 //! [`their_client_our_server`] check. The same directions with compression
 //! on are in [`deflate`].
 
-use duplex::{ClientBuilder, ClientStream, CloseCode, CloseFrame, Error, Message, WebSocket};
+use duplex::{
+    ClientBuilder, ClientStream, CloseCode, CloseFrame, CloseStatus, Error, Message, WebSocket,
+};
 use futures_util::SinkExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -307,7 +309,7 @@ pub async fn our_close_reaches_them(peer: Peer) {
     assert!(info.was_clean, "the close handshake completed: {info:?}");
     assert_eq!(info.code, CloseCode(4000), "they echo our code: {info:?}");
     assert!(
-        matches!(ws.received_close(), Some(Some(frame)) if frame.code == CloseCode(4000)),
+        matches!(ws.received_close(), Some(CloseStatus::Frame(frame)) if frame.code == CloseCode(4000)),
         "their close frame: {:?}",
         ws.received_close()
     );
@@ -336,7 +338,7 @@ pub async fn their_close_reaches_us(peer: Peer) {
         Some(Ok(message)) => panic!("after their close: {}", describe(&message)),
         Some(Err(err)) => panic!("after their close, an error: {err}"),
     }
-    assert_eq!(ws.received_close(), Some(&Some(want)));
+    assert_eq!(ws.received_close(), Some(&CloseStatus::Frame(want)));
     let info = ws.close_info().expect("closed");
     assert_eq!(info.code, CloseCode(4001), "{info:?}");
     assert_eq!(info.reason, "server says bye", "{info:?}");
@@ -450,7 +452,7 @@ pub(crate) async fn check_other_steps(server: &EchoServer, deflate: bool) {
         "{closes:?}"
     );
     assert!(
-        matches!(&closes.received_close, Some(Some(frame)) if frame.code == CloseCode(4001)),
+        matches!(&closes.received_close, Some(CloseStatus::Frame(frame)) if frame.code == CloseCode(4001)),
         "they echo our close code 4001: {closes:?}"
     );
     let info = closes.close_info.clone().expect("closed");
@@ -547,7 +549,11 @@ pub(crate) fn check_main(peer: Peer, main: &ConnRecord, deflate: bool) {
     );
 
     let want_close = CloseFrame::new(CloseCode(4002), "client says bye");
-    assert_eq!(main.received_close, Some(Some(want_close)), "{main:?}");
+    assert_eq!(
+        main.received_close,
+        Some(CloseStatus::Frame(want_close)),
+        "{main:?}"
+    );
     let info = main.close_info.clone().expect("closed");
     assert_eq!(info.code, CloseCode(4002), "{main:?}");
     assert_eq!(info.reason, "client says bye", "{main:?}");

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use duplex::Keepalive;
 use serde::Deserialize;
 
 use crate::forwarded::TrustedProxies;
@@ -77,11 +78,10 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
-    /// The WebSocket keepalive: (interval, timeout), or `None` when
-    /// `ping_interval_secs` is 0.
-    pub fn keepalive(&self) -> Option<(Duration, Duration)> {
+    /// The WebSocket keepalive, or `None` when `ping_interval_secs` is 0.
+    pub fn keepalive(&self) -> Option<Keepalive> {
         (self.ping_interval_secs > 0).then(|| {
-            (
+            Keepalive::new(
                 Duration::from_secs(self.ping_interval_secs),
                 Duration::from_secs(self.ping_timeout_secs),
             )
@@ -547,13 +547,19 @@ mod tests {
     fn pings_are_configurable_and_zero_turns_them_off() {
         assert_eq!(
             Config::default().server.keepalive(),
-            Some((Duration::from_secs(30), Duration::from_secs(10)))
+            Some(Keepalive::new(
+                Duration::from_secs(30),
+                Duration::from_secs(10)
+            ))
         );
         let config =
             Config::from_toml("[server]\nping_interval_secs = 1\nping_timeout_secs = 2\n").unwrap();
         assert_eq!(
             config.server.keepalive(),
-            Some((Duration::from_secs(1), Duration::from_secs(2)))
+            Some(Keepalive::new(
+                Duration::from_secs(1),
+                Duration::from_secs(2)
+            ))
         );
         let off = Config::from_toml("[server]\nping_interval_secs = 0\n").unwrap();
         assert_eq!(off.server.keepalive(), None);

@@ -41,9 +41,6 @@ use crate::protocol::{
 };
 use crate::registry::Outbox;
 
-/// How long a connection being closed gets to answer the close frame.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// The close code of a connection whose token expired (`exp` plus
 /// `auth.leeway_secs` passed) without a `refresh`: a reason to reconnect with
 /// a fresh token, unlike 1008.
@@ -251,9 +248,13 @@ async fn serve<S>(
         }
     };
     Box::pin(session.leave_all()).await;
+    drop(write);
     if let Stop::Close(code, reason) = stop {
         // Boxed, as the requests are: only a closing connection needs it.
-        Box::pin(close(read, write, code, reason)).await;
+        // The close timeout is the server's (`Acceptor::close_timeout`).
+        if let Err(err) = Box::pin(read.close(code, &reason)).await {
+            tracing::debug!(%err, "the closing handshake did not complete");
+        }
     }
     drop_one(&metrics.connections);
     tracing::info!(
@@ -262,30 +263,6 @@ async fn serve<S>(
         proxy_addr = session.addr.proxy().map(tracing::field::display),
         "connection closed"
     );
-}
-
-/// Runs the closing handshake: our close frame, then what the client sends
-/// read and dropped until it closes too, for [`CLOSE_TIMEOUT`] at most.
-async fn close<S>(mut read: ReadHalf<S>, mut write: WriteHalf<S>, code: CloseCode, reason: String)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut reader = pin!(async { while read.next().await.is_some() {} });
-    let closing = async {
-        if let Err(err) = write.close(code, &reason).await {
-            let err = crate::error_chain(&err);
-            tracing::debug!(err, "sending the close frame failed");
-        }
-        std::future::pending::<()>().await;
-    };
-    let handshake = async {
-        tokio::select! {
-            biased;
-            () = closing => {}
-            () = &mut reader => {}
-        }
-    };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, handshake).await;
 }
 
 impl Session {

@@ -28,6 +28,10 @@ use crate::protocol::HubError;
 use crate::service::{Service, origins};
 use crate::storage::TRIM_INTERVAL;
 
+/// How long a connection the hub closes gets to answer its close frame
+/// (and a client that closes, to see the server close the TCP connection):
+/// shorter than the library's 10 s, as a shutdown waits for the slowest.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a client gets to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for connections before dropping them.
@@ -93,10 +97,11 @@ impl Server {
         // upgrade; connections need not keep it.
         let mut websocket = Acceptor::new()
             .keep_request(false)
+            .close_timeout(CLOSE_TIMEOUT)
             .max_message_size(limits.max_message_size)
             .max_frame_size(limits.max_message_size);
-        if let Some((interval, timeout)) = config.server.keepalive() {
-            websocket = websocket.keepalive(interval, timeout);
+        if let Some(keepalive) = config.server.keepalive() {
+            websocket = websocket.keepalive(keepalive);
         }
         let tracker = TaskTracker::new();
         let closing = CancellationToken::new();

@@ -48,7 +48,7 @@ fn decode(c: &mut Criterion) {
                 b.iter_batched_ref(
                     || {
                         let mut conn = Connection::server(Limits::default());
-                        conn.read_buffer().extend_from_slice(&wire);
+                        conn.receive(&wire);
                         conn
                     },
                     |conn| {

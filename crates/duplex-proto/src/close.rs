@@ -187,6 +187,68 @@ impl fmt::Display for CloseFrame {
     }
 }
 
+/// A close frame as it was sent or received: with a status code and a
+/// reason, or empty (RFC 6455 section 5.5.1), which a close event reports as
+/// 1005 ([`CloseCode::NO_STATUS`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CloseStatus {
+    /// The frame carried a code, and a reason that may be empty.
+    Frame(CloseFrame),
+    /// The frame had no payload: no code.
+    Empty,
+}
+
+impl CloseStatus {
+    /// The frame's code and reason, unless it was empty.
+    pub fn frame(&self) -> Option<&CloseFrame> {
+        match self {
+            CloseStatus::Frame(frame) => Some(frame),
+            CloseStatus::Empty => None,
+        }
+    }
+
+    /// The code, or [`CloseCode::NO_STATUS`] (1005) for an empty frame.
+    pub fn code(&self) -> CloseCode {
+        self.frame()
+            .map_or(CloseCode::NO_STATUS, |frame| frame.code)
+    }
+
+    /// The reason; empty for an empty frame.
+    pub fn reason(&self) -> &str {
+        self.frame().map_or("", |frame| frame.reason.as_str())
+    }
+}
+
+impl From<Option<CloseFrame>> for CloseStatus {
+    fn from(frame: Option<CloseFrame>) -> Self {
+        frame.map_or(CloseStatus::Empty, CloseStatus::Frame)
+    }
+}
+
+impl From<CloseFrame> for CloseStatus {
+    fn from(frame: CloseFrame) -> Self {
+        CloseStatus::Frame(frame)
+    }
+}
+
+impl From<CloseStatus> for Option<CloseFrame> {
+    fn from(status: CloseStatus) -> Self {
+        match status {
+            CloseStatus::Frame(frame) => Some(frame),
+            CloseStatus::Empty => None,
+        }
+    }
+}
+
+impl fmt::Display for CloseStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseStatus::Frame(frame) => frame.fmt(f),
+            CloseStatus::Empty => write!(f, "{} (empty close frame)", CloseCode::NO_STATUS.0),
+        }
+    }
+}
+
 /// Shortens `reason` to at most [`MAX_REASON_LEN`] bytes, on a character boundary.
 pub(crate) fn truncate_reason(reason: &str) -> &str {
     if reason.len() <= MAX_REASON_LEN {

@@ -354,7 +354,9 @@ impl FrameDecoder {
     ///
     /// Each rule is checked as soon as the bytes it needs are present, in the
     /// order of the bytes, so how the input was split into reads never changes
-    /// which error is reported.
+    /// which error is reported. It is the one header parser: the connection's
+    /// short path for small messages reads headers with it too.
+    #[inline]
     pub fn parse_header(&self, buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
         let Some(&b0) = buf.first() else {
             return Ok(None);

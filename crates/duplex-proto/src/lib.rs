@@ -2,8 +2,9 @@
 //! bytes out.
 //!
 //! This crate is the core of duplex. It does **no I/O, no async, no clock
-//! reading**, and touches the OS only to seed the default mask generator (feature
-//! `os-rng`). Everything the protocol says about bytes is here, enforced to the
+//! reading** (the caller passes the time in, for keepalive and the close
+//! timeout), and touches the OS only to seed the default mask generator
+//! (feature `os-rng`). Everything the protocol says about bytes is here, enforced to the
 //! letter: frame decoding with every header rule, masking, fragment reassembly,
 //! incremental UTF-8 validation, close codes and the closing handshake, and the
 //! opening handshake on the `http` crate's types. The async library (`duplex`)
@@ -91,9 +92,11 @@ mod prepared;
 pub mod rng;
 pub mod utf8;
 
-pub use crate::close::{CloseCode, CloseFrame};
+pub use crate::close::{CloseCode, CloseFrame, CloseStatus};
 pub use crate::config::Limits;
-pub use crate::connection::{CloseInfo, Connection, Fragment, ReadyState};
+pub use crate::connection::{
+    BufferPool, CloseInfo, Connection, Expired, Fragment, Keepalive, NoPool, READ_ROOM, ReadyState,
+};
 pub use crate::error::{ProtocolError, SendError};
 pub use crate::frame::Role;
 pub use crate::handshake::HandshakeError;

@@ -5,7 +5,9 @@ mod util;
 
 use bytes::Bytes;
 use duplex_proto::frame::{OpCode, Role};
-use duplex_proto::{CloseCode, CloseFrame, Connection, Fragment, Message, ReadyState, SendError};
+use duplex_proto::{
+    CloseCode, CloseFrame, CloseStatus, Connection, Fragment, Message, ReadyState, SendError,
+};
 use util::{close_payload, conn, drain, feed, msg_to, sent_frames};
 
 /// Moves all queued output from `from` into `to`.
@@ -219,7 +221,7 @@ fn close_without_code_can_be_sent() {
     let frames = sent_frames(&mut c);
     assert_eq!(frames[0].header.opcode, OpCode::Close);
     assert!(frames[0].payload.is_empty());
-    assert_eq!(c.sent_close(), Some(&None));
+    assert_eq!(c.sent_close(), Some(&CloseStatus::Empty));
 }
 
 #[test]

@@ -78,11 +78,7 @@ fn splits(len: usize, cuts: &[usize]) -> Vec<usize> {
 
 /// Feeds `wire` to `conn` in pieces cut at `points`; returns every result and the
 /// output produced.
-fn feed_split(
-    mut conn: Connection,
-    wire: &[u8],
-    points: &[usize],
-) -> (Vec<Result<Message, ProtocolError>>, Vec<u8>) {
+fn feed_split(mut conn: Connection, wire: &[u8], points: &[usize]) -> Decoded {
     let mut results = Vec::new();
     let mut start = 0;
     for &p in points.iter().chain(std::iter::once(&wire.len())) {
@@ -96,6 +92,53 @@ fn feed_split(
     }
     (results, out)
 }
+
+/// A short frame as `short_frames_decode_alike_whole_and_byte_by_byte`
+/// draws it: the first byte, whether it is masked as the receiver's role
+/// requires, whether its length is forced into 16 bits, and the payload.
+type ShortFrame = (u8, bool, bool, Vec<u8>);
+
+/// Encodes `frames` for a connection of `role` and decodes them twice, from
+/// one read and one byte at a time; returns both results and replies.
+fn short_frames_whole_and_by_byte(
+    role: Role,
+    frames: &[ShortFrame],
+    small_limits: bool,
+) -> (Decoded, Decoded) {
+    let mut wire = Vec::new();
+    for (b0, masked_as_required, len16, payload) in frames {
+        let masked = masked_as_required == &(role == Role::Server);
+        wire.push(*b0);
+        let mask_bit = if masked { 0x80 } else { 0 };
+        if *len16 || payload.len() >= 126 {
+            wire.push(mask_bit | 126);
+            wire.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        } else {
+            wire.push(mask_bit | payload.len() as u8);
+        }
+        let key = [0x0f, 0xf0, 0x55, 0xaa];
+        if masked {
+            wire.extend_from_slice(&key);
+        }
+        wire.extend(payload.iter().enumerate().map(
+            |(i, b)| {
+                if masked { b ^ key[i % 4] } else { *b }
+            },
+        ));
+    }
+    let config = if small_limits {
+        Limits::default().max_frame_size(100).max_message_size(150)
+    } else {
+        Limits::default()
+    };
+    let every_byte: Vec<usize> = (1..wire.len()).collect();
+    let whole = feed_split(conn_with(role, config.clone()), &wire, &[]);
+    let by_byte = feed_split(conn_with(role, config), &wire, &every_byte);
+    (whole, by_byte)
+}
+
+/// What `feed_split` returns: every result, and the output produced.
+type Decoded = (Vec<Result<Message, ProtocolError>>, Vec<u8>);
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
@@ -197,33 +240,7 @@ proptest! {
         ),
         small_limits in any::<bool>(),
     ) {
-        let mut wire = Vec::new();
-        for (b0, masked_as_required, len16, payload) in &frames {
-            let masked = masked_as_required == &(role == Role::Server);
-            wire.push(*b0);
-            let mask_bit = if masked { 0x80 } else { 0 };
-            if *len16 || payload.len() >= 126 {
-                wire.push(mask_bit | 126);
-                wire.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-            } else {
-                wire.push(mask_bit | payload.len() as u8);
-            }
-            let key = [0x0f, 0xf0, 0x55, 0xaa];
-            if masked {
-                wire.extend_from_slice(&key);
-            }
-            wire.extend(payload.iter().enumerate().map(|(i, b)| {
-                if masked { b ^ key[i % 4] } else { *b }
-            }));
-        }
-        let config = if small_limits {
-            Limits::default().max_frame_size(100).max_message_size(150)
-        } else {
-            Limits::default()
-        };
-        let every_byte: Vec<usize> = (1..wire.len()).collect();
-        let whole = feed_split(conn_with(role, config.clone()), &wire, &[]);
-        let by_byte = feed_split(conn_with(role, config), &wire, &every_byte);
+        let (whole, by_byte) = short_frames_whole_and_by_byte(role, &frames, small_limits);
         prop_assert_eq!(&whole.0, &by_byte.0);
         prop_assert_eq!(&whole.1, &by_byte.1);
     }
@@ -328,4 +345,31 @@ proptest! {
         let expected: Vec<_> = messages.into_iter().map(Ok).collect();
         prop_assert_eq!(results, expected);
     }
+}
+
+// The cases proptest found, kept with their literal input.
+
+/// A text frame whose 3-byte payload (one CJK character) has its length
+/// in 16 bits, which 7 bits could hold: the short path must leave it to the
+/// general decoder, which rejects the length (RFC 6455 section 5.2), read
+/// whole or byte by byte.
+#[test]
+fn regression_short_text_with_a_non_minimal_16_bit_length() {
+    let frames = [(0x81, true, true, vec![228, 184, 150])];
+    let (whole, by_byte) = short_frames_whole_and_by_byte(Role::Server, &frames, false);
+    assert_eq!(whole, by_byte);
+    assert_eq!(whole.0, [Err(ProtocolError::NonMinimalLength)]);
+    // The close frame that fails the connection: 1002.
+    assert_eq!((whole.1[0], &whole.1[2..4]), (0x88, &[0x03, 0xea][..]));
+}
+
+/// A one-byte text frame that is a lone UTF-8 continuation byte: the short
+/// path fails it with 1007, as the general decoder does byte by byte.
+#[test]
+fn regression_short_text_of_a_lone_continuation_byte() {
+    let frames = [(0x81, true, false, vec![128])];
+    let (whole, by_byte) = short_frames_whole_and_by_byte(Role::Server, &frames, false);
+    assert_eq!(whole, by_byte);
+    assert_eq!(whole.0, [Err(ProtocolError::InvalidUtf8)]);
+    assert_eq!((whole.1[0], &whole.1[2..4]), (0x88, &[0x03, 0xef][..]));
 }

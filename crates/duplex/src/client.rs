@@ -209,7 +209,7 @@ impl ClientBuilder {
     }
 
     /// The keepalive set so far, for [`Reconnect`](crate::reconnect::Reconnect)'s default.
-    pub(crate) fn keepalive_setting(&self) -> Option<(Duration, Duration)> {
+    pub(crate) fn keepalive_setting(&self) -> Option<crate::Keepalive> {
         self.config.keepalive
     }
 

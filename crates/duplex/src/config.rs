@@ -3,19 +3,19 @@
 
 use std::time::Duration;
 
-use duplex_proto::Limits;
 #[cfg(feature = "deflate")]
 use duplex_proto::deflate::DeflateConfig;
+use duplex_proto::{Keepalive, Limits};
 
 /// How an open WebSocket behaves. The builders set it; it can also be built and
 /// passed whole.
 ///
 /// ```
 /// use std::time::Duration;
-/// use duplex::WebSocketConfig;
+/// use duplex::{Keepalive, WebSocketConfig};
 /// let config = WebSocketConfig::default()
 ///     .max_message_size(1 << 20)
-///     .keepalive(Duration::from_secs(20), Duration::from_secs(10));
+///     .keepalive(Keepalive::new(Duration::from_secs(20), Duration::from_secs(10)));
 /// assert_eq!(config.limits.max_message_size, 1 << 20);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,16 +36,16 @@ pub struct WebSocketConfig {
     ///
     /// Default: 10 seconds.
     pub close_timeout: Duration,
-    /// Ping the peer after this long without hearing from it, and give up on it
-    /// (closing with 1011, reporting [`Timeout::Keepalive`]) if nothing comes
-    /// back within the second duration. The pongs that answer these pings are
-    /// not reported as messages.
+    /// Ping the peer after [`Keepalive::interval`] without hearing from it, and
+    /// give up on it (closing with 1011, reporting [`Timeout::Keepalive`]) if
+    /// nothing comes back within [`Keepalive::timeout`]. The pongs that answer
+    /// these pings are not reported as messages.
     ///
     /// [`Timeout::Keepalive`]: crate::Timeout::Keepalive
     ///
     /// Default: off. Turn it on for long-lived connections through NATs and
     /// proxies, which drop idle TCP connections silently.
-    pub keepalive: Option<(Duration, Duration)>,
+    pub keepalive: Option<Keepalive>,
     /// permessage-deflate: what a client offers and a server accepts; `None`
     /// turns compression off.
     ///
@@ -116,12 +116,8 @@ macro_rules! config_setters {
         /// Turns keepalive on: a ping after `interval` of silence, and the
         /// connection dropped if no pong comes within `timeout`; see
         /// [`WebSocketConfig::keepalive`](crate::WebSocketConfig::keepalive).
-        pub fn keepalive(
-            mut self,
-            interval: std::time::Duration,
-            timeout: std::time::Duration,
-        ) -> Self {
-            self.config_mut().keepalive = Some((interval, timeout));
+        pub fn keepalive(mut self, keepalive: $crate::Keepalive) -> Self {
+            self.config_mut().keepalive = Some(keepalive);
             self
         }
 

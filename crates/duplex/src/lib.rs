@@ -84,8 +84,8 @@ pub use duplex_proto::JsonMessage;
 #[cfg(feature = "deflate")]
 pub use duplex_proto::deflate::{DeflateConfig, DeflateParams};
 pub use duplex_proto::{
-    CloseCode, CloseFrame, CloseInfo, Fragment, HandshakeError, Limits, Message, PreparedMessage,
-    ProtocolError, ReadyState, Role, SendError, Utf8Bytes,
+    CloseCode, CloseFrame, CloseInfo, CloseStatus, Fragment, HandshakeError, Keepalive, Limits,
+    Message, PreparedMessage, ProtocolError, ReadyState, Role, SendError, Utf8Bytes,
 };
 
 pub use crate::client::{ClientBuilder, connect};

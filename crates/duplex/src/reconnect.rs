@@ -73,7 +73,7 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
 use duplex_proto::rng::{MaskSource, ThreadRngMask};
-use duplex_proto::{CloseCode, CloseInfo, Message};
+use duplex_proto::{CloseCode, CloseInfo, Keepalive, Message};
 use futures_core::Stream;
 use futures_util::future::BoxFuture;
 use futures_util::{SinkExt, StreamExt};
@@ -91,8 +91,8 @@ use crate::split::{TrySendError, WriteHalf};
 /// gone without a FIN, a NAT that forgot the connection) is found within 40 s,
 /// and an idle connection sends a few bytes every 20 s, under the 60 s after
 /// which proxies such as nginx drop idle connections.
-pub const DEFAULT_KEEPALIVE: (Duration, Duration) =
-    (Duration::from_secs(20), Duration::from_secs(20));
+pub const DEFAULT_KEEPALIVE: Keepalive =
+    Keepalive::new(Duration::from_secs(20), Duration::from_secs(20));
 
 /// The longest a `Retry-After` header is waited for.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
@@ -256,7 +256,7 @@ impl Reconnect {
     pub fn new(builder: ClientBuilder) -> Self {
         let builder = match builder.keepalive_setting() {
             Some(_) => builder,
-            None => builder.keepalive(DEFAULT_KEEPALIVE.0, DEFAULT_KEEPALIVE.1),
+            None => builder.keepalive(DEFAULT_KEEPALIVE),
         };
         Reconnect {
             builder,

@@ -11,10 +11,7 @@
 use std::cell::Cell;
 
 use bytes::BytesMut;
-
-/// The least room a read gets: large enough that a 16 KiB message arrives in
-/// one read.
-pub(crate) const READ_ROOM: usize = 32 << 10;
+use duplex_proto::{BufferPool, READ_ROOM};
 /// The size of a new spare: twice the room a read needs, so that it is moved
 /// back to its start (when nothing read into it is still held) once per 32 KiB
 /// read, rather than after every read.
@@ -24,6 +21,22 @@ const MAX_SPARE: usize = 2 * SPARE_LEN;
 
 thread_local! {
     static SPARE: Cell<Option<BytesMut>> = const { Cell::new(None) };
+}
+
+/// The thread's spare as the pool a connection borrows its read buffer from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ThreadSpare;
+
+impl BufferPool for ThreadSpare {
+    #[inline]
+    fn take(&mut self) -> BytesMut {
+        take()
+    }
+
+    #[inline]
+    fn give(&mut self, buf: BytesMut) {
+        give(buf);
+    }
 }
 
 /// An empty buffer with at least [`READ_ROOM`] bytes of room: the thread's

@@ -91,6 +91,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
     pub async fn recv(&mut self) -> Option<Result<Message>> {
         std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
     }
+
+    /// Runs the closing handshake from the reading half, as
+    /// [`WebSocket::close`](crate::WebSocket::close) does: sends a close
+    /// frame with `code` and `reason` (unless one was sent, by either half),
+    /// then reads, discarding messages, until the peer's close frame has
+    /// arrived and the transport is closed, or the configured
+    /// [`close_timeout`](crate::WebSocketConfig::close_timeout) has passed.
+    /// The writing half needs no polling meanwhile; once this returns, it
+    /// sends nothing more.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Send`] for a code that may not be sent or a reason over 123
+    /// bytes; [`Error::Timeout`] if the peer did not answer in time; a
+    /// protocol or I/O error that ended the connection meanwhile.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
+        self.shared
+            .lock()
+            .begin_close(Some(CloseFrame::new(code, reason)))?;
+        let mut outcome = Ok(());
+        while let Some(item) = self.recv().await {
+            if let Err(err) = item {
+                outcome = Err(err);
+            }
+        }
+        outcome
+    }
 }
 
 impl<S> ReadHalf<S> {
@@ -161,8 +188,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WriteHalf<S> {
         Ok(self.shared.lock().conn.send_prepared(prepared)?)
     }
 
-    /// Sends a close frame and flushes it. The reading half sees the peer's
-    /// answer and the end of the connection.
+    /// Sends a close frame and flushes it, without waiting for the peer's
+    /// answer: the reading half, which must keep being polled, sees it and
+    /// the end of the connection. [`ReadHalf::close`] runs the whole
+    /// handshake instead.
     ///
     /// # Errors
     ///

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use duplex::reconnect::{Backoff, Event, Reconnect, Reconnecting, Stop};
 use duplex::{
-    Acceptance, Acceptor, ClientBuilder, CloseCode, Error, Message, Rejection, TrySendError,
+    Acceptance, Acceptor, ClientBuilder, CloseCode, Error, Keepalive, Message, Rejection,
+    TrySendError,
 };
 use futures_util::StreamExt;
 use http::StatusCode;
@@ -357,8 +358,10 @@ async fn a_silent_peer_is_found_by_keepalive_and_left() {
             let _ = echo.await;
             drop(silent);
         }));
-        let builder = ClientBuilder::new(format!("ws://{addr}/"))
-            .keepalive(Duration::from_millis(200), Duration::from_millis(200));
+        let builder = ClientBuilder::new(format!("ws://{addr}/")).keepalive(Keepalive::new(
+            Duration::from_millis(200),
+            Duration::from_millis(200),
+        ));
         let mut client = Reconnect::new(builder).backoff(quick()).start();
         let opened = Instant::now();
         expect_open(&mut client).await;

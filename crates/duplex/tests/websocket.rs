@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use duplex::{
-    Acceptance, Acceptor, ClientBuilder, CloseCode, Error, Message, ReadyState, Rejection, Role,
-    Timeout, WebSocket, WebSocketConfig,
+    Acceptance, Acceptor, ClientBuilder, CloseCode, Error, Keepalive, Message, ReadyState,
+    Rejection, Role, Timeout, WebSocket, WebSocketConfig,
 };
 use futures_util::{SinkExt, StreamExt};
 use http::StatusCode;
@@ -552,8 +552,10 @@ async fn pipe_pair(
 
 #[tokio::test(start_paused = true)]
 async fn keepalive_detects_a_silent_peer() {
-    let config =
-        WebSocketConfig::default().keepalive(Duration::from_secs(20), Duration::from_secs(10));
+    let config = WebSocketConfig::default().keepalive(Keepalive::new(
+        Duration::from_secs(20),
+        Duration::from_secs(10),
+    ));
     let (mut client, server) = pipe_pair(1 << 16, config).await;
     // The server is alive but never polled: it answers no ping.
     let started = tokio::time::Instant::now();
@@ -573,8 +575,10 @@ async fn keepalive_detects_a_silent_peer() {
 
 #[tokio::test(start_paused = true)]
 async fn keepalive_is_satisfied_by_a_live_peer() {
-    let config =
-        WebSocketConfig::default().keepalive(Duration::from_secs(5), Duration::from_secs(2));
+    let config = WebSocketConfig::default().keepalive(Keepalive::new(
+        Duration::from_secs(5),
+        Duration::from_secs(2),
+    ));
     let (mut client, mut server) = pipe_pair(1 << 16, config).await;
     let serving = tokio::spawn(async move {
         let mut pings = 0;
@@ -847,4 +851,48 @@ async fn a_close_from_the_write_half_starts_the_close_timeout() {
         "{results:?}"
     );
     assert!(!info.unwrap().was_clean);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_reading_half_closes_and_waits_for_the_peer_to_answer() {
+    let config = WebSocketConfig::default().close_timeout(Duration::from_secs(3));
+    let (client, mut server) = pipe_pair(1 << 16, config).await;
+    let serving = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while let Some(Ok(message)) = server.next().await {
+            got.push(message);
+        }
+        (got, server.close_info())
+    });
+    let (mut reader, writer) = client.split();
+    let started = tokio::time::Instant::now();
+    reader.close(CloseCode(4000), "done").await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(reader.ready_state(), ReadyState::Closed);
+    assert_eq!(writer.ready_state(), ReadyState::Closed);
+    let info = reader.close_info().unwrap();
+    assert!(info.was_clean);
+    assert_eq!(info.code, CloseCode(4000), "the server echoes our code");
+    let (got, server_info) = within(serving).await.unwrap();
+    assert_eq!(
+        got,
+        [Message::Close(Some(duplex::CloseFrame::new(
+            CloseCode(4000),
+            "done"
+        )))]
+    );
+    assert!(server_info.unwrap().was_clean);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_reading_half_gives_up_on_a_silent_peer_after_the_close_timeout() {
+    let config = WebSocketConfig::default().close_timeout(Duration::from_secs(3));
+    let (client, _server) = pipe_pair(1 << 16, config).await;
+    let (mut reader, _writer) = client.split();
+    let started = tokio::time::Instant::now();
+    let err = reader.close(CloseCode::NORMAL, "").await.unwrap_err();
+    assert!(matches!(err, Error::Timeout(Timeout::Close)), "{err}");
+    assert_eq!(started.elapsed(), Duration::from_secs(3));
+    assert_eq!(reader.ready_state(), ReadyState::Closed);
+    assert!(!reader.close_info().unwrap().was_clean);
 }

@@ -14,7 +14,7 @@
 
 use std::pin::pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use duplex::{CloseCode, Message, WebSocket, upgrade};
@@ -35,8 +35,6 @@ use crate::metrics::{bump, drop_one};
 use crate::registry::Outbox;
 use crate::service::{Service, text};
 
-/// How long a connection being closed gets to answer the close frame.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most bytes of JSON one awareness message may carry (a cursor and a
 /// name take a few hundred).
 pub const MAX_AWARENESS_SIZE: usize = 16 * 1024;
@@ -137,7 +135,7 @@ pub async fn run<S>(
 {
     let metrics = &docs.metrics;
     bump(&metrics.connections);
-    let (mut read, mut write) = ws.split();
+    let (mut read, write) = ws.split();
     let peer = Arc::new(Peer {
         id,
         outbox: Outbox::new(id, write.sender(), send_queue, hub_metrics),
@@ -155,7 +153,8 @@ pub async fn run<S>(
         },
     };
     let Some(commands) = joined else {
-        let _ = write
+        drop(write);
+        let _ = read
             .close(CloseCode::TRY_AGAIN_LATER, "the document is unavailable")
             .await;
         drop_one(&metrics.connections);
@@ -247,12 +246,10 @@ pub async fn run<S>(
     let _ = commands.send(Cmd::Leave { peer: id }).await;
     if let Some((code, reason)) = stop {
         tracing::info!(doc = %name, peer = id, code = code.0, %reason, "closing a document connection");
-        let mut rest = pin!(async { while read.next().await.is_some() {} });
-        let handshake = async {
-            let _ = write.close(code, &reason).await;
-            (&mut rest).await;
-        };
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, handshake).await;
+        drop(write);
+        if let Err(err) = read.close(code, &reason).await {
+            tracing::debug!(%err, "the closing handshake did not complete");
+        }
     }
     drop_one(&metrics.connections);
     tracing::info!(

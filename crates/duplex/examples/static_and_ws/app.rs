@@ -45,7 +45,8 @@ use bytes::Bytes;
 use duplex::tls::rustls::ServerConfig;
 use duplex::upgrade::{self, Upgraded};
 use duplex::{
-    Acceptor, CloseCode, Message, Origins, PreparedMessage, Sender, TrySendError, WebSocket,
+    Acceptor, CloseCode, Keepalive, Message, Origins, PreparedMessage, Sender, TrySendError,
+    WebSocket,
 };
 use futures_util::StreamExt;
 use http::{Request, Response, StatusCode, header};
@@ -227,7 +228,10 @@ impl App {
             .origins(Origins::same_origin())
             .max_message_size(1 << 20)
             .close_timeout(config.close_timeout)
-            .keepalive(Duration::from_secs(30), Duration::from_secs(10));
+            .keepalive(Keepalive::new(
+                Duration::from_secs(30),
+                Duration::from_secs(10),
+            ));
         let broadcast = Broadcast {
             clients: Mutex::default(),
             next_id: AtomicU64::new(1),
