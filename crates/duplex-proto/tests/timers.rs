@@ -44,6 +44,31 @@ fn no_timer_runs_unless_one_is_set() {
 }
 
 #[test]
+fn the_clock_is_wanted_only_while_a_timer_can_run() {
+    let t0 = Instant::now();
+    // Neither timer set: never.
+    let mut c = conn(Role::Server);
+    assert!(!c.wants_timeout());
+    c.close(CloseCode::NORMAL, "").unwrap();
+    assert!(!c.wants_timeout());
+
+    // A close timeout: from the first close frame on, until it fires.
+    let mut c = conn(Role::Server);
+    c.set_close_timeout(Some(TIMEOUT));
+    assert!(!c.wants_timeout(), "open, no keepalive");
+    c.close(CloseCode::NORMAL, "").unwrap();
+    assert!(c.wants_timeout());
+    assert_eq!(c.handle_timeout(t0), None);
+    assert_eq!(c.poll_timeout(), Some(t0 + TIMEOUT));
+    assert_eq!(c.handle_timeout(t0 + TIMEOUT), Some(Expired::Close));
+    assert!(!c.wants_timeout(), "fired once, and done");
+
+    // Keepalive: all along.
+    let c = with_keepalive(Role::Client, t0);
+    assert!(c.wants_timeout());
+}
+
+#[test]
 fn a_silent_peer_is_pinged_after_the_interval_and_given_up_after_the_timeout() {
     for role in [Role::Server, Role::Client] {
         let t0 = Instant::now();

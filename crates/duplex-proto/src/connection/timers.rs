@@ -143,6 +143,20 @@ impl Connection {
         self.timers.close_timeout = timeout;
     }
 
+    /// Whether [`handle_timeout`](Self::handle_timeout) has anything to do,
+    /// now or later: keepalive is on, or a close timeout is set and the
+    /// closing handshake has begun. While it is false the caller need not
+    /// read its clock before waiting (no timer runs, and nothing needs a
+    /// date); once it turns true, the next `handle_timeout` dates what
+    /// happened since.
+    #[inline]
+    pub fn wants_timeout(&self) -> bool {
+        (self.timers.keepalive.is_some()
+            || self.timers.close_timeout.is_some() && self.ready_state() != ReadyState::Open)
+            && self.timers.expired.is_none()
+            && !self.transport_closed
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) next has something to
     /// do: the earliest of the close deadline and, while the connection is
     /// open, the keepalive's (a ping to send, or a pong overdue). `None` when

@@ -207,7 +207,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
     /// with it, and sleeps until its next deadline. True if something was
     /// done that calls for another turn of the loop (a keepalive ping to
     /// write, the connection given up, the deadline already passed).
+    #[inline]
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.conn.wants_timeout() {
+            return self.run_timers(cx);
+        }
+        // No timer runs: the clock is not read (the common case of a
+        // connection without keepalive, between its messages).
+        if self.timer.is_some() {
+            self.timer = None;
+        }
+        false
+    }
+
+    /// [`poll_timers`](Self::poll_timers) once a timer may run.
+    fn run_timers(&mut self, cx: &mut Context<'_>) -> bool {
         let queued = self.conn.buffered_amount();
         match self.conn.handle_timeout(Instant::now().into_std()) {
             Some(Expired::Keepalive) => {
