@@ -356,7 +356,7 @@ impl FrameDecoder {
     /// order of the bytes, so how the input was split into reads never changes
     /// which error is reported. It is the one header parser: the connection's
     /// short path for small messages reads headers with it too.
-    #[inline]
+    #[inline(always)]
     pub fn parse_header(&self, buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
         let Some(&b0) = buf.first() else {
             return Ok(None);

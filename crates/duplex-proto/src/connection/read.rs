@@ -50,6 +50,7 @@ impl Connection {
     /// else one from `pool`; with part of a frame received, the buffer
     /// holding it, with room for more. Once no more input is wanted, a
     /// buffer whose bytes are dropped, for reading until the end of input.
+    #[inline]
     pub fn read_buffer(&mut self, pool: &mut impl BufferPool) -> &mut BytesMut {
         let buf = &mut self.read_buf;
         if buf.is_empty() || self.input_done {
@@ -72,6 +73,7 @@ impl Connection {
     /// more: an empty buffer goes back to `pool`, and the first bytes of a
     /// frame whose rest is awaited move out of a buffer much larger than the
     /// frame, which goes back to `pool` to serve other reads.
+    #[inline]
     pub fn read_done(&mut self, read: usize, pool: &mut impl BufferPool) {
         if self.input_done {
             // Read only to see the end of the stream.
