@@ -37,6 +37,9 @@ for script in bench/socketio/*.js; do node --check "$script"; done
 step "docs (broken links and missing docs are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --quiet
 
+step "the library crates build from their packages (cargo package: nothing reached outside a crate)"
+cargo package --quiet --allow-dirty -p duplex-proto -p duplex -p duplex-hub
+
 step "interop peers (Python websockets, Node ws)"
 scripts/setup-peers.sh
 
