@@ -202,15 +202,7 @@ async fn open_loop(ws: Socket, message: Message, interval: Duration, window: &Wi
             };
             match item {
                 Some(Ok(message)) if message.is_text() || message.is_binary() => {
-                    let Some(sent) = due.borrow_mut().pop_front() else {
-                        continue;
-                    };
-                    if window.measuring(sent) {
-                        record(&mut outcome.latency, sent.elapsed());
-                        outcome.messages += 1;
-                        window.counted.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if Instant::now() >= window.end && due.borrow().is_empty() {
+                    if window.echoed(&due, &mut outcome) {
                         break;
                     }
                 }

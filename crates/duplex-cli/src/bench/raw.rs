@@ -166,15 +166,7 @@ pub(super) async fn raw_open_loop(
                 outcome.errors += 1;
                 break;
             }
-            let Some(sent) = due.borrow_mut().pop_front() else {
-                continue;
-            };
-            if window.measuring(sent) {
-                record(&mut outcome.latency, sent.elapsed());
-                outcome.messages += 1;
-                window.counted.fetch_add(1, Ordering::Relaxed);
-            }
-            if Instant::now() >= window.end && due.borrow().is_empty() {
+            if window.echoed(&due, &mut outcome) {
                 break;
             }
         }

@@ -1,6 +1,8 @@
 //! The measurement window of a run, its progress bar, and one connection's
 //! tally.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -10,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::time::Instant;
 
 use super::Args;
-use super::report::histogram;
+use super::report::{histogram, record};
 
 /// The measurement window, a progress bar over it, and the count it shows.
 pub(super) struct Window {
@@ -75,6 +77,22 @@ impl Window {
 
     pub(super) fn measuring(&self, at: Instant) -> bool {
         at >= self.start && at < self.end
+    }
+
+    /// An echo came back, for the oldest message of `due` (the open loop's
+    /// send times): its latency is counted if it was sent in the window.
+    /// True once the window is over and nothing is awaited: the connection
+    /// is done.
+    pub(super) fn echoed(&self, due: &RefCell<VecDeque<Instant>>, outcome: &mut Outcome) -> bool {
+        let Some(sent) = due.borrow_mut().pop_front() else {
+            return false;
+        };
+        if self.measuring(sent) {
+            record(&mut outcome.latency, sent.elapsed());
+            outcome.messages += 1;
+            self.counted.fetch_add(1, Ordering::Relaxed);
+        }
+        Instant::now() >= self.end && due.borrow().is_empty()
     }
 }
 
