@@ -524,34 +524,46 @@ impl ClientBuilder {
     }
 }
 
+/// The addresses `host:port` resolves to, at least one; otherwise
+/// [`Error::Resolve`] naming the host. Used for the server, and for the
+/// target of a `socks5://` proxy, which resolves names on this side.
+pub(crate) async fn resolve(host: &str, port: u16) -> Result<Vec<std::net::SocketAddr>> {
+    let failed = |source| Error::Resolve {
+        host: host.to_owned(),
+        source,
+    };
+    let addrs: Vec<_> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(failed)?
+        .collect();
+    if addrs.is_empty() {
+        return Err(failed(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the name has no addresses",
+        )));
+    }
+    Ok(addrs)
+}
+
 /// A TCP connection to `host:port`: the name resolved, then each address
 /// tried in turn. The error names the host that did not resolve, or the
 /// last address that did not connect.
 async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream> {
-    let addrs = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|source| Error::Resolve {
-            host: host.to_owned(),
-            source,
-        })?;
     let mut last = None;
-    for addr in addrs {
+    for addr in resolve(host, port).await? {
         match TcpStream::connect(addr).await {
             Ok(tcp) => return Ok(tcp),
-            Err(source) => last = Some((addr, source)),
+            Err(source) => {
+                last = Some(Error::Connect {
+                    host: host.to_owned(),
+                    addr,
+                    source,
+                })
+            }
         }
     }
-    Err(match last {
-        Some((addr, source)) => Error::Connect {
-            host: host.to_owned(),
-            addr,
-            source,
-        },
-        None => Error::Resolve {
-            host: host.to_owned(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "the name has no addresses"),
-        },
-    })
+    // `resolve` gave at least one address, so `last` holds its failure.
+    Err(last.unwrap_or_else(|| Error::Url(format!("{host} has no address to connect to"))))
 }
 
 /// A request the handshake cannot build, as the error to report.

@@ -139,21 +139,22 @@ impl Proxy {
         let target: TargetAddr<'_> = match (self.scheme, host.parse::<IpAddr>()) {
             (_, Ok(ip)) => TargetAddr::Ip((ip, port).into()),
             (Scheme::Socks5h, Err(_)) => TargetAddr::Domain(host.into(), port),
-            (_, Err(_)) => {
-                let mut addrs = tokio::net::lookup_host((host, port)).await.map_err(|err| {
-                    Error::Io(io::Error::new(
-                        err.kind(),
-                        format!("cannot resolve {host} (socks5:// resolves names here; socks5h:// lets the proxy): {err}"),
-                    ))
-                })?;
-                let addr = addrs.next().ok_or_else(|| {
-                    Error::Io(io::Error::new(
-                        io::ErrorKind::NotFound,
-                        format!("{host} resolves to no address"),
-                    ))
-                })?;
-                TargetAddr::Ip(addr)
-            }
+            (_, Err(_)) => match crate::client::resolve(host, port).await {
+                Ok(addrs) => TargetAddr::Ip(addrs[0]),
+                // The same error as without a proxy, with the way out.
+                Err(Error::Resolve { host, source }) => {
+                    return Err(Error::Resolve {
+                        host,
+                        source: io::Error::new(
+                            source.kind(),
+                            format!(
+                                "{source} (socks5:// resolves names here; socks5h:// lets the proxy)"
+                            ),
+                        ),
+                    });
+                }
+                Err(err) => return Err(err),
+            },
         };
         let result = match &self.credentials {
             Some(c) => {
