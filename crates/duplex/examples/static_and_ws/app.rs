@@ -155,8 +155,9 @@ impl Broadcast {
         };
         let open = Outlet::Open(sender.with_queue_limit(self.queue));
         if let Outlet::Waiting(waiting) = std::mem::replace(&mut client.outlet, open) {
-            for message in waiting {
-                self.deliver(&mut clients, id, &message);
+            let kept = waiting.iter().all(|message| self.deliver(client, message));
+            if !kept && let Some(client) = clients.remove(&id) {
+                Self::kick(id, &client);
             }
         }
     }
@@ -167,33 +168,36 @@ impl Broadcast {
 
     /// Sends `message` to every client, without waiting for any. Broadcasts
     /// are serialized by the lock, so every client gets them in one order.
+    /// Each client is visited where it lies in the map, in one pass.
     fn broadcast(&self, message: PreparedMessage) {
         let message = Arc::new(message);
         let mut clients = self.lock();
-        let ids: Vec<u64> = clients.keys().copied().collect();
-        for id in ids {
-            self.deliver(&mut clients, id, &message);
+        clients.retain(|&id, client| {
+            let kept = self.deliver(client, &message);
+            if !kept {
+                Self::kick(id, client);
+            }
+            kept
+        });
+    }
+
+    /// Sends to one client; false if its queue is full and it must go.
+    fn deliver(&self, client: &mut Client, message: &Arc<PreparedMessage>) -> bool {
+        match &mut client.outlet {
+            Outlet::Waiting(waiting) if waiting.len() < self.queue => {
+                waiting.push(message.clone());
+                true
+            }
+            Outlet::Waiting(_) => false,
+            // A closed sender: its task is ending and removes it.
+            Outlet::Open(sender) => sender.try_send_prepared(message) != Err(TrySendError::Full),
         }
     }
 
-    /// Sends to one client; one with a full queue is removed and told to go.
-    fn deliver(&self, clients: &mut HashMap<u64, Client>, id: u64, message: &Arc<PreparedMessage>) {
-        let Some(client) = clients.get_mut(&id) else {
-            return;
-        };
-        let full = match &mut client.outlet {
-            Outlet::Waiting(waiting) if waiting.len() < self.queue => {
-                waiting.push(message.clone());
-                false
-            }
-            Outlet::Waiting(_) => true,
-            // A closed sender: its task is ending and removes it.
-            Outlet::Open(sender) => sender.try_send_prepared(message) == Err(TrySendError::Full),
-        };
-        if full && let Some(client) = clients.remove(&id) {
-            client.kick.cancel();
-            tracing::warn!(client = id, "dropping a client too slow for the broadcast");
-        }
+    /// Tells a client too slow for the broadcast to go.
+    fn kick(id: u64, client: &Client) {
+        client.kick.cancel();
+        tracing::warn!(client = id, "dropping a client too slow for the broadcast");
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Client>> {
