@@ -80,11 +80,18 @@ impl Outbox {
     /// Sends a frame without waiting. A full queue marks the connection as
     /// a slow consumer (it then closes with 1008) and returns false.
     pub fn push(&self, frame: &PreparedMessage) -> bool {
+        let sent = self.send(frame);
+        if sent {
+            bump(&self.metrics.messages_out);
+        }
+        sent
+    }
+
+    /// [`push`](Self::push) without counting the message in the metrics:
+    /// a delivery to many subscribers counts them once, at the end.
+    fn send(&self, frame: &PreparedMessage) -> bool {
         match self.sender.try_send_prepared(frame) {
-            Ok(()) => {
-                bump(&self.metrics.messages_out);
-                true
-            }
+            Ok(()) => true,
             Err(TrySendError::Full) => {
                 if self.close(
                     CloseCode::POLICY_VIOLATION,
@@ -143,18 +150,22 @@ struct Subscriber {
 }
 
 impl Subscriber {
-    fn push(&mut self, frame: &Arc<PreparedMessage>, limit: usize) {
+    /// Sends the frame, or buffers it while joining; true if it was sent
+    /// now (the caller counts it).
+    fn push(&mut self, frame: &Arc<PreparedMessage>, limit: usize) -> bool {
         match &mut self.joining {
-            None => {
-                self.outbox.push(frame);
+            None => self.outbox.send(frame),
+            Some(buffer) if buffer.len() < limit => {
+                buffer.push(frame.clone());
+                false
             }
-            Some(buffer) if buffer.len() < limit => buffer.push(frame.clone()),
             Some(_) => {
                 // As a full send queue would.
                 self.outbox.close(
                     CloseCode::POLICY_VIOLATION,
                     format!("slow consumer: send queue full ({limit} messages)"),
                 );
+                false
             }
         }
     }
@@ -178,16 +189,36 @@ struct State {
 }
 
 impl State {
-    fn push_all(&mut self, frame: &Arc<PreparedMessage>, except: Option<&str>, limit: usize) {
+    /// Pushes `frame` to every subscriber but the connections of the client
+    /// `except`, and counts those sent now in `metrics`, once.
+    fn push_all(
+        &mut self,
+        frame: &Arc<PreparedMessage>,
+        except: Option<&str>,
+        limit: usize,
+        metrics: &Metrics,
+    ) {
+        let mut sent = 0;
+        // The client's id is read only when one is left out: it lies apart
+        // from the subscriber, one more cache line per delivery.
         for subscriber in self.subscribers.values_mut() {
-            if except != Some(subscriber.client.client.as_str()) {
-                subscriber.push(frame, limit);
+            if except.is_none_or(|client| client != subscriber.client.client)
+                && subscriber.push(frame, limit)
+            {
+                sent += 1;
             }
         }
+        metrics.messages_out.fetch_add(sent, Ordering::Relaxed);
     }
 
     /// Delivers `publication` if it is the next one.
-    fn deliver(&mut self, channel: &str, publication: &Publication, limit: usize) -> Delivery {
+    fn deliver(
+        &mut self,
+        channel: &str,
+        publication: &Publication,
+        limit: usize,
+        metrics: &Metrics,
+    ) -> Delivery {
         if publication.offset <= self.offset {
             return Delivery::Done;
         }
@@ -200,7 +231,7 @@ impl State {
                 channel,
                 publication,
             )));
-            self.push_all(&frame, None, limit);
+            self.push_all(&frame, None, limit, metrics);
         }
         Delivery::Done
     }
@@ -372,7 +403,7 @@ impl Registry {
         let mut gap = std::mem::take(&mut state.early_overflow);
         for publication in &early {
             if let Delivery::Gap { .. } =
-                state.deliver(&channel.name, publication, self.buffer_limit)
+                state.deliver(&channel.name, publication, self.buffer_limit, &self.metrics)
             {
                 gap = true;
                 break;
@@ -403,7 +434,7 @@ impl Registry {
             return Delivery::Done;
         }
         let before = state.offset;
-        let delivery = state.deliver(channel, publication, self.buffer_limit);
+        let delivery = state.deliver(channel, publication, self.buffer_limit, &self.metrics);
         if state.offset > before {
             bump(&self.metrics.deliveries);
         }
@@ -435,7 +466,12 @@ impl Registry {
             channel,
             client,
         )));
-        state.push_all(&frame, Some(&client.client), self.buffer_limit);
+        state.push_all(
+            &frame,
+            Some(&client.client),
+            self.buffer_limit,
+            &self.metrics,
+        );
     }
 
     /// Adds a subscriber to an acquired, ready channel, joining: its pushes
