@@ -110,8 +110,12 @@ pub enum Fragment {
 /// assert_eq!(&server.take_output().unwrap()[..], b"\x81\x02Hi");
 /// assert_eq!(server.ready_state(), ReadyState::Open);
 /// ```
+// In declared order (`repr(C)`), with what a send looks at last: the output
+// queue's length, the message being sent, the close frames and the flags.
+// A broadcast to many connections reads these on each one, and together they
+// share one or two cache lines instead of lying at both ends of the struct.
+#[repr(C)]
 pub struct Connection {
-    role: Role,
     config: Limits,
     /// Masking keys; only a client has one.
     mask_source: Option<Box<dyn MaskSource>>,
@@ -120,26 +124,26 @@ pub struct Connection {
     decoder: FrameDecoder,
     /// The message being received, from its first frame's header on.
     incoming: Option<Incoming>,
+    /// permessage-deflate, once agreed.
+    #[cfg(feature = "deflate")]
+    deflate: Option<Box<Deflate>>,
+    failure: Option<ProtocolError>,
+    timers: Timers,
+
+    output: Output,
+    /// The fragmented message being sent, if any.
+    outgoing: Option<Outgoing>,
+    /// The close frames sent and received, boxed: each connection has them
+    /// once, at its end, and an idle connection is the smaller for it.
+    close_sent: Option<Box<CloseStatus>>,
+    close_received: Option<Box<CloseStatus>>,
+    role: Role,
+    transport_closed: bool,
     /// No more input will be read: a close frame was received, the connection
     /// failed, or the transport closed.
     input_done: bool,
     /// The transport reported end of input; buffered bytes may remain.
     eof: bool,
-
-    output: Output,
-    /// The fragmented message being sent, if any.
-    outgoing: Option<Outgoing>,
-    /// permessage-deflate, once agreed.
-    #[cfg(feature = "deflate")]
-    deflate: Option<Box<Deflate>>,
-
-    /// The close frames sent and received, boxed: each connection has them
-    /// once, at its end, and an idle connection is the smaller for it.
-    close_sent: Option<Box<CloseStatus>>,
-    close_received: Option<Box<CloseStatus>>,
-    failure: Option<ProtocolError>,
-    transport_closed: bool,
-    timers: Timers,
 }
 
 #[cfg(feature = "deflate")]

@@ -23,16 +23,20 @@ const MAX_IDLE_CAPACITY: usize = 64 << 10;
 const MAX_IDLE_QUEUE: usize = 4;
 
 /// Output waiting for the transport: a queue of chunks, oldest first.
+///
+/// In declared order (`repr(C)`): `len`, which every send reads, comes last,
+/// next to the fields of [`Connection`](crate::Connection) a send reads.
 #[derive(Debug, Default)]
+#[repr(C)]
 pub(crate) struct Output {
     /// Chunks that are complete, oldest first; all older than `tail`.
     chunks: VecDeque<Bytes>,
     /// The newest bytes, still growing.
     tail: BytesMut,
-    len: usize,
     /// Where the waiting frames end; boxed, and made by the first frame, so
     /// that a connection that never sends holds one pointer for it.
     ends: Option<Box<FrameEnds>>,
+    len: usize,
 }
 
 /// The ends of the frames waiting, to count them.
@@ -57,6 +61,12 @@ impl Output {
 
     /// The number of frames not yet wholly taken by the transport.
     pub(crate) fn frames(&self) -> usize {
+        // Nothing waits, the usual case: the ends are not looked at (they
+        // lie in an allocation of their own, one more cache line to fetch).
+        if self.len == 0 {
+            debug_assert!(self.ends.as_ref().is_none_or(|ends| ends.queue.is_empty()));
+            return 0;
+        }
         self.ends.as_ref().map_or(0, |ends| ends.queue.len())
     }
 

@@ -211,6 +211,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> WriteHalf<S> {
     /// prepared messages at once, with no writer task in between.
     pub fn sender(&self) -> Sender {
         Sender {
+            byte_limit: self.shared.lock().max_write_buffer(),
             shared: self.shared.clone(),
             waker: self.waker.clone(),
             queue_limit: usize::MAX,
@@ -313,6 +314,10 @@ pub struct Sender {
     shared: Arc<dyn SendNow>,
     waker: Waker,
     queue_limit: usize,
+    /// The connection's `max_write_buffer`, fixed when it was made: kept
+    /// here, beside the frame bound, so that a send reads no configuration
+    /// behind the lock.
+    byte_limit: usize,
 }
 
 impl Sender {
@@ -341,10 +346,12 @@ impl Sender {
         // queued and its task woken to write it: the slow path for all but
         // the first 128 subscribers of every publication.
         let mut send = tokio::task::coop::unconstrained(std::future::poll_fn(|cx| {
-            Poll::Ready(
-                self.shared
-                    .send_prepared_now(prepared, self.queue_limit, cx),
-            )
+            Poll::Ready(self.shared.send_prepared_now(
+                prepared,
+                self.queue_limit,
+                self.byte_limit,
+                cx,
+            ))
         }));
         match Pin::new(&mut send).poll(&mut cx) {
             Poll::Ready(sent) => sent,
@@ -378,6 +385,7 @@ trait SendNow: Send + Sync {
         &self,
         prepared: &PreparedMessage,
         queue_limit: usize,
+        byte_limit: usize,
         cx: &mut Context<'_>,
     ) -> Result<(), TrySendError>;
     fn queued_frames(&self) -> usize;
@@ -389,15 +397,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> SendNow for Shared<S> {
         &self,
         prepared: &PreparedMessage,
         queue_limit: usize,
+        byte_limit: usize,
         cx: &mut Context<'_>,
     ) -> Result<(), TrySendError> {
         let mut core = self.lock();
         if core.conn.ready_state() != ReadyState::Open {
             return Err(TrySendError::Closed);
         }
-        if core.conn.queued_frames() >= queue_limit
-            || core.conn.buffered_amount() >= core.max_write_buffer()
-        {
+        if core.conn.queued_frames() >= queue_limit || core.conn.buffered_amount() >= byte_limit {
             return Err(TrySendError::Full);
         }
         let sent = core.send_prepared_now(prepared, cx);

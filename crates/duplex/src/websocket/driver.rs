@@ -24,9 +24,13 @@ const MAX_IO_SLICES: usize = 64;
 
 /// The driver: the protocol state machine, the stream, and the timers. Every
 /// method makes as much progress as the stream allows without blocking.
+// In declared order (`repr(C)`), with what a send from a `Sender` reads
+// last: the end of `conn` (see `duplex_proto::Connection`), the stream and
+// `unflushed`, and after them the lock of the `Mutex` that holds this. A
+// broadcast does this on every subscriber: a few adjacent cache lines each,
+// not one at each end of the connection's state.
+#[repr(C)]
 pub(crate) struct Core<S> {
-    pub(super) io: S,
-    pub(crate) conn: Connection,
     pub(super) config: WebSocketConfig,
     pub(super) protocol: Option<String>,
     pub(super) handshake: Option<Box<Handshake>>,
@@ -34,10 +38,12 @@ pub(crate) struct Core<S> {
     timer: Option<Pin<Box<Sleep>>>,
     /// An error to report from the read side before the stream ends.
     pending_error: Option<Error>,
-    /// The transport ended before the closing handshake and this was reported.
-    reported_abnormal: bool,
+    pub(crate) conn: Connection,
+    pub(super) io: S,
     /// Bytes were written to the stream since it was last flushed.
     unflushed: bool,
+    /// The transport ended before the closing handshake and this was reported.
+    reported_abnormal: bool,
 }
 
 impl<S> Core<S> {
