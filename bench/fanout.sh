@@ -28,6 +28,11 @@
 #   SERVER_CPU=0 CLIENT_CPU=1 where the server and the load generator run
 #   NO_BUILD=1                use the binaries already built
 #
+# The load generator's CPU (the largest of the long runs) is printed beside
+# the figures: near 100%, the subscribers fall behind, the server's socket
+# buffers fill and its writes queue, and the figure measures a backlog rather
+# than the steady state; lower DELIVERIES then.
+#
 # Prints a Markdown table; the raw JSON of each run goes to
 # bench/results/fanout-<date>/. Needs bash, taskset, python3, cargo, 2 CPUs.
 set -euo pipefail
@@ -116,8 +121,8 @@ cases = sorted({tuple(os.path.basename(p)[:-5].split("-")[1:3])
 rounds = sorted({int(os.path.basename(p)[:-5].split("-")[4])
                  for p in glob.glob(os.path.join(results, "floor-*.json"))})
 labels = {"example": "static_and_ws broadcast", "hub": "duplex serve, channel fanout:bench"}
-print("| server | subscribers | payload B | CPU per delivery µs, each round | ratio to the floor, each round | p99 µs | errors |")
-print("| --- | ---: | ---: | --- | --- | ---: | ---: |")
+print("| server | subscribers | payload B | CPU per delivery µs, each round | ratio to the floor, each round | p99 µs | load CPU % | errors |")
+print("| --- | ---: | ---: | --- | --- | ---: | ---: | ---: |")
 for n, size in cases:
     floors = {}
     for r in rounds:
@@ -125,9 +130,9 @@ for n, size in cases:
         if f and f.get("cpu_per_delivery_us"):
             floors[r] = f["cpu_per_delivery_us"]
     print(f"| floor (bench/floor) | {int(n):,} | {size} | "
-          + ", ".join(f"{floors[r]:.2f}" for r in sorted(floors)) + " | 1 | | |")
+          + ", ".join(f"{floors[r]:.2f}" for r in sorted(floors)) + " | 1 | | | |")
     for kind in ("example", "hub"):
-        costs, ratios, p99s, errors = [], [], [], 0
+        costs, ratios, p99s, loads, errors = [], [], [], [], 0
         for r in rounds:
             base = os.path.join(results, f"{kind}-{n}-{size}")
             lo, sh = load(f"{base}-{long_s}-{r}.json"), load(f"{base}-{short_s}-{r}.json")
@@ -138,6 +143,7 @@ for n, size in cases:
             deliveries = lo["messages"] - sh["messages"]
             errors += lo["errors"] + sh["errors"]
             p99s.append(lo["latency_us"]["p99"])
+            loads.append(lo.get("client_cpu_percent") or 0)
             if deliveries <= 0:
                 costs.append("n/a")
                 continue
@@ -146,6 +152,7 @@ for n, size in cases:
             if r in floors:
                 ratios.append(f"{us / floors[r]:.2f}x")
         p99 = f"{max(p99s):,.0f}" if p99s else ""
-        print(f"| {labels[kind]} | {int(n):,} | {size} | {', '.join(costs)} | {', '.join(ratios)} | {p99} | {errors} |")
+        busiest = f"{max(loads):.0f}" if loads else ""
+        print(f"| {labels[kind]} | {int(n):,} | {size} | {', '.join(costs)} | {', '.join(ratios)} | {p99} | {busiest} | {errors} |")
 PY
 echo "raw results: $RESULTS" >&2
