@@ -359,6 +359,21 @@ impl Sender {
         }
     }
 
+    /// Starts loading what a send to this connection reads into the
+    /// processor's cache, and returns without waiting: a hint, with no
+    /// effect on the connection.
+    ///
+    /// A loop that sends to many connections calls it on the next one before
+    /// it sends to the current one. Each connection's state then arrives
+    /// while the previous write is in the kernel, instead of stalling the
+    /// send that needs it. A broadcast to thousands of connections misses the
+    /// cache on every one of them otherwise. On processors without a stable
+    /// prefetch instruction in Rust, it does nothing.
+    #[inline]
+    pub fn prefetch(&self) {
+        self.shared.prefetch();
+    }
+
     /// Frames queued and not yet wholly taken by the socket.
     pub fn queued_frames(&self) -> usize {
         self.shared.queued_frames()
@@ -388,6 +403,7 @@ trait SendNow: Send + Sync {
         byte_limit: usize,
         cx: &mut Context<'_>,
     ) -> Result<(), TrySendError>;
+    fn prefetch(&self);
     fn queued_frames(&self) -> usize;
     fn buffered_amount(&self) -> usize;
 }
@@ -417,6 +433,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> SendNow for Shared<S> {
         sent.map_err(|_| TrySendError::Closed)
     }
 
+    fn prefetch(&self) {
+        // A send reads the end of the connection's state: the lock and the
+        // fields laid out beside it (see `Core`), three cache lines at most.
+        let start = (&raw const self.core).cast::<u8>();
+        let size = size_of::<Mutex<Core<S>>>();
+        for back in [1, 65, 129] {
+            if let Some(offset) = size.checked_sub(back) {
+                prefetch_line(start.wrapping_add(offset));
+            }
+        }
+    }
+
     fn queued_frames(&self) -> usize {
         self.lock().conn.queued_frames()
     }
@@ -424,6 +452,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> SendNow for Shared<S> {
     fn buffered_amount(&self) -> usize {
         self.lock().conn.buffered_amount()
     }
+}
+
+/// Asks the processor to load the cache line holding `address`; a hint that
+/// never faults, whatever the address.
+#[inline(always)]
+fn prefetch_line(address: *const u8) {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse"))]
+    #[allow(unsafe_code)]
+    // SAFETY: this build enables SSE (the cfg above), and a prefetch neither
+    // reads the memory for the program nor faults on any address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address.cast());
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse")))]
+    let _ = address;
 }
 
 impl<S> std::fmt::Debug for ReadHalf<S> {

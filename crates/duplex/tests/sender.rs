@@ -36,6 +36,32 @@ fn keep_reading(mut read: ReadHalf<TcpStream>) -> tokio::task::JoinHandle<()> {
 }
 
 #[tokio::test]
+async fn a_prefetch_is_only_a_hint() {
+    within(async {
+        let ((read, write), mut client) = pair(WebSocketConfig::default()).await;
+        let reader = keep_reading(read);
+        let sender = write.sender();
+        sender.prefetch();
+        assert_eq!(sender.queued_frames(), 0);
+        assert_eq!(sender.buffered_amount(), 0);
+        sender
+            .try_send_prepared(&PreparedMessage::text("after a prefetch"))
+            .unwrap();
+        let message = client.next().await.unwrap().unwrap();
+        assert_eq!(message, Message::text("after a prefetch"));
+        // On a closed connection too: the hint reads nothing.
+        drop(client);
+        reader.await.unwrap();
+        sender.prefetch();
+        assert_eq!(
+            sender.try_send_prepared(&PreparedMessage::text("late")),
+            Err(TrySendError::Closed)
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn messages_sent_from_another_task_arrive_in_order() {
     within(async {
         let ((read, write), mut client) = pair(WebSocketConfig::default()).await;
