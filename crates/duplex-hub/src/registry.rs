@@ -87,6 +87,12 @@ impl Outbox {
         sent
     }
 
+    /// Starts loading the connection's send state into the cache: see
+    /// [`Sender::prefetch`].
+    fn prefetch(&self) {
+        self.sender.prefetch();
+    }
+
     /// [`push`](Self::push) without counting the message in the metrics:
     /// a delivery to many subscribers counts them once, at the end.
     fn send(&self, frame: &PreparedMessage) -> bool {
@@ -200,8 +206,13 @@ impl State {
     ) {
         let mut sent = 0;
         // The client's id is read only when one is left out: it lies apart
-        // from the subscriber, one more cache line per delivery.
-        for subscriber in self.subscribers.values_mut() {
+        // from the subscriber, one more cache line per delivery. The next
+        // subscriber's connection is prefetched while this one's is written.
+        let mut each = self.subscribers.values_mut().peekable();
+        while let Some(subscriber) = each.next() {
+            if let Some(next) = each.peek() {
+                next.outbox.prefetch();
+            }
             if except.is_none_or(|client| client != subscriber.client.client)
                 && subscriber.push(frame, limit)
             {

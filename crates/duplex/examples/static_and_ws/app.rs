@@ -168,17 +168,32 @@ impl Broadcast {
 
     /// Sends `message` to every client, without waiting for any. Broadcasts
     /// are serialized by the lock, so every client gets them in one order.
-    /// Each client is visited where it lies in the map, in one pass.
+    /// Each client is visited where it lies in the map, in one pass, and the
+    /// next one's connection is prefetched while this one's is written to.
     fn broadcast(&self, message: PreparedMessage) {
         let message = Arc::new(message);
         let mut clients = self.lock();
-        clients.retain(|&id, client| {
-            let kept = self.deliver(client, &message);
-            if !kept {
-                Self::kick(id, client);
+        let mut kicked = Vec::new();
+        let mut each = clients.iter_mut().peekable();
+        while let Some((&id, client)) = each.next() {
+            if let Some((
+                _,
+                Client {
+                    outlet: Outlet::Open(next),
+                    ..
+                },
+            )) = each.peek()
+            {
+                next.prefetch();
             }
-            kept
-        });
+            if !self.deliver(client, &message) {
+                Self::kick(id, client);
+                kicked.push(id);
+            }
+        }
+        for id in kicked {
+            clients.remove(&id);
+        }
     }
 
     /// Sends to one client; false if its queue is full and it must go.
