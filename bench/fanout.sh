@@ -66,7 +66,8 @@ trap stop_server EXIT
 # writes the bench JSON and the server's CPU ticks over the run.
 measure() {
     local kind=$1 n=$2 size=$3 rate=$4 seconds=$5 round=$6
-    local base=$RESULTS/$kind-$n-$size-$seconds-$round data= before after
+    local base=$RESULTS/$kind-$n-$size-$seconds-$round data=
+    local user_before system_before user_after system_after
     local hub_args=()
     case $kind in
     example)
@@ -79,11 +80,11 @@ measure() {
         hub_args=(--hub fanout:bench)
         ;;
     esac
-    before=$(cpu_ticks "$SERVER_PID")
+    read -r user_before system_before < <(cpu_ticks_split "$SERVER_PID")
     taskset -c "$CLIENT_CPU" "$DUPLEX" bench "ws://$ADDR/ws" --subscribers "$n" "${hub_args[@]}" \
         --size "$size" --rate "$rate" --duration "$seconds" --json >"$base.json" || true
-    after=$(cpu_ticks "$SERVER_PID")
-    echo $((after - before)) >"$base.ticks"
+    read -r user_after system_after < <(cpu_ticks_split "$SERVER_PID")
+    echo "$((user_after - user_before)) $((system_after - system_before))" >"$base.ticks"
     stop_server
     if [[ -n $data ]]; then rm -rf "$data"; fi
     echo "done: $kind $n subscribers, $size B, $seconds s, round $round" >&2
@@ -106,7 +107,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 python3 - "$RESULTS" "$DURATION" "$SHORT" "$(getconf CLK_TCK)" <<'PY'
-import glob, json, os, sys
+import glob, json, os, statistics, sys
 results, long_s, short_s, hz = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 
 def load(path):
@@ -115,22 +116,32 @@ def load(path):
     except (OSError, ValueError):
         return None
 
+def ticks(path):
+    """User and system ticks of a run (one number, the sum, in older results)."""
+    fields = [int(x) for x in open(path).read().split()]
+    return (fields[0], fields[1]) if len(fields) == 2 else (None, fields[0])
+
+def split(total, user):
+    return f"{total:.2f}" if user is None else f"{total:.2f} ({user:.2f} + {total - user:.2f})"
+
 cases = sorted({tuple(os.path.basename(p)[:-5].split("-")[1:3])
                 for p in glob.glob(os.path.join(results, "floor-*.json"))},
                key=lambda c: (int(c[0]), int(c[1])))
 rounds = sorted({int(os.path.basename(p)[:-5].split("-")[4])
                  for p in glob.glob(os.path.join(results, "floor-*.json"))})
 labels = {"example": "static_and_ws broadcast", "hub": "duplex serve, channel fanout:bench"}
-print("| server | subscribers | payload B | CPU per delivery µs, each round | ratio to the floor, each round | p99 µs | load CPU % | errors |")
-print("| --- | ---: | ---: | --- | --- | ---: | ---: | ---: |")
+print("| server | subscribers | payload B | CPU per delivery µs (user + system), each round "
+      "| ratio to the floor, each round | median ratio | p99 µs | load CPU % | errors |")
+print("| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: |")
 for n, size in cases:
-    floors = {}
+    floors, floor_cells = {}, []
     for r in rounds:
         f = load(os.path.join(results, f"floor-{n}-{size}-{long_s}-{r}.json"))
         if f and f.get("cpu_per_delivery_us"):
             floors[r] = f["cpu_per_delivery_us"]
-    print(f"| floor (bench/floor) | {int(n):,} | {size} | "
-          + ", ".join(f"{floors[r]:.2f}" for r in sorted(floors)) + " | 1 | | | |")
+            user = 1e6 * f["user_seconds"] / f["deliveries"] if "user_seconds" in f else None
+            floor_cells.append(split(floors[r], user))
+    print(f"| floor (bench/floor) | {int(n):,} | {size} | {', '.join(floor_cells)} | 1 | 1 | | | |")
     for kind in ("example", "hub"):
         costs, ratios, p99s, loads, errors = [], [], [], [], 0
         for r in rounds:
@@ -139,7 +150,7 @@ for n, size in cases:
             if not lo or not sh:
                 costs.append("failed")
                 continue
-            ticks = int(open(f"{base}-{long_s}-{r}.ticks").read()) - int(open(f"{base}-{short_s}-{r}.ticks").read())
+            (lu, lt), (su, st) = ticks(f"{base}-{long_s}-{r}.ticks"), ticks(f"{base}-{short_s}-{r}.ticks")
             deliveries = lo["messages"] - sh["messages"]
             errors += lo["errors"] + sh["errors"]
             p99s.append(lo["latency_us"]["p99"])
@@ -147,12 +158,16 @@ for n, size in cases:
             if deliveries <= 0:
                 costs.append("n/a")
                 continue
-            us = 1e6 * ticks / hz / deliveries
-            costs.append(f"{us:.2f}")
+            per = 1e6 / hz / deliveries
+            total = per * ((lt - st) if lu is None else (lu + lt - su - st))
+            user = None if lu is None else per * (lu - su)
+            costs.append(split(total, user))
             if r in floors:
-                ratios.append(f"{us / floors[r]:.2f}x")
+                ratios.append(total / floors[r])
+        median = f"**{statistics.median(ratios):.2f}x**" if ratios else ""
         p99 = f"{max(p99s):,.0f}" if p99s else ""
         busiest = f"{max(loads):.0f}" if loads else ""
-        print(f"| {labels[kind]} | {int(n):,} | {size} | {', '.join(costs)} | {', '.join(ratios)} | {p99} | {busiest} | {errors} |")
+        print(f"| {labels[kind]} | {int(n):,} | {size} | {', '.join(costs)} "
+              f"| {', '.join(f'{x:.2f}x' for x in ratios)} | {median} | {p99} | {busiest} | {errors} |")
 PY
 echo "raw results: $RESULTS" >&2

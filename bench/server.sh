@@ -8,6 +8,7 @@
 #                                subshell: SERVER_PID must reach stop_server.
 #   stop_server                  stops it: SIGTERM, up to 5 s, then SIGKILL.
 #   cpu_ticks PID                user + system CPU ticks of PID so far.
+#   cpu_ticks_split PID          the same, as two numbers: user, then system.
 
 SERVER_PID=
 ADDR=
@@ -44,4 +45,8 @@ stop_server() {
 
 cpu_ticks() {
     awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null
+}
+
+cpu_ticks_split() {
+    awk '{ print $14, $15 }' "/proc/$1/stat" 2>/dev/null
 }
