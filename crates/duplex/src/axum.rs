@@ -74,6 +74,8 @@ pub struct WebSocketUpgrade {
     head: Request<()>,
     upgrade: UpgradeRequest,
     on_upgrade: OnUpgrade,
+    /// The plain TCP socket under the connection, if the server gave one.
+    socket: Option<upgrade::TcpHandle>,
     acceptor: Acceptor,
     on_failed_upgrade: Option<Box<dyn FnOnce(Error) + Send>>,
 }
@@ -96,10 +98,12 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
         let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
             return Err(not_upgradable(validated.is_http2()));
         };
+        let socket = upgrade::direct_socket(parts.version, &parts.extensions);
         Ok(WebSocketUpgrade {
             head,
             upgrade: validated,
             on_upgrade,
+            socket,
             acceptor: Acceptor::new(),
             on_failed_upgrade: None,
         })
@@ -247,7 +251,7 @@ impl WebSocketUpgrade {
             Ok(answer) => answer,
             Err(refused) => return IntoResponse::into_response(refused),
         };
-        let pending = PendingWebSocket::new(self.on_upgrade, self.acceptor, agreed);
+        let pending = PendingWebSocket::new(self.on_upgrade, self.acceptor, agreed, self.socket);
         let on_failed_upgrade = self.on_failed_upgrade;
         tokio::spawn(async move {
             match pending.await {

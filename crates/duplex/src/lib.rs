@@ -61,6 +61,8 @@
 pub mod axum;
 mod client;
 mod config;
+#[cfg(feature = "hyper")]
+mod direct;
 mod error;
 mod head;
 mod header;

@@ -374,6 +374,14 @@ impl Sender {
         self.shared.prefetch();
     }
 
+    /// Whether a send with nothing queued ahead goes to the socket itself,
+    /// past the connection's stream: a WebSocket upgraded over HTTP/1.1 on a
+    /// connection served as a [`TcpIo`](crate::upgrade::TcpIo), whose
+    /// request carried its handle. A check that a server is set up for it.
+    pub fn writes_directly(&self) -> bool {
+        self.shared.writes_directly()
+    }
+
     /// Frames queued and not yet wholly taken by the socket.
     pub fn queued_frames(&self) -> usize {
         self.shared.queued_frames()
@@ -404,6 +412,7 @@ trait SendNow: Send + Sync {
         cx: &mut Context<'_>,
     ) -> Result<(), TrySendError>;
     fn prefetch(&self);
+    fn writes_directly(&self) -> bool;
     fn queued_frames(&self) -> usize;
     fn buffered_amount(&self) -> usize;
 }
@@ -443,6 +452,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> SendNow for Shared<S> {
                 prefetch_line(start.wrapping_add(offset));
             }
         }
+    }
+
+    fn writes_directly(&self) -> bool {
+        self.lock().writes_directly()
     }
 
     fn queued_frames(&self) -> usize {

@@ -53,6 +53,7 @@ use http::header::{ALLOW, HeaderValue, UPGRADE};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper_util::rt::TokioIo;
 
+pub use crate::direct::{TcpHandle, TcpIo};
 use crate::error::{Error, Result};
 use crate::server::{Acceptor, Agreed, Rejection};
 use crate::websocket::WebSocket;
@@ -118,8 +119,23 @@ pub fn upgrade<B>(
     );
     let upgrade = validate(&head, request.extensions().get())?;
     let (response, agreed) = answer(acceptor, head, &upgrade)?;
-    let pending = PendingWebSocket::new(hyper::upgrade::on(request), acceptor.clone(), agreed);
+    let socket = direct_socket(request.version(), request.extensions());
+    let pending = PendingWebSocket::new(
+        hyper::upgrade::on(request),
+        acceptor.clone(),
+        agreed,
+        socket,
+    );
     Ok((response, pending))
+}
+
+/// The socket a WebSocket upgraded from a request may write to directly:
+/// the [`TcpHandle`] in its extensions, over HTTP/1.1 only (over HTTP/2 the
+/// WebSocket is one stream of the connection, and goes through hyper).
+pub(crate) fn direct_socket(version: Version, extensions: &http::Extensions) -> Option<TcpHandle> {
+    (version == Version::HTTP_11)
+        .then(|| extensions.get::<TcpHandle>().cloned())
+        .flatten()
 }
 
 // The steps of `upgrade`, shared with the axum extractor, which takes them at
@@ -186,6 +202,7 @@ impl PendingWebSocket {
         on_upgrade: hyper::upgrade::OnUpgrade,
         acceptor: Acceptor,
         agreed: Agreed,
+        socket: Option<TcpHandle>,
     ) -> Self {
         PendingWebSocket(Box::pin(async move {
             let upgraded = on_upgrade.await.map_err(|err| {
@@ -193,7 +210,11 @@ impl PendingWebSocket {
                     "hyper did not hand over the connection: {err}"
                 )))
             })?;
-            Ok(acceptor.open(TokioIo::new(upgraded), Bytes::new(), agreed))
+            let ws = acceptor.open(TokioIo::new(upgraded), Bytes::new(), agreed);
+            Ok(match socket {
+                Some(socket) => ws.with_direct_socket(&socket),
+                None => ws,
+            })
         }))
     }
 }

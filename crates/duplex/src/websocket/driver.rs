@@ -19,6 +19,17 @@ use crate::config::WebSocketConfig;
 use crate::error::{Error, Result, Timeout};
 use crate::spare::ThreadSpare;
 
+/// Stands in for the direct socket where there is none to have.
+#[cfg(not(all(unix, feature = "hyper")))]
+enum Never {}
+
+#[cfg(not(all(unix, feature = "hyper")))]
+impl Never {
+    fn send(&self, _: &[u8]) -> io::Result<usize> {
+        match *self {}
+    }
+}
+
 /// Slices handed to one vectored write.
 const MAX_IO_SLICES: usize = 64;
 
@@ -40,6 +51,11 @@ pub(crate) struct Core<S> {
     pending_error: Option<Error>,
     pub(crate) conn: Connection,
     pub(super) io: S,
+    /// The socket under `io`, when a send may write to it directly: an
+    /// HTTP/1.1 upgrade of a plain TCP connection served as a
+    /// [`TcpIo`](crate::upgrade::TcpIo).
+    #[cfg(all(unix, feature = "hyper"))]
+    pub(super) direct: Option<crate::direct::DirectSocket>,
     /// Bytes were written to the stream since it was last flushed.
     unflushed: bool,
     /// The transport ended before the closing handshake and this was reported.
@@ -72,9 +88,19 @@ impl<S> Core<S> {
             handshake: None,
             timer: None,
             pending_error: None,
+            #[cfg(all(unix, feature = "hyper"))]
+            direct: None,
             reported_abnormal: false,
             unflushed: false,
         }
+    }
+
+    /// Whether prepared sends may go to the socket directly.
+    pub(crate) fn writes_directly(&self) -> bool {
+        #[cfg(all(unix, feature = "hyper"))]
+        return self.direct.is_some();
+        #[cfg(not(all(unix, feature = "hyper")))]
+        false
     }
 
     /// The bound on bytes queued for the socket.
@@ -348,9 +374,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
             return Err(self.closed());
         }
         let io = &mut self.io;
+        #[cfg(all(unix, feature = "hyper"))]
+        let direct = self.direct.as_ref();
+        #[cfg(not(all(unix, feature = "hyper")))]
+        let direct: Option<&Never> = None;
         let mut failed = None;
         let taken = self.conn.send_prepared_direct(prepared, |frame| {
-            match Pin::new(&mut *io).poll_write(cx, frame) {
+            let written = match direct {
+                // Straight to the socket: nothing sits between, so nothing
+                // is left to flush.
+                Some(socket) => match socket.send(frame) {
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+                    sent => Poll::Ready(sent),
+                },
+                None => Pin::new(&mut *io).poll_write(cx, frame),
+            };
+            match written {
                 Poll::Ready(Ok(n)) => n,
                 Poll::Ready(Err(err)) => {
                     failed = Some(err);
@@ -364,7 +403,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
             self.pending_error = Some(err.into());
             return Err(Error::Closed { was_clean: false });
         }
-        if taken > 0 {
+        if taken > 0 && direct.is_none() {
             self.unflushed = true;
         }
         self.flush_soon(cx);

@@ -79,6 +79,20 @@ where
         self
     }
 
+    /// Sends prepared messages with nothing queued ahead straight to
+    /// `socket`, the plain TCP socket under this connection's stream (see
+    /// [`TcpIo`](crate::upgrade::TcpIo)).
+    #[cfg(feature = "hyper")]
+    pub(crate) fn with_direct_socket(mut self, socket: &crate::upgrade::TcpHandle) -> Self {
+        #[cfg(unix)]
+        {
+            self.core.direct = Some(socket.direct());
+        }
+        #[cfg(not(unix))]
+        let _ = socket;
+        self
+    }
+
     /// Keeps what the opening handshake left: the request a server accepted or
     /// the response a client got, and the data a request check attached.
     pub(crate) fn with_handshake(mut self, handshake: Handshake) -> Self {
