@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use duplex::Acceptor;
 use duplex::tls::rustls::ServerConfig;
+use duplex::upgrade::{TcpHandle, TcpIo};
+use http::Request;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -195,13 +198,22 @@ async fn serve_connection(
     watcher: Watcher,
 ) {
     let closing = service.closing.clone();
-    let handler = service_fn(move |request| {
-        let service = service.clone();
-        async move { Ok::<_, Infallible>(service.handle(request, peer).await) }
-    });
+    // Without TLS, each request carries the socket, so that a WebSocket
+    // upgraded over HTTP/1.1 writes its pushes to it directly.
+    let handler = |socket: Option<TcpHandle>| {
+        service_fn(move |mut request: Request<Incoming>| {
+            if let Some(socket) = &socket {
+                request.extensions_mut().insert(socket.clone());
+            }
+            let service = service.clone();
+            async move { Ok::<_, Infallible>(service.handle(request, peer).await) }
+        })
+    };
     let served = match tls {
         None => {
-            let connection = http.serve_connection_with_upgrades(TokioIo::new(tcp), handler);
+            let io = TcpIo::new(tcp);
+            let handler = handler(Some(io.handle()));
+            let connection = http.serve_connection_with_upgrades(io, handler);
             watcher.watch(connection).await
         }
         Some(acceptor) => {
@@ -220,7 +232,8 @@ async fn serve_connection(
                     }
                 },
             };
-            let connection = http.serve_connection_with_upgrades(TokioIo::new(stream), handler);
+            let connection =
+                http.serve_connection_with_upgrades(TokioIo::new(stream), handler(None));
             watcher.watch(connection).await
         }
     };

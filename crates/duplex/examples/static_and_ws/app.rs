@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use duplex::tls::rustls::ServerConfig;
-use duplex::upgrade::{self, Upgraded};
+use duplex::upgrade::{self, TcpHandle, TcpIo, Upgraded};
 use duplex::{
     Acceptor, CloseCode, Keepalive, Message, Origins, PreparedMessage, Sender, TrySendError,
     WebSocket,
@@ -329,13 +329,22 @@ impl App {
         watcher: Watcher,
     ) {
         let app = self.clone();
-        let service = service_fn(move |request| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(app.handle(request).await) }
-        });
+        // Without TLS, each request carries the socket, so that a WebSocket
+        // upgraded over HTTP/1.1 writes its broadcasts to it directly.
+        let service = |socket: Option<TcpHandle>| {
+            service_fn(move |mut request: Request<Incoming>| {
+                if let Some(socket) = &socket {
+                    request.extensions_mut().insert(socket.clone());
+                }
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(app.handle(request).await) }
+            })
+        };
         let served = match tls {
             None => {
-                let connection = http.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+                let io = TcpIo::new(tcp);
+                let service = service(Some(io.handle()));
+                let connection = http.serve_connection_with_upgrades(io, service);
                 watcher.watch(connection).await
             }
             Some(acceptor) => {
@@ -354,7 +363,8 @@ impl App {
                         }
                     },
                 };
-                let connection = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let connection =
+                    http.serve_connection_with_upgrades(TokioIo::new(stream), service(None));
                 watcher.watch(connection).await
             }
         };
