@@ -47,8 +47,9 @@ pub(crate) struct Core<S> {
     pub(super) handshake: Option<Box<Handshake>>,
     /// The sleep until the connection's next deadline, while it has one.
     timer: Option<Pin<Box<Sleep>>>,
-    /// An error to report from the read side before the stream ends.
-    pending_error: Option<Error>,
+    /// An error to report from the read side before the stream ends; boxed,
+    /// since few connections ever have one (an `Error` is 64 bytes).
+    pending_error: Option<Box<Error>>,
     pub(crate) conn: Connection,
     pub(super) io: S,
     /// The socket under `io`, when a send may write to it directly: an
@@ -142,7 +143,7 @@ impl<S> Core<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
         loop {
-            if let Some(err) = self.pending_error.take() {
+            if let Some(err) = self.pending_error.take().map(|err| *err) {
                 return Poll::Ready(Some(Err(err)));
             }
             match self.conn.next_message() {
@@ -261,13 +262,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
                 // if the socket takes it now, and drop the connection without
                 // waiting for a close handshake.
                 let _ = self.poll_write_out(cx);
-                self.pending_error = Some(Error::Timeout(Timeout::Keepalive));
+                self.pending_error = Some(Box::new(Error::Timeout(Timeout::Keepalive)));
                 self.abort();
                 return true;
             }
             Some(Expired::Close) => {
                 if !self.conn.is_close_handshake_done() {
-                    self.pending_error = Some(Error::Timeout(Timeout::Close));
+                    self.pending_error = Some(Box::new(Error::Timeout(Timeout::Close)));
                 }
                 self.abort();
                 return true;
@@ -310,7 +311,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
             && let Poll::Ready(Err(err)) = self.poll_write_out(cx)
         {
             self.abort();
-            self.pending_error = Some(err);
+            self.pending_error = Some(Box::new(err));
         }
     }
 
@@ -400,7 +401,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Core<S> {
         })?;
         if let Some(err) = failed {
             self.abort();
-            self.pending_error = Some(err.into());
+            self.pending_error = Some(Box::new(err.into()));
             return Err(Error::Closed { was_clean: false });
         }
         if taken > 0 && direct.is_none() {
