@@ -36,10 +36,11 @@ const MAX_IO_SLICES: usize = 64;
 /// The driver: the protocol state machine, the stream, and the timers. Every
 /// method makes as much progress as the stream allows without blocking.
 // In declared order (`repr(C)`), with what a send from a `Sender` reads
-// last: the end of `conn` (see `duplex_proto::Connection`), the stream and
-// `unflushed`; std lays out a `Mutex` with its lock after the value today,
-// so the lock comes next. A broadcast does this on every subscriber: a few
-// adjacent cache lines each, not one at each end of the connection's state.
+// last: the end of `conn` (see `duplex_proto::Connection`), the stream, the
+// direct socket and `unflushed`; std lays out a `Mutex` with its lock after
+// the value today, so the lock comes next. A broadcast does this on every
+// subscriber: a few adjacent cache lines each, not one at each end of the
+// connection's state.
 #[repr(C)]
 pub(crate) struct Core<S> {
     pub(super) config: WebSocketConfig,
