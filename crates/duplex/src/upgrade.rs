@@ -133,9 +133,10 @@ pub fn upgrade<B>(
 /// the [`TcpHandle`] in its extensions, over HTTP/1.1 only (over HTTP/2 the
 /// WebSocket is one stream of the connection, and goes through hyper).
 pub(crate) fn direct_socket(version: Version, extensions: &http::Extensions) -> Option<TcpHandle> {
-    (version == Version::HTTP_11)
-        .then(|| extensions.get::<TcpHandle>().cloned())
-        .flatten()
+    extensions
+        .get::<TcpHandle>()
+        .filter(|_| version == Version::HTTP_11)
+        .cloned()
 }
 
 // The steps of `upgrade`, shared with the axum extractor, which takes them at

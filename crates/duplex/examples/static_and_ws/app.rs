@@ -124,6 +124,16 @@ struct Client {
     kick: CancellationToken,
 }
 
+impl Client {
+    /// Its WebSocket's sender, once the upgrade is done.
+    fn sender(&self) -> Option<&Sender> {
+        match &self.outlet {
+            Outlet::Open(sender) => Some(sender),
+            Outlet::Waiting(_) => None,
+        }
+    }
+}
+
 /// The connected clients, by id.
 struct Broadcast {
     clients: Mutex<HashMap<u64, Client>>,
@@ -176,14 +186,7 @@ impl Broadcast {
         let mut kicked = Vec::new();
         let mut each = clients.iter_mut().peekable();
         while let Some((&id, client)) = each.next() {
-            if let Some((
-                _,
-                Client {
-                    outlet: Outlet::Open(next),
-                    ..
-                },
-            )) = each.peek()
-            {
+            if let Some(next) = each.peek().and_then(|(_, next)| next.sender()) {
                 next.prefetch();
             }
             if !self.deliver(client, &message) {
