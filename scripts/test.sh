@@ -38,6 +38,16 @@ step "docs (broken links and missing docs are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --quiet
 
 step "the library crates build from their packages (cargo package: nothing reached outside a crate)"
+# cargo verifies each package against the others through a registry of its
+# own (target/package/tmp-registry). Like any registry's, those crates are
+# unpacked into $CARGO_HOME/registry/src/-<hash of that path>/ and built into
+# target/debug/, and cargo takes both as current by name and version alone:
+# what an earlier run of this checkout left there (same version, older code)
+# would be built or linked in place of this code. Remove both first.
+for crate in duplex-proto duplex duplex-hub; do
+    rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/"$crate"-[0-9]*
+done
+rm -rf target/debug/deps/libduplex* target/debug/.fingerprint/duplex*
 cargo package --quiet --allow-dirty -p duplex-proto -p duplex -p duplex-hub
 
 step "interop peers (Python websockets, Node ws)"
